@@ -1,0 +1,1 @@
+"""pylucet: a WebAssembly ahead-of-time compiler and sandboxing runtime in pure Python."""

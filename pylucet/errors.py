@@ -1,0 +1,130 @@
+"""The one exception hierarchy of pylucet.
+
+Everything pylucet raises on purpose derives from :class:`Error`, so a host can wrap all of
+guest-related failure in one ``except pylucet.Error``. Misuse of the Python API itself (a wrong
+argument type, a closed instance) raises the built-in exception a Python user expects instead
+(``TypeError``, ``ValueError``), as wasmtime-py does.
+
+Errors carry data, not just a message: a trap knows its code and where it happened, a malformed
+module knows the byte offset, so tools and tests can look at fields instead of parsing strings.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .module.traps import TrapCode
+
+
+class Error(Exception):
+    """Root of every error pylucet raises on purpose."""
+
+
+# --- compile time --------------------------------------------------------------------------------
+
+class CompileError(Error):
+    """The module could not be turned into native code."""
+
+
+class MalformedModule(CompileError):
+    """The bytes (or text) are not a well-formed module.
+
+    ``offset`` is the byte offset in the binary (or the character offset in WAT text) where
+    decoding failed; ``reason`` is the spec-style message (e.g. "unexpected end").
+    """
+
+    def __init__(self, reason: str, offset: Optional[int] = None):
+        self.reason = reason
+        self.offset = offset
+        where = f" at offset {offset:#x}" if offset is not None else ""
+        super().__init__(f"malformed module{where}: {reason}")
+
+
+class InvalidModule(CompileError):
+    """The module is well-formed but fails validation (type checking)."""
+
+    def __init__(self, reason: str, func: Optional[str] = None, offset: Optional[int] = None):
+        self.reason = reason
+        self.func = func
+        self.offset = offset
+        where = ""
+        if func is not None:
+            where += f" in function {func}"
+        if offset is not None:
+            where += f" at offset {offset:#x}"
+        super().__init__(f"invalid module{where}: {reason}")
+
+
+class Unsupported(CompileError):
+    """Valid WebAssembly that this version of the compiler does not translate yet."""
+
+
+# --- load and link -------------------------------------------------------------------------------
+
+class LoadError(Error):
+    """A compiled artifact could not be loaded (not ours, wrong version, CPU lacks a feature)."""
+
+
+class LinkError(Error):
+    """The module's imports could not be satisfied."""
+
+
+# --- runtime -------------------------------------------------------------------------------------
+
+class LimitsExceeded(Error):
+    """The module asks for more than the region's :class:`~pylucet.Limits` allow."""
+
+
+class RegionFull(Error):
+    """Every slot of the region is in use."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        super().__init__(f"region is full: all {capacity} slots are in use")
+
+
+class InstantiationError(Error):
+    """Instantiation failed after a slot was taken (e.g. a data segment out of bounds)."""
+
+
+class Trap(Error):
+    """A guest fault turned into a WebAssembly trap.
+
+    The instance that trapped stays usable: its memory and globals keep the state they had at
+    the fault, and the next ``run`` starts a fresh call.
+    """
+
+    def __init__(self, code: "TrapCode", func: Optional[str] = None,
+                 wasm_offset: Optional[int] = None, code_offset: Optional[int] = None,
+                 fault_address: Optional[int] = None, message: Optional[str] = None):
+        self.code = code
+        self.func = func
+        self.wasm_offset = wasm_offset
+        self.code_offset = code_offset
+        self.fault_address = fault_address
+        text = message or code.message
+        where = []
+        if func is not None:
+            where.append(f"in {func}")
+        if wasm_offset is not None:
+            where.append(f"at wasm offset {wasm_offset:#x}")
+        if code_offset is not None:
+            where.append(f"(code offset {code_offset:#x})")
+        super().__init__(f"{code.name}: {text}" + (" " + " ".join(where) if where else ""))
+
+
+class FatalFault(Error):
+    """A fault in guest code that no trap table explains: a compiler or runtime bug.
+
+    The instance is poisoned and refuses to run again; the host process carries on.
+    """
+
+
+class Terminated(Error):
+    """The instance was terminated: by a hostcall that raised, by ``proc_exit``, or remotely."""
+
+    def __init__(self, reason: str, details: object = None):
+        self.reason = reason
+        self.details = details
+        super().__init__(f"instance terminated: {reason}")

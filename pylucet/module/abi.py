@@ -1,0 +1,191 @@
+"""The binary contract between compiled guest code, the runtime and the ``asm/`` stubs.
+
+Every offset that more than one of the three halves relies on is defined here, once, and derived
+from an ordered list of fields rather than written out by hand. The compiler reads these
+constants when it emits code; the runtime builds its ctypes views from them; and the assembly
+stubs get them as ``.equ`` lines (see :func:`asm_equates`), so the ``.s`` files hold no numbers
+that could drift.
+
+Picture of one instance's memory (see ``pylucet.runtime.region`` for the whole slot)::
+
+    instance page (4 KiB)                                        heap
+    +--------------------------------------------+---------------------+ +----------------- ...
+    | host-side fields (INST_*), from offset 0   | runtime data (VMCTX_*) | | wasm linear memory
+    +--------------------------------------------+---------------------+ +----------------- ...
+                                                                        ^
+                                                                        vmctx = heap base, held in r14
+
+Compiled code addresses the heap as ``[r14 + zero-extended i32 + offset]`` with no bounds check:
+the heap's address space is reserved far past 4 GiB + 4 GiB, so every out-of-bounds access lands
+on an inaccessible page and faults. It reads runtime data at small negative offsets from r14.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Dict, Iterable, List, Tuple
+
+PAGE_SIZE = 4096                 # host page
+WASM_PAGE_SIZE = 65536           # wasm memory page
+WASM_MAX_PAGES = 65536           # 4 GiB of 32-bit linear memory
+INSTANCE_PAGE_SIZE = PAGE_SIZE   # vmctx = instance page + INSTANCE_PAGE_SIZE
+INSTANCE_MAGIC = 0x746563756C7970  # b"pylucet\0", little-endian: marks a live instance page
+
+
+def _layout_up(fields: Iterable[Tuple[str, int]], start: int = 0) -> Dict[str, int]:
+    """Offsets for fields laid out one after another from ``start`` (8-byte aligned each)."""
+    out, pos = {}, start
+    for name, size in fields:
+        out[name] = pos
+        pos += (size + 7) & ~7
+    out["_end"] = pos
+    return out
+
+
+def _layout_down(fields: Iterable[Tuple[str, int]]) -> Dict[str, int]:
+    """Offsets (negative, from vmctx) for fields laid out downward from vmctx: the first field
+    ends at vmctx. An array field's offset is its lowest address, so element i is at +8*i."""
+    out, pos = {}, 0
+    for name, size in fields:
+        pos -= (size + 7) & ~7
+        out[name] = pos
+    out["_end"] = pos
+    return out
+
+
+# --- Host-side instance fields ---------------------------------------------------------------------
+# Read and written by the runtime (through ctypes) and by the stubs in asm/. Compiled guest code
+# never touches them.
+
+CONTEXT_REGS = ("rbx", "rsp", "rbp", "r12", "r13", "r14", "r15")
+"""Registers a context switch saves: the SysV callee-saved set plus rsp."""
+
+GUEST_INT_ARG_REGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
+GUEST_FLOAT_ARG_REGS = tuple(f"xmm{i}" for i in range(8))
+ENTRY_MAX_STACK_ARGS = 1024      # wasm allows 1000 params; the rest of 1024 is headroom
+
+_INSTANCE_FIELDS: List[Tuple[str, int]] = [
+    ("magic", 8),                 # INSTANCE_MAGIC while the slot holds an instance
+    ("state", 8),                 # runtime.instance.State, for the stubs and for inspection
+    # host context: saved by the entry stub, restored on return or after a fault
+    *((f"host_{r}", 8) for r in CONTEXT_REGS),
+    ("host_mxcsr", 8),            # low 32 bits: MXCSR; restored so a guest cannot change rounding
+    # guest context: reserved for yield/resume (a later issue), same shape as the host context
+    *((f"guest_{r}", 8) for r in CONTEXT_REGS),
+    ("guest_mxcsr", 8),
+    # the call the entry stub makes
+    ("entry_func", 8),            # absolute address of the guest function
+    ("entry_gpr", 8 * len(GUEST_INT_ARG_REGS)),    # values for rdi, rsi, rdx, rcx, r8, r9
+    ("entry_xmm", 8 * len(GUEST_FLOAT_ARG_REGS)),  # low 64 bits of xmm0..xmm7
+    ("entry_nstack", 8),          # how many 8-byte stack arguments
+    ("entry_stack", 8),           # address of an array of entry_nstack u64, first argument first
+    ("stack_top", 8),             # the guest stack's initial rsp (16-byte aligned)
+    # results written by the entry stub when the guest function returns
+    ("ret_rax", 8),
+    ("ret_rdx", 8),
+    ("ret_xmm0", 8),
+    ("ret_xmm1", 8),
+    # filled in by the signal handler when a guest faults
+    ("fault_signo", 8),
+    ("fault_code", 8),            # siginfo si_code
+    ("fault_addr", 8),            # siginfo si_addr
+    ("fault_rip", 8),
+    ("fault_rsp", 8),
+]
+INSTANCE_FIELDS = _layout_up(_INSTANCE_FIELDS)
+
+
+# --- Runtime data read by compiled code, at negative offsets from vmctx -----------------------------
+
+class Libcall(enum.IntEnum):
+    """Runtime functions that compiled code calls through the vmctx libcall array.
+
+    Calling convention: SysV (arguments in rdi, rsi, rdx, ...; result in rax), with r14 = vmctx on
+    entry and preserved. The caller treats every SysV caller-saved register as clobbered.
+    """
+
+    MEMORY_GROW = 0   # (edi = delta pages) -> eax = old size in pages, or 0xFFFFFFFF on failure
+
+
+LIBCALL_SLOTS = 32  # room in the array; Libcall members use the low indices
+
+_VMCTX_FIELDS: List[Tuple[str, int]] = [
+    ("stack_limit", 8),        # lowest rsp a guest prologue may move to (stack base + reservation)
+    ("instr_count_bound", 8),  # for the kill switch / instruction counting (later issue)
+    ("instr_count_adj", 8),
+    ("globals", 8),            # address of the globals area
+    ("memory_size", 8),        # current heap size in bytes (a multiple of WASM_PAGE_SIZE)
+    ("memory_max", 8),         # largest heap size memory.grow may reach, in bytes
+    ("tables", 8),             # address of an array of TABLE_DESC entries, one per table
+    ("imports", 8),            # address of an array of imported-function entries (later issue)
+    ("libcalls", 8 * LIBCALL_SLOTS),
+]
+VMCTX_FIELDS = _layout_down(_VMCTX_FIELDS)
+RUNTIME_DATA_SIZE = 512
+assert -VMCTX_FIELDS["_end"] <= RUNTIME_DATA_SIZE
+assert INSTANCE_FIELDS["_end"] <= INSTANCE_PAGE_SIZE - RUNTIME_DATA_SIZE
+
+VMCTX_STACK_LIMIT = VMCTX_FIELDS["stack_limit"]
+VMCTX_INSTR_COUNT_BOUND = VMCTX_FIELDS["instr_count_bound"]
+VMCTX_INSTR_COUNT_ADJ = VMCTX_FIELDS["instr_count_adj"]
+VMCTX_GLOBALS = VMCTX_FIELDS["globals"]
+VMCTX_MEMORY_SIZE = VMCTX_FIELDS["memory_size"]
+VMCTX_MEMORY_MAX = VMCTX_FIELDS["memory_max"]
+VMCTX_TABLES = VMCTX_FIELDS["tables"]
+VMCTX_IMPORTS = VMCTX_FIELDS["imports"]
+VMCTX_LIBCALLS = VMCTX_FIELDS["libcalls"]
+
+
+def vmctx_libcall(call: Libcall) -> int:
+    """Offset from vmctx of the pointer to ``call``."""
+    return VMCTX_LIBCALLS + 8 * int(call)
+
+
+# --- Tables -----------------------------------------------------------------------------------------
+# A table descriptor says where a table's entries are and how many there are. An entry is the
+# function's address and its signature id; a null entry has address 0 and id NULL_TYPE_ID, so a
+# call_indirect checks for null first (IndirectCallToNull), then the id (BadSignature).
+
+TABLE_DESC = _layout_up([("base", 8), ("length", 8), ("max", 8), ("reserved", 8)])
+TABLE_DESC_SIZE = TABLE_DESC["_end"]
+TABLE_ENTRY = _layout_up([("func", 8), ("type_id", 8)])
+TABLE_ENTRY_SIZE = TABLE_ENTRY["_end"]
+NULL_TYPE_ID = 0xFFFF_FFFF_FFFF_FFFF
+"""Signature ids are indices into the module's canonical (deduplicated) list of function types."""
+
+GLOBAL_SLOT_SIZE = 8
+"""Scalar globals take 8 bytes each in the globals area; v128 (later) will take 16, aligned."""
+
+
+# --- Symbols in a compiled artifact -----------------------------------------------------------------
+
+MODULE_SYMBOL = "pylucet_module"
+"""The exported data symbol holding the serialised module data (see ``module.serialize``)."""
+
+FUNC_SYMBOL_PREFIX = "guest_func_"
+
+
+def asm_equates() -> str:
+    """``.equ`` lines for every constant above, prepended to each ``asm/`` source before assembly.
+
+    Names: ``INST_<FIELD>`` for instance-page fields (offset from the instance page),
+    ``VMCTX_<FIELD>`` (negative offset from vmctx), ``TABLE_DESC_<FIELD>``, ``TABLE_ENTRY_<FIELD>``,
+    ``LIBCALL_<NAME>`` (offset from vmctx), and the scalar constants by their Python names.
+    """
+    lines = []
+    for name, off in INSTANCE_FIELDS.items():
+        if not name.startswith("_"):
+            lines.append((f"INST_{name.upper()}", off))
+    for name, off in VMCTX_FIELDS.items():
+        if not name.startswith("_"):
+            lines.append((f"VMCTX_{name.upper()}", off))
+    for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("TABLE_ENTRY", TABLE_ENTRY)):
+        for name, off in layout.items():
+            if not name.startswith("_"):
+                lines.append((f"{prefix}_{name.upper()}", off))
+    for call in Libcall:
+        lines.append((f"LIBCALL_{call.name}", vmctx_libcall(call)))
+    for name in ("PAGE_SIZE", "WASM_PAGE_SIZE", "WASM_MAX_PAGES", "INSTANCE_PAGE_SIZE",
+                 "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "ENTRY_MAX_STACK_ARGS"):
+        lines.append((name, globals()[name]))
+    return "".join(f".equ {n}, {v}\n" for n, v in lines)

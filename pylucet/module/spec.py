@@ -1,0 +1,133 @@
+"""Module data: everything the runtime needs to know about a compiled module besides its code.
+
+The compiler fills a :class:`ModuleData`; ``module.serialize`` turns it into the bytes behind the
+artifact's ``pylucet_module`` symbol; the loader reads them back. Like Lucet's ``lucet-module``,
+this package imports nothing else of pylucet except the wasm value types, so compiler and runtime
+can both depend on it without depending on each other.
+
+Addresses are never stored: code is named by its offset in ``.text`` and the loader adds the
+load base, so the artifact needs no relocations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, List, Optional, Tuple
+
+from ..wasm.types import ExternKind, FuncType, ValType
+from .traps import TrapTable
+
+SPARSE_PAGE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class HeapSpec:
+    """The linear memory a module asks for, in bytes.
+
+    ``reserved_size`` and ``guard_size`` are the address space the compiled code relies on being
+    inaccessible past the heap: code without bounds checks is only safe if the region reserves at
+    least ``reserved_size + guard_size`` for the heap. The loader refuses a region that doesn't.
+    """
+
+    initial_size: int
+    max_size: Optional[int]
+    reserved_size: int
+    guard_size: int
+
+
+@dataclass(frozen=True)
+class GlobalSpec:
+    valtype: ValType
+    mutable: bool
+    init: int                   # initial value as raw bits (i32/i64 two's complement, float IEEE)
+    offset: int                 # byte offset in the globals area
+    import_from: Optional[Tuple[str, str]] = None   # (module, name) for an imported global (later)
+    init_global: Optional[int] = None  # initialised by ``global.get`` of this (imported) global
+
+
+@dataclass
+class FunctionSpec:
+    """One defined function's machine code and what is needed to run it and explain its traps."""
+
+    func_index: int             # in the wasm function index space (imports first)
+    name: str                   # human name (name section, export, or index)
+    type_id: int                # index into ModuleData.types
+    code_offset: int            # offset of the function's code in .text
+    code_size: int
+    traps: TrapTable
+    wasm_offset: int = 0        # byte offset of the body in the wasm binary
+
+    @property
+    def symbol(self) -> str:
+        from .abi import FUNC_SYMBOL_PREFIX
+        return FUNC_SYMBOL_PREFIX + symbol_safe(self.name)
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    module: str
+    name: str
+    kind: ExternKind
+    type_id: Optional[int] = None   # for functions: index into ModuleData.types
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    name: str
+    kind: ExternKind
+    index: int
+
+
+@dataclass
+class TableSpec:
+    elem: ValType
+    initial: int
+    max: Optional[int]
+    elements: List[Optional[int]] = field(default_factory=list)
+    """Initial contents: a function index per entry (None = null), from active element segments
+    with constant offsets. Shorter than ``initial`` when the tail is null."""
+
+
+@dataclass
+class ModuleData:
+    name: Optional[str]
+    heap: Optional[HeapSpec]
+    types: List[FuncType]                  # canonical (deduplicated) signatures; id = index
+    globals: List[GlobalSpec]
+    functions: List[FunctionSpec]          # defined functions, in index order
+    imports: List[ImportSpec]
+    exports: List[ExportSpec]
+    tables: List[TableSpec]
+    sparse_data: Dict[int, bytes]          # heap page index (4 KiB) -> that page's initial bytes
+    start: Optional[int] = None            # start function index
+    features: FrozenSet[str] = frozenset() # CPU features the code uses ("popcnt", "lzcnt", "bmi1"...)
+    data_error: Optional[str] = None       # an active data segment that does not fit: instantiation
+                                           # copies what precedes it, then fails with this message
+
+    @property
+    def num_imported_funcs(self) -> int:
+        return sum(1 for i in self.imports if i.kind == ExternKind.FUNC)
+
+    def export(self, name: str, kind: ExternKind = ExternKind.FUNC) -> Optional[ExportSpec]:
+        for e in self.exports:
+            if e.name == name and e.kind == kind:
+                return e
+        return None
+
+    def function(self, func_index: int) -> FunctionSpec:
+        """The defined function with wasm index ``func_index``."""
+        return self.functions[func_index - self.num_imported_funcs]
+
+    def func_type(self, func_index: int) -> FuncType:
+        n = self.num_imported_funcs
+        if func_index < n:
+            imp = [i for i in self.imports if i.kind == ExternKind.FUNC][func_index]
+            return self.types[imp.type_id]  # type: ignore[index]
+        return self.types[self.functions[func_index - n].type_id]
+
+
+def symbol_safe(name: str) -> str:
+    """A function name made fit for an ELF symbol and for gdb: anything but [A-Za-z0-9_.$]
+    becomes '_'. Names stay readable; uniqueness is the compiler's job (it appends the index
+    on a clash)."""
+    return "".join(c if (c.isalnum() and c.isascii()) or c in "_.$" else "_" for c in name)
