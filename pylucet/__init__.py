@@ -1,1 +1,65 @@
-"""pylucet: a WebAssembly ahead-of-time compiler and sandboxing runtime in pure Python."""
+"""pylucet: a WebAssembly ahead-of-time compiler and sandboxing runtime in pure Python.
+
+The small public API::
+
+    import pylucet
+    so = pylucet.compile(wat_or_wasm, "fib.so")     # ELF shared object (bytes), also written out
+    module = pylucet.load("fib.so")                 # or pylucet.load(so): bytes load via a memfd
+    with pylucet.MmapRegion(4) as region:
+        with region.new_instance(module) as inst:
+            inst.run("fib", 20)
+
+The runtime half (anything that needs the native stubs) is imported on first use, so compiling
+alone never assembles stubs or installs signal handlers.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Union
+
+from .compiler.driver import compile, compile_module
+from .errors import (CompileError, Error, FatalFault, InstantiationError, InvalidModule,
+                     LimitsExceeded, LinkError, LoadError, MalformedModule, RegionFull, Terminated,
+                     Trap, Unsupported)
+from .module.traps import TrapCode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runtime import Instance, Limits, LoadedModule, MmapRegion
+
+__all__ = [
+    "compile", "compile_module", "load", "Limits", "MmapRegion", "Instance", "LoadedModule",
+    "TrapCode", "Error", "CompileError", "MalformedModule", "InvalidModule", "Unsupported",
+    "LoadError", "LinkError", "LimitsExceeded", "RegionFull", "InstantiationError", "Trap",
+    "FatalFault", "Terminated",
+]
+__version__ = "0.1.0"
+
+_RUNTIME_NAMES = ("Limits", "MmapRegion", "Instance", "LoadedModule")
+
+
+def load(artifact: Union[str, "os.PathLike[str]", bytes]) -> "LoadedModule":
+    """Load a compiled shared object from a path, or from its bytes.
+
+    Bytes go through a uniquely named temporary file that is unlinked right after ``dlopen``:
+    glibc recognises an already-loaded object by its path, so a reused name (such as a recycled
+    ``/proc/self/fd/N`` of a memfd) could hand back a different, older module.
+    """
+    from .runtime.loader import load as _load
+    if isinstance(artifact, (bytes, bytearray, memoryview)):
+        import tempfile
+        fd, path = tempfile.mkstemp(prefix="pylucet-", suffix=".so")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(artifact)
+            return _load(path)
+        finally:
+            os.unlink(path)
+    return _load(artifact)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RUNTIME_NAMES:
+        from . import runtime
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'pylucet' has no attribute {name!r}")

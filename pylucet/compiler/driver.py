@@ -1,0 +1,273 @@
+"""The compiler driver: wasm (binary or text) in, an ELF shared object out.
+
+It streams one function at a time through decode -> validate -> generate code, so a large
+module never holds more than one function's instructions, and nothing reaches the code generator
+before the validator has accepted it. Everything that is not per-function code (heap spec, initial
+data pages, globals, tables, exports, trap tables) becomes :class:`~pylucet.module.spec.ModuleData`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
+
+from ..errors import Unsupported
+from ..module.spec import (SPARSE_PAGE_SIZE, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec,
+                           ImportSpec, ModuleData, TableSpec, symbol_safe)
+from ..module.abi import FUNC_SYMBOL_PREFIX, WASM_PAGE_SIZE
+from ..module.traps import TrapTable
+from ..wasm.decoder import decode_body, decode_module
+from ..wasm.opcodes import Op
+from ..wasm.types import ConstExpr, ExternKind, Module, SegmentMode
+from ..wasm.validator import Validator
+from .codegen import compile_function
+from .env import ModuleEnv
+
+Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]"]
+
+HEAP_RESERVED_SIZE = 4 << 30
+"""Address space compiled code may address without a check: every i32 address."""
+HEAP_GUARD_SIZE = 4 << 30
+"""Past the reserved part, enough inaccessible space for the largest memarg offset (u32)."""
+FUNCTION_ALIGN = 16
+
+
+@dataclass
+class CompileStats:
+    functions: int = 0
+    instructions: int = 0
+    code_bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def instructions_per_second(self) -> float:
+        return self.instructions / self.seconds if self.seconds else 0.0
+
+    def __str__(self) -> str:
+        return (f"{self.functions} functions, {self.instructions} wasm instructions, "
+                f"{self.code_bytes} bytes of code in {self.seconds * 1e3:.1f} ms "
+                f"({self.instructions_per_second:,.0f} instructions/s)")
+
+
+@dataclass
+class CompiledModule:
+    """The compiler's output before (and including) its ELF form."""
+
+    data: ModuleData
+    text: bytes
+    symbols: List[Tuple[str, int, int]]      # (symbol, offset in .text, size) per function
+    stats: CompileStats = field(default_factory=CompileStats)
+
+    def to_elf(self) -> bytes:
+        from ..elf.writer import write_shared_object
+        return write_shared_object(self.text, self.symbols, self.data,
+                                   soname=f"{symbol_safe(self.data.name or 'module')}.so")
+
+    def __repr__(self) -> str:
+        return (f"<CompiledModule {self.data.name or '?'}: {len(self.data.functions)} functions, "
+                f"{len(self.text)} bytes of code>")
+
+
+def read_source(source: Source) -> bytes:
+    """Turn whatever the user handed us into a wasm binary: bytes that start with the wasm magic
+    are a binary, other bytes or a str are WAT text, a path is read first."""
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_path(source)):
+        with open(source, "rb") as f:
+            source = f.read()
+    if isinstance(source, (bytearray, memoryview)):
+        source = bytes(source)
+    if isinstance(source, bytes):
+        if source.startswith(b"\0asm"):
+            return source
+        source = source.decode("utf-8")
+    if not isinstance(source, str):
+        raise TypeError(f"cannot compile a {type(source).__name__}: expected bytes, str or a path")
+    from ..wasm.wat import parse_wat
+    return parse_wat(source)
+
+
+def _looks_like_path(text: str) -> bool:
+    """A str is WAT text if it contains a parenthesis; otherwise it names a file."""
+    return "(" not in text and "\n" not in text
+
+
+def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule:
+    """Decode, validate and compile ``source`` into machine code plus module data."""
+    started = time.perf_counter()
+    binary = read_source(source)
+    module = decode_module(binary)
+    validator = Validator(module)
+    validator.validate_module()
+    env = ModuleEnv.from_module(module)
+
+    nimp = module.num_imported_funcs
+    text = bytearray()
+    functions: List[FunctionSpec] = []
+    symbols: List[Tuple[str, int, int]] = []
+    used_symbols: Dict[str, int] = {}
+    relocs: List[Tuple[int, int]] = []   # (absolute offset of a rel32 in text, callee index)
+    features: set = set()
+    stats = CompileStats()
+
+    for i, body in enumerate(module.codes):
+        func_index = nimp + i
+        instrs = decode_body(module, body)
+        validator.validate_function(func_index, instrs)
+        compiled = compile_function(env, func_index, body, instrs)
+        text.extend(b"\xcc" * (-len(text) % FUNCTION_ALIGN))   # int3 padding between functions
+        start = len(text)
+        text.extend(compiled.code)
+        relocs.extend((start + off, callee) for off, callee in compiled.calls)
+        features |= compiled.features
+        name_ = module.func_name(func_index)
+        functions.append(FunctionSpec(
+            func_index=func_index, name=name_, type_id=env.func_type_ids[func_index],
+            code_offset=start, code_size=len(compiled.code),
+            traps=TrapTable(sorted(compiled.traps)), wasm_offset=body.start))
+        symbols.append((_unique_symbol(FUNC_SYMBOL_PREFIX + symbol_safe(name_), func_index,
+                                       used_symbols), start, len(compiled.code)))
+        stats.instructions += len(instrs)
+
+    for at, callee in relocs:
+        if callee < nimp:
+            raise Unsupported("calls to imported functions are not supported yet")
+        target = functions[callee - nimp].code_offset
+        struct.pack_into("<i", text, at, target - (at + 4))
+
+    data = ModuleData(
+        name=name or module.names.module,
+        heap=_heap_spec(module),
+        types=list(env.types),
+        globals=_globals(module, env),
+        functions=functions,
+        imports=_imports(module, env),
+        exports=[ExportSpec(e.name, e.kind, e.index) for e in module.exports],
+        tables=[],
+        sparse_data={},
+        start=module.start,
+        features=frozenset(features),
+    )
+    data.tables, table_error = _tables(module)
+    data.sparse_data, data_error = _sparse_data(module)
+    data.data_error = table_error or data_error
+
+    stats.functions = len(functions)
+    stats.code_bytes = len(text)
+    stats.seconds = time.perf_counter() - started
+    return CompiledModule(data, bytes(text), symbols, stats)
+
+
+def _unique_symbol(symbol: str, func_index: int, used: Dict[str, int]) -> str:
+    """Function names need not be unique in wasm; symbols must be."""
+    if symbol in used:
+        symbol = f"{symbol}.{func_index}"
+    used[symbol] = func_index
+    return symbol
+
+
+def _heap_spec(module: Module) -> Optional[HeapSpec]:
+    if module.imported(ExternKind.MEMORY):
+        raise Unsupported("imported memories are not supported yet")
+    if not module.memories:
+        return None
+    lim = module.memories[0].limits
+    return HeapSpec(initial_size=lim.min * WASM_PAGE_SIZE,
+                    max_size=None if lim.max is None else lim.max * WASM_PAGE_SIZE,
+                    reserved_size=HEAP_RESERVED_SIZE, guard_size=HEAP_GUARD_SIZE)
+
+
+def const_value(expr: ConstExpr, what: str) -> int:
+    """The raw bits of a constant expression the compiler can evaluate on its own."""
+    if len(expr) == 1:
+        op, imm, _ = expr[0]
+        if op == Op.I32_CONST:
+            return imm & 0xFFFF_FFFF  # type: ignore[operator]
+        if op == Op.I64_CONST:
+            return imm & 0xFFFF_FFFF_FFFF_FFFF  # type: ignore[operator]
+        if op in (Op.F32_CONST, Op.F64_CONST):
+            return imm  # type: ignore[return-value]
+        if op == Op.REF_NULL:
+            return 0
+    raise Unsupported(f"{what}: only constant initialisers are supported yet "
+                      "(global.get of imports and ref.func come with imports and reference types)")
+
+
+def _globals(module: Module, env: ModuleEnv) -> List[GlobalSpec]:
+    if module.imported(ExternKind.GLOBAL):
+        raise Unsupported("imported globals are not supported yet")
+    return [GlobalSpec(g.type.valtype, g.type.mutable, const_value(g.init, f"global {i}"),
+                       env.global_offsets[i])
+            for i, g in enumerate(module.globals)]
+
+
+def _imports(module: Module, env: ModuleEnv) -> List[ImportSpec]:
+    out = []
+    for imp in module.imports:
+        type_id = env.type_ids[imp.desc] if imp.kind == ExternKind.FUNC else None  # type: ignore[index]
+        out.append(ImportSpec(imp.module, imp.name, imp.kind, type_id))
+    return out
+
+
+def _tables(module: Module) -> Tuple[List[TableSpec], Optional[str]]:
+    """Tables with the contents their active element segments give them at instantiation.
+
+    Wasm 2.0 applies segments in order and traps at the first that does not fit, keeping what
+    earlier ones wrote; the error is recorded for the runtime to raise after applying the rest."""
+    if module.imported(ExternKind.TABLE):
+        raise Unsupported("imported tables are not supported yet")
+    tables = [TableSpec(t.elem, t.limits.min, t.limits.max) for t in module.tables]
+    for seg in module.elems:
+        if seg.mode != SegmentMode.ACTIVE:
+            continue
+        funcs = seg.func_indices()
+        if funcs is None:
+            raise Unsupported("element segments with non-constant items are not supported yet")
+        offset = const_value(seg.offset or (), "element segment offset")
+        table = tables[seg.table]
+        if offset + len(funcs) > table.initial:
+            return tables, "out of bounds table access"
+        if len(table.elements) < offset + len(funcs):
+            table.elements.extend([None] * (offset + len(funcs) - len(table.elements)))
+        table.elements[offset:offset + len(funcs)] = funcs
+    return tables, None
+
+
+def _sparse_data(module: Module) -> Tuple[Dict[int, bytes], Optional[str]]:
+    """The initial heap as 4 KiB pages: only pages some data segment touches are stored."""
+    pages: Dict[int, bytearray] = {}
+    initial = module.memories[0].limits.min * WASM_PAGE_SIZE if module.memories else 0
+    error = None
+    for seg in module.datas:
+        if seg.mode != SegmentMode.ACTIVE:
+            continue
+        offset = const_value(seg.offset or (), "data segment offset")
+        if offset + len(seg.data) > initial:
+            error = "out of bounds memory access"
+            break
+        pos = 0
+        while pos < len(seg.data):
+            addr = offset + pos
+            page, within = divmod(addr, SPARSE_PAGE_SIZE)
+            chunk = seg.data[pos:pos + SPARSE_PAGE_SIZE - within]
+            buf = pages.setdefault(page, bytearray(SPARSE_PAGE_SIZE))
+            buf[within:within + len(chunk)] = chunk
+            pos += len(chunk)
+    return {k: bytes(v) for k, v in sorted(pages.items())}, error
+
+
+def compile(source: Source, output: Optional[Union[str, "os.PathLike[str]"]] = None,
+            name: Optional[str] = None) -> bytes:
+    """Compile wasm or WAT to an ELF shared object; write it to ``output`` if given.
+
+    Returns the shared object's bytes, which :func:`pylucet.load` also accepts directly.
+    """
+    elf = compile_module(source, name=name).to_elf()
+    if output is not None:
+        tmp = f"{os.fspath(output)}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(elf)
+        os.replace(tmp, output)   # never leave a half-written artifact under the real name
+    return elf
