@@ -1,0 +1,78 @@
+"""What the code generator needs to know about the module around the function it compiles.
+
+Computed once per module, before any function is compiled, so per-function code generation
+only does list lookups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+from ..errors import Unsupported
+from ..module.abi import GLOBAL_SLOT_SIZE
+from ..wasm.types import ExternKind, FuncType, Module, ValType
+
+
+@dataclass
+class ModuleEnv:
+    types: List[FuncType]
+    """Canonical signatures: equal function types share one entry, whose index is the type id
+    that table entries carry and ``call_indirect`` compares (so structurally equal types from
+    different type indices match, as the spec requires). Becomes ``ModuleData.types``."""
+    type_ids: List[int]
+    """Canonical type id of each wasm type index."""
+    func_types: List[FuncType]
+    """Type of every function in the function index space (imports first)."""
+    func_type_ids: List[int]
+    """Canonical type id of every function in the function index space."""
+    num_imported_funcs: int
+    global_types: List[ValType]
+    global_offsets: List[int]
+    """Byte offset of each global in the globals area."""
+    num_tables: int
+    has_memory: bool
+
+    @classmethod
+    def from_module(cls, module: Module) -> "ModuleEnv":
+        if module.imported(ExternKind.GLOBAL):
+            raise Unsupported("imported globals are not supported yet")
+        canonical: Dict[FuncType, int] = {}
+        types: List[FuncType] = []
+        type_ids: List[int] = []
+        for t in module.types:
+            tid = canonical.get(t)
+            if tid is None:
+                tid = canonical[t] = len(types)
+                types.append(t)
+            type_ids.append(tid)
+        func_type_indices: List[int] = [
+            i.desc for i in module.imports if i.kind == ExternKind.FUNC] + list(module.funcs)  # type: ignore[misc]
+        global_types = [g.type.valtype for g in module.globals]
+        offsets: List[int] = []
+        pos = 0
+        for vt in global_types:
+            size = 16 if vt == ValType.V128 else GLOBAL_SLOT_SIZE
+            pos = (pos + size - 1) & -size
+            offsets.append(pos)
+            pos += size
+        return cls(
+            types=types,
+            type_ids=type_ids,
+            func_types=[module.types[t] for t in func_type_indices],
+            func_type_ids=[type_ids[t] for t in func_type_indices],
+            num_imported_funcs=module.num_imported_funcs,
+            global_types=global_types,
+            global_offsets=offsets,
+            num_tables=len(module.all_tables()),
+            has_memory=bool(module.all_memories()),
+        )
+
+    def block_type(self, blocktype: object) -> Tuple[Tuple[ValType, ...], Tuple[ValType, ...]]:
+        """(params, results) of a block type immediate."""
+        if blocktype is None:
+            return (), ()
+        if isinstance(blocktype, ValType):
+            return (), (blocktype,)
+        t = self.types[self.type_ids[blocktype]]  # type: ignore[index]
+        return t.params, t.results
