@@ -1,0 +1,615 @@
+"""Instances: a module's state in a region slot, and calls into its guest code.
+
+An instance owns one slot from :meth:`MmapRegion.new_instance` until :meth:`Instance.close`. Its
+instance page is shared with the native stubs: the host fills the ``INST_ENTRY_*`` fields and calls
+``STUBS.enter``, which switches to the slot's stack, calls the guest, and either stores the results
+(status 0) or, after a fault, the signal details (status 1). Everything else -- argument conversion,
+explaining a fault as a wasm trap -- happens here, in Python, where it is easy to read and test.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import signal
+import threading
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
+
+from ..errors import Error, FatalFault, InstantiationError, LimitsExceeded, Trap
+from ..module.abi import (ENTRY_MAX_STACK_ARGS, GUEST_FLOAT_ARG_REGS, GUEST_INT_ARG_REGS,
+                          INSTANCE_FIELDS, INSTANCE_MAGIC, INSTANCE_PAGE_SIZE, PAGE_SIZE,
+                          TABLE_DESC, TABLE_DESC_SIZE, VMCTX_GLOBALS, VMCTX_IMPORTS,
+                          VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
+                          WASM_PAGE_SIZE, Libcall, vmctx_libcall)
+from ..module.traps import TrapCode
+from ..wasm.types import ExternKind, FuncType, ValType
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .loader import LoadedModule
+    from .region import Fit, MmapRegion, Slot
+
+Value = Union[int, float]
+
+
+class State(enum.IntEnum):
+    """Lifecycle of an instance, mirrored in its page's ``state`` field for the stubs.
+
+    Legal transitions::
+
+        READY --run--> RUNNING --returns or traps--> READY
+                               --fault no trap table explains--> FAULTED (refuses to run)
+        READY / FAULTED --close--> CLOSED (the slot is wiped and reused)
+
+    CLOSED is 0 so that a wiped instance page reads as "no instance".
+    """
+
+    CLOSED = 0
+    READY = 1
+    RUNNING = 2
+    FAULTED = 3
+
+
+class UnknownExport(Error, LookupError):
+    """``run`` named no exported function; ``available`` lists the names there are."""
+
+    def __init__(self, name: str, available: Sequence[str]):
+        self.name = name
+        self.available = list(available)
+        super().__init__(f"no exported function {name!r} (exported functions: "
+                         f"{', '.join(self.available) or 'none'})")
+
+    def __str__(self) -> str:  # LookupError would show the message's repr
+        return str(self.args[0])
+
+
+# --- the instance page as typed arrays --------------------------------------------------------------
+# Word indices into the page; vmctx fields are at negative offsets from the page's end.
+
+def _w(offset: int) -> int:
+    assert offset % 8 == 0
+    return offset // 8
+
+
+_MAGIC = _w(INSTANCE_FIELDS["magic"])
+_STATE = _w(INSTANCE_FIELDS["state"])
+_ENTRY_FUNC = _w(INSTANCE_FIELDS["entry_func"])
+_ENTRY_GPR = _w(INSTANCE_FIELDS["entry_gpr"])
+_ENTRY_XMM = _w(INSTANCE_FIELDS["entry_xmm"])
+_ENTRY_NSTACK = _w(INSTANCE_FIELDS["entry_nstack"])
+_ENTRY_STACK = _w(INSTANCE_FIELDS["entry_stack"])
+_STACK_TOP = _w(INSTANCE_FIELDS["stack_top"])
+_RET_RAX = _w(INSTANCE_FIELDS["ret_rax"])
+_RET_RDX = _w(INSTANCE_FIELDS["ret_rdx"])
+_RET_XMM0 = _w(INSTANCE_FIELDS["ret_xmm0"])
+_RET_XMM1 = _w(INSTANCE_FIELDS["ret_xmm1"])
+_FAULT_SIGNO = _w(INSTANCE_FIELDS["fault_signo"])
+_FAULT_CODE = _w(INSTANCE_FIELDS["fault_code"])
+_FAULT_ADDR = _w(INSTANCE_FIELDS["fault_addr"])
+_FAULT_RIP = _w(INSTANCE_FIELDS["fault_rip"])
+_FAULT_RSP = _w(INSTANCE_FIELDS["fault_rsp"])
+
+
+def _vw(offset: int) -> int:
+    return _w(INSTANCE_PAGE_SIZE + offset)
+
+
+_VM_STACK_LIMIT = _vw(VMCTX_STACK_LIMIT)
+_VM_GLOBALS = _vw(VMCTX_GLOBALS)
+_VM_MEMORY_SIZE = _vw(VMCTX_MEMORY_SIZE)
+_VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
+_VM_TABLES = _vw(VMCTX_TABLES)
+_VM_IMPORTS = _vw(VMCTX_IMPORTS)
+
+_WORDS = INSTANCE_PAGE_SIZE // 8
+
+
+class _Words:
+    """Typed views of the same 8-byte words (an instance page, or the stack-argument buffer).
+
+    Word ``i`` is ``u64[i]``/``i64[i]``/``f64[i]``; its low half is ``i32[2*i]``/``f32[2*i]``
+    (little-endian), which is where the guest ABI keeps a 32-bit value.
+    """
+
+    __slots__ = ("u64", "i64", "f64", "i32", "f32", "address")
+
+    def __init__(self, address: int, words: int = _WORDS):
+        self.address = address
+        self.u64 = (ctypes.c_uint64 * words).from_address(address)
+        self.i64 = (ctypes.c_int64 * words).from_address(address)
+        self.f64 = (ctypes.c_double * words).from_address(address)
+        self.i32 = (ctypes.c_int32 * (2 * words)).from_address(address)
+        self.f32 = (ctypes.c_float * (2 * words)).from_address(address)
+
+
+# --- call plans: where each argument goes and how the result comes back ---------------------------
+
+_INT_TYPES = (ValType.I32, ValType.I64)
+_INT_RANGE = {ValType.I32: (-(1 << 31), (1 << 32) - 1, 0xFFFF_FFFF),
+              ValType.I64: (-(1 << 63), (1 << 64) - 1, 0xFFFF_FFFF_FFFF_FFFF)}
+
+
+class _Plan:
+    """One guest function's calling convention, worked out once per module and function.
+
+    Arguments go to the next free GPR (integers) or XMM register (floats), in order, and the
+    rest to the stack, first argument first, 8 bytes each; results come back in rax, rdx
+    (integers) and xmm0, xmm1 (floats), as in the SysV ABI the guest code follows.
+    """
+
+    __slots__ = ("name", "func_index", "type", "address", "params", "nstack", "results")
+
+    def __init__(self, name: str, func_index: int, ftype: FuncType, address: int):
+        self.name = name
+        self.func_index = func_index
+        self.type = ftype
+        self.address = address
+        params: List[Tuple[ValType, bool, int]] = []   # (type, on stack?, word index)
+        ngpr = nxmm = nstack = 0
+        for t in ftype.params:
+            if t in _INT_TYPES:
+                if ngpr < len(GUEST_INT_ARG_REGS):
+                    params.append((t, False, _ENTRY_GPR + ngpr)); ngpr += 1
+                    continue
+            elif t.is_float:
+                if nxmm < len(GUEST_FLOAT_ARG_REGS):
+                    params.append((t, False, _ENTRY_XMM + nxmm)); nxmm += 1
+                    continue
+            else:
+                raise NotImplementedError(f"{name}: parameters of type {t.text} are not "
+                                          "supported by run() yet")
+            params.append((t, True, nstack)); nstack += 1
+        if nstack > ENTRY_MAX_STACK_ARGS:
+            raise NotImplementedError(f"{name}: {nstack} stack arguments, more than the "
+                                      f"{ENTRY_MAX_STACK_ARGS} the entry stub supports")
+        self.params = tuple(params)
+        self.nstack = nstack
+        results: List[Tuple[ValType, int]] = []
+        int_regs, float_regs = [_RET_RAX, _RET_RDX], [_RET_XMM0, _RET_XMM1]
+        for t in ftype.results:
+            regs = int_regs if t in _INT_TYPES else float_regs if t.is_float else None
+            if not regs:
+                raise NotImplementedError(f"{name}: results {ftype.results} cannot be returned "
+                                          "in registers; run() does not support them yet")
+            results.append((t, regs.pop(0)))
+        self.results = tuple(results)
+
+
+def _plan(module: "LoadedModule", func: Union[str, int]) -> _Plan:
+    """The plan for an export name or a function index (cached on the module; index plans
+    under a tuple key so that ``run`` never finds them by name)."""
+    key = func if isinstance(func, str) else (func,)
+    plan = module._plans.get(key)
+    if plan is None:
+        if isinstance(func, str):
+            index = module.export_index(func)
+            if index is None:
+                raise UnknownExport(func, module.export_names)
+            name = func
+        else:
+            index = func
+            total = module.data.num_imported_funcs + len(module.data.functions)
+            if not 0 <= index < total:
+                raise IndexError(f"function index {index} out of range (module has {total})")
+            name = _func_name(module, index)
+        plan = _Plan(name, index, module.data.func_type(index), module.function_address(index))
+        module._plans[key] = plan
+    return plan
+
+
+def _func_name(module: "LoadedModule", index: int) -> str:
+    nimp = module.data.num_imported_funcs
+    return module.data.functions[index - nimp].name if index >= nimp else str(index)
+
+
+def _int_arg(t: ValType, v: Any) -> int:
+    """``v`` as the raw bits of an i32/i64 (signed or unsigned input accepted)."""
+    if type(v) is not int:
+        if isinstance(v, bool) or not hasattr(v, "__index__"):
+            raise TypeError(f"{t.text} needs an int, got {type(v).__name__} {v!r}")
+        v = v.__index__()
+    lo, hi, mask = _INT_RANGE[t]
+    if not lo <= v <= hi:
+        raise OverflowError(f"{v} is out of range for {t.text} [{lo}, {hi}]")
+    return v & mask
+
+
+def _float_arg(t: ValType, v: Any) -> float:
+    if type(v) is float:
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{t.text} needs a float or int, got {type(v).__name__} {v!r}")
+    return float(v)
+
+
+# --- the instance -------------------------------------------------------------------------------
+
+_stubs: Any = None
+
+
+def _native() -> Any:
+    """The native stubs, assembled on first use so that importing the runtime stays cheap."""
+    global _stubs
+    if _stubs is None:
+        from . import signals, stubs
+        signals.install()
+        _stubs = stubs.STUBS
+    return _stubs
+
+
+class Instance:
+    """One instantiation of a module in a region slot. Create with
+    :meth:`MmapRegion.new_instance`; close (or use as a context manager) to free the slot.
+
+    Closing wipes the slot: views from :attr:`heap` must not be used afterwards (the memory
+    behind them becomes inaccessible and touching it crashes the process), nor after a
+    ``grow_memory`` when they would miss the new pages.
+    """
+
+    def __init__(self, region: "MmapRegion", slot: "Slot", module: "LoadedModule", fit: "Fit"):
+        """Set up a committed, zeroed slot for ``module``. Called by the region only."""
+        self._region = region
+        self._slot = slot
+        self._module = module
+        self._fit = fit
+        self._name = module.name
+        self._run_lock = threading.Lock()
+        self._state = State.CLOSED
+        self._stack_args: Optional[_Words] = None
+        self._heap_end = slot.vmctx + region.limits.heap_address_space_size
+        stubs = _native()
+        page = region._slot_cache.get(slot.index)
+        if page is None:   # the views depend only on the address: build them once per slot
+            page = region._slot_cache[slot.index] = _Words(slot.base)
+        self._page = page
+        u = page.u64
+        u[_MAGIC] = INSTANCE_MAGIC
+        u[_STACK_TOP] = slot.stack_top & ~15
+        u[_VM_STACK_LIMIT] = slot.stack_limit
+        u[_VM_GLOBALS] = slot.globals
+        u[_VM_MEMORY_SIZE] = fit.initial_heap
+        u[_VM_MEMORY_MAX] = fit.memory_max
+        u[_VM_TABLES] = slot.table_descs
+        u[_VM_IMPORTS] = 0
+        for call in Libcall:
+            u[_vw(vmctx_libcall(call))] = stubs.libcall_address(call)
+
+        globals_image, table_images = module.images()
+        ctypes.memmove(slot.globals, globals_image, len(globals_image))
+        for i, (place, image) in enumerate(zip(fit.tables, table_images)):
+            desc = slot.table_descs + i * TABLE_DESC_SIZE
+            d = (ctypes.c_uint64 * (TABLE_DESC_SIZE // 8)).from_address(desc)
+            d[_w(TABLE_DESC["base"])] = slot.tables + place.offset
+            d[_w(TABLE_DESC["length"])] = place.length
+            d[_w(TABLE_DESC["max"])] = place.capacity
+            ctypes.memmove(slot.tables + place.offset, image, len(image))
+        data = module.data
+        for page_index, content in data.sparse_data.items():
+            offset = page_index * PAGE_SIZE
+            if offset + len(content) > fit.initial_heap:
+                raise InstantiationError(f"module {self._name!r}: initial data at {offset:#x} "
+                                         "lies outside the initial heap")
+            ctypes.memmove(slot.vmctx + offset, content, len(content))
+        self._set_state(State.READY)
+
+    def _start(self) -> None:
+        """Finish instantiating as wasm does: fail on a data or element segment that did not fit
+        (after applying the ones before it, as wasm 2.0 says), then run the start function.
+        Either failure closes the instance, freeing its slot."""
+        data = self._module.data
+        try:
+            if data.data_error is not None:
+                raise InstantiationError(f"module {self._name!r}: {data.data_error}")
+            if data.start is not None:
+                self._call(_plan(self._module, data.start), ())
+        except BaseException:
+            self.close()
+            raise
+
+    # --- running ------------------------------------------------------------------------------
+
+    def run(self, name: str, *args: Value) -> Any:
+        """Call exported function ``name`` with ``args``.
+
+        Returns None, a value, or a tuple for several results: i32/i64 as signed ints, f32/f64
+        as floats. Integer arguments may be given signed or unsigned. A guest fault raises
+        :class:`~pylucet.Trap` and leaves the instance usable; a fault no trap table explains
+        raises :class:`~pylucet.FatalFault` and the instance refuses to run again.
+        """
+        plan = self._module._plans.get(name)
+        if plan is None:
+            if not isinstance(name, str):
+                raise TypeError(f"run() takes an export name, got {name!r} "
+                                "(run_func_index takes a function index)")
+            self._check_usable()
+            plan = _plan(self._module, name)
+        return self._call(plan, args)
+
+    def run_func_index(self, func_index: int, *args: Value) -> Any:
+        """Like :meth:`run`, for function ``func_index`` of the wasm index space."""
+        self._check_usable()
+        return self._call(_plan(self._module, int(func_index)), args)
+
+    def _call(self, plan: _Plan, args: Sequence[Value]) -> Any:
+        if not self._run_lock.acquire(False):
+            raise RuntimeError(f"{self!r} is already running: run() cannot be re-entered")
+        try:
+            if self._state != State.READY:
+                self._check_usable()
+            if len(args) != len(plan.params):
+                raise TypeError(f"{plan.name}() takes {len(plan.params)} argument"
+                                f"{'' if len(plan.params) == 1 else 's'} {plan.type}, "
+                                f"{len(args)} given")
+            page = self._page
+            stack = self._stack_words(plan.nstack) if plan.nstack else page
+            k = 0
+            try:
+                for (t, on_stack, i), v in zip(plan.params, args):
+                    w = stack if on_stack else page
+                    if t is ValType.I32 or t is ValType.I64:
+                        w.u64[i] = _int_arg(t, v)
+                    elif t is ValType.F64:
+                        w.f64[i] = _float_arg(t, v)
+                    else:
+                        w.u64[i] = 0
+                        w.f32[2 * i] = _float_arg(t, v)
+                    k += 1
+            except (TypeError, OverflowError) as e:
+                raise type(e)(f"{plan.name}: argument {k}: {e}") from None
+            u = page.u64
+            u[_ENTRY_FUNC] = plan.address
+            u[_ENTRY_NSTACK] = plan.nstack
+            self._set_state(State.RUNNING)
+            try:
+                status = _stubs.enter(page.address)
+            finally:
+                self._set_state(State.READY)
+            if status != 0:
+                raise self._explain_fault()
+            results = plan.results
+            if not results:
+                return None
+            if len(results) == 1:
+                return _read(page, *results[0])
+            return tuple(_read(page, t, i) for t, i in results)
+        finally:
+            self._run_lock.release()
+
+    def _stack_words(self, n: int) -> _Words:
+        if self._stack_args is None:
+            self._buffer = (ctypes.c_uint64 * ENTRY_MAX_STACK_ARGS)()
+            self._stack_args = _Words(ctypes.addressof(self._buffer), ENTRY_MAX_STACK_ARGS)
+            self._page.u64[_ENTRY_STACK] = self._stack_args.address
+        return self._stack_args
+
+    def _explain_fault(self) -> Error:
+        """Turn the fault the signal handler recorded into a Trap, or a FatalFault that
+        poisons the instance when nothing explains it."""
+        u = self._page.u64
+        signo, si_code, addr, rip = u[_FAULT_SIGNO], u[_FAULT_CODE], u[_FAULT_ADDR], u[_FAULT_RIP]
+        module = self._module
+        func = module.function_at(rip)
+        if func is not None:
+            offset = rip - module.text_base - func.code_offset
+            site = func.traps.lookup(offset)
+            memory_fault = signo in (signal.SIGSEGV, signal.SIGBUS)
+            if site is not None:
+                code = site.code
+                if code != TrapCode.HeapOutOfBounds or self._in_heap_space(addr):
+                    return Trap(code, func=func.name, wasm_offset=site.wasm_offset,
+                                code_offset=offset, fault_address=addr if memory_fault else None)
+            elif memory_fault and self._in_stack_guard(addr):
+                # a frame too big for what the prologue's limit check left: still an overflow
+                return Trap(TrapCode.StackOverflow, func=func.name, code_offset=offset,
+                            fault_address=addr)
+        self._set_state(State.FAULTED)
+        where = (f"in {func.name} at code offset {rip - module.text_base - func.code_offset:#x}"
+                 if func is not None else "outside any guest function")
+        return FatalFault(f"{_signame(signo)} (si_code {si_code}) {where} (rip {rip:#x}, "
+                          f"address {addr:#x}, rsp {u[_FAULT_RSP]:#x}) in instance "
+                          f"{self._name!r}: no trap site explains it; the instance is poisoned")
+
+    def _in_heap_space(self, addr: int) -> bool:
+        # an access straddling the end of the reserved space faults on the page after it
+        return self._slot.vmctx <= addr < self._heap_end + PAGE_SIZE
+
+    def _in_stack_guard(self, addr: int) -> bool:
+        return self._slot.stack_base - PAGE_SIZE <= addr < self._slot.stack_base
+
+    # --- inspection ---------------------------------------------------------------------------
+
+    @property
+    def module(self) -> "LoadedModule":
+        return self._module
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def slot_index(self) -> int:
+        return self._slot.index
+
+    @property
+    def memory_size(self) -> int:
+        """Current heap size in bytes (compiled ``memory.grow`` updates it too)."""
+        self._check_open()
+        return self._page.u64[_VM_MEMORY_SIZE]
+
+    @property
+    def memory_pages(self) -> int:
+        return self.memory_size // WASM_PAGE_SIZE
+
+    @property
+    def memory_max(self) -> int:
+        """The size in bytes the heap may grow to."""
+        self._check_open()
+        return self._page.u64[_VM_MEMORY_MAX]
+
+    @property
+    def heap(self) -> memoryview:
+        """The linear memory, writable, as it is now (see the class docstring on lifetime)."""
+        size = self.memory_size
+        return memoryview((ctypes.c_ubyte * size).from_address(self._slot.vmctx)).cast("B")
+
+    def grow_memory(self, pages: int) -> int:
+        """Grow the heap by ``pages`` wasm pages; returns the old size in pages.
+
+        Raises :class:`~pylucet.LimitsExceeded` past the module's maximum or the region's limits,
+        as ``memory.grow`` returns -1 there.
+        """
+        self._check_usable()
+        if not isinstance(pages, int) or pages < 0:
+            raise ValueError(f"grow_memory takes a non-negative number of pages, got {pages!r}")
+        u = self._page.u64
+        old = u[_VM_MEMORY_SIZE]
+        new = old + pages * WASM_PAGE_SIZE
+        if new > u[_VM_MEMORY_MAX]:
+            raise LimitsExceeded(f"cannot grow the heap of {self._name!r} from "
+                                 f"{old // WASM_PAGE_SIZE} by {pages} pages: the maximum is "
+                                 f"{u[_VM_MEMORY_MAX] // WASM_PAGE_SIZE} pages")
+        if pages:
+            self._region._grow_heap(self._slot, old, new)
+            u[_VM_MEMORY_SIZE] = new
+        return old // WASM_PAGE_SIZE
+
+    @property
+    def globals(self) -> "Globals":
+        """The module's globals, by index or export name: ``inst.globals["counter"] += 1``."""
+        self._check_open()
+        return Globals(self)
+
+    # --- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Wipes the slot and returns it to the region. Further use raises ValueError."""
+        if self._state == State.CLOSED:
+            return
+        if not self._run_lock.acquire(False):
+            raise RuntimeError(f"cannot close {self!r} while it runs")
+        try:
+            self._state = State.CLOSED
+            self._region._release(self._slot)
+        finally:
+            self._run_lock.release()
+
+    def __enter__(self) -> "Instance":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", State.CLOSED) != State.CLOSED:
+            try:
+                self.close()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
+    def __repr__(self) -> str:
+        if self._state == State.CLOSED:
+            heap = ""
+        else:
+            heap = f", heap {self.memory_pages} pages"
+        return (f"<Instance of {self._name!r} in slot {self._slot.index}{heap}, "
+                f"{self._state.name.lower()}>")
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _set_state(self, state: State) -> None:
+        self._state = state
+        self._page.u64[_STATE] = state
+
+    def _check_open(self) -> None:
+        if self._state == State.CLOSED:
+            raise ValueError(f"instance of {self._name!r} is closed")
+
+    def _check_usable(self) -> None:
+        self._check_open()
+        if self._state == State.FAULTED:
+            raise FatalFault(f"instance of {self._name!r} was poisoned by an earlier fatal "
+                             "fault; close it and create a new one")
+        if self._state == State.RUNNING:
+            raise RuntimeError(f"{self!r} is already running: run() cannot be re-entered")
+
+
+def _read(page: _Words, t: ValType, i: int) -> Value:
+    if t is ValType.I32:
+        return page.i32[2 * i]
+    if t is ValType.I64:
+        return page.i64[i]
+    if t is ValType.F64:
+        return page.f64[i]
+    return page.f32[2 * i]
+
+
+def _signame(signo: int) -> str:
+    try:
+        return signal.Signals(signo).name
+    except ValueError:
+        return f"signal {signo}"
+
+
+class Globals:
+    """An instance's globals, addressed by index (defined globals, in order) or export name."""
+
+    def __init__(self, instance: Instance):
+        self._instance = instance
+        data = instance._module.data
+        self._specs = data.globals
+        self._names = {e.name: e.index for e in data.exports if e.kind == ExternKind.GLOBAL}
+
+    def _locate(self, key: Union[int, str]) -> Tuple[str, Any]:
+        if isinstance(key, str):
+            if key not in self._names:
+                raise KeyError(f"no exported global {key!r} (exported globals: "
+                               f"{', '.join(self._names) or 'none'})")
+            index = self._names[key]
+        elif isinstance(key, int) and not isinstance(key, bool):
+            index = key
+        else:
+            raise TypeError(f"globals are indexed by int or export name, not {key!r}")
+        if not 0 <= index < len(self._specs):
+            raise IndexError(f"global index {index} out of range ({len(self._specs)} globals)")
+        self._instance._check_open()
+        spec = self._specs[index]
+        return (f"global {key!r}", spec)
+
+    def _cell(self, spec: Any) -> Any:
+        t = {ValType.I32: ctypes.c_int32, ValType.I64: ctypes.c_int64,
+             ValType.F32: ctypes.c_float, ValType.F64: ctypes.c_double}.get(spec.valtype)
+        if t is None:
+            raise NotImplementedError(f"globals of type {spec.valtype.text} are not supported")
+        return t.from_address(self._instance._slot.globals + spec.offset)
+
+    def __getitem__(self, key: Union[int, str]) -> Value:
+        _, spec = self._locate(key)
+        return self._cell(spec).value
+
+    def __setitem__(self, key: Union[int, str], value: Value) -> None:
+        what, spec = self._locate(key)
+        if not spec.mutable:
+            raise ValueError(f"{what} is immutable")
+        t = spec.valtype
+        address = self._instance._slot.globals + spec.offset
+        try:
+            if t in _INT_TYPES:
+                # masked to the type's width, so an i32's upper half stays zero as at instantiation
+                ctypes.c_uint64.from_address(address).value = _int_arg(t, value)
+            elif t is ValType.F64:
+                ctypes.c_double.from_address(address).value = _float_arg(t, value)
+            else:
+                ctypes.c_uint64.from_address(address).value = 0
+                self._cell(spec).value = _float_arg(t, value)
+        except (TypeError, OverflowError) as e:
+            raise type(e)(f"{what}: {e}") from None
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __repr__(self) -> str:
+        parts = []
+        names = {i: n for n, i in self._names.items()}
+        for i, spec in enumerate(self._specs):
+            label = names.get(i, str(i))
+            parts.append(f"{label}: {spec.valtype.text} = {self._cell(spec).value!r}")
+        return "{" + ", ".join(parts) + "}"

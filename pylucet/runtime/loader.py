@@ -1,0 +1,172 @@
+"""Loading compiled code: from a shared object on disk (:func:`load`) or from raw machine code
+(:func:`pylucet.runtime.testing.load_code`), both ending as the same :class:`LoadedModule`.
+
+A loaded module is the code plus its :class:`~pylucet.module.spec.ModuleData`, with every address
+the runtime needs worked out once: function entry points, the sorted table used to attribute a
+faulting RIP to a function, and the initial images of tables and globals that each instantiation
+copies in. Instances hold a reference to their module, so its code stays mapped (and registered
+with the signal handler) for as long as any of them exists.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import os
+import struct
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Union
+
+from ..errors import LinkError, LoadError
+from ..module import serialize
+from ..module.abi import MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY
+from ..module.spec import FunctionSpec, ModuleData
+from ..wasm.types import ExternKind
+from . import cpu, signals
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+assert TABLE_ENTRY == {"func": 0, "type_id": 8, "_end": 16}, "table image packing below"
+
+
+class LoadedModule:
+    """Compiled code ready to instantiate with :meth:`MmapRegion.new_instance`.
+
+    ``data`` is the module data; ``path`` the shared object it came from (None for code loaded
+    from memory).
+    """
+
+    def __init__(self, data: ModuleData, text_base: int, text_size: int, *,
+                 path: Optional[str] = None, owner: Any = None,
+                 release: Optional[Callable[[], None]] = None):
+        """Wrap code already mapped executable at ``text_base``.
+
+        ``owner`` is kept alive as long as the module (the CDLL); ``release`` runs once the module
+        and all its instances are gone, after the code range is unregistered from the signal
+        handler (unmapping the code, for instance).
+        """
+        missing = sorted(set(data.features) - set(cpu.cpu_features()))
+        if missing:
+            raise LoadError(f"module {data.name!r} was compiled for CPU features this machine "
+                            f"lacks: {', '.join(missing)}")
+        for f in data.functions:
+            if f.code_offset < 0 or f.code_offset + f.code_size > text_size:
+                raise LoadError(f"function {f.name!r} ({f.code_offset:#x}+{f.code_size:#x}) lies "
+                                f"outside the module's {text_size:#x} bytes of code")
+        self.data = data
+        self.path = path
+        self.text_base = text_base
+        self.text_size = text_size
+        self._owner = owner
+        by_address = sorted(data.functions, key=lambda f: f.code_offset)
+        self._starts = [text_base + f.code_offset for f in by_address]
+        self._by_address = by_address
+        self._exports = {e.name: e.index for e in data.exports if e.kind == ExternKind.FUNC}
+        # per-module caches filled by the runtime: Fit per Limits (region), call plans (instance)
+        self._fits: Dict[Any, Any] = {}
+        self._plans: Dict[Any, Any] = {}
+        self._images: Optional[tuple] = None
+        handle = signals.register_code(text_base, text_base + text_size)
+        self._finalizer = weakref.finalize(self, _unload, handle, release)
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.data.name or (os.path.basename(self.path) if self.path else "<anonymous>")
+
+    @property
+    def export_names(self) -> List[str]:
+        """Names of the exported functions."""
+        return list(self._exports)
+
+    def export_index(self, name: str) -> Optional[int]:
+        """The function index of export ``name``, None if there is no such exported function."""
+        return self._exports.get(name)
+
+    def function_address(self, func: Union[int, str]) -> int:
+        """Entry address of a defined function, by wasm function index or export name."""
+        if isinstance(func, str):
+            index = self._exports.get(func)
+            if index is None:
+                raise KeyError(f"no exported function {func!r}")
+            func = index
+        nimp = self.data.num_imported_funcs
+        if not nimp <= func < nimp + len(self.data.functions):
+            if 0 <= func < nimp:
+                raise LinkError(f"function {func} is imported; calling imports is not "
+                                "supported yet")
+            raise IndexError(f"function index {func} out of range")
+        return self.text_base + self.data.functions[func - nimp].code_offset
+
+    def function_at(self, address: int) -> Optional[FunctionSpec]:
+        """The function whose code contains ``address`` (for trap attribution), if any."""
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i >= 0:
+            f = self._by_address[i]
+            if address < self._starts[i] + f.code_size:
+                return f
+        return None
+
+    # --- instantiation images -----------------------------------------------------------------
+
+    def images(self) -> tuple:
+        """(globals image, [table image, ...]): bytes each instantiation copies in as they are."""
+        if self._images is None:
+            data = self.data
+            end = max((g.offset + 8 for g in data.globals), default=0)
+            glob = bytearray(end)
+            for g in data.globals:
+                struct.pack_into("<Q", glob, g.offset, g.init & 0xFFFF_FFFF_FFFF_FFFF)
+            tables = []
+            for t in data.tables:
+                words: List[int] = []
+                for k in range(t.initial):
+                    func = t.elements[k] if k < len(t.elements) else None
+                    if func is None:
+                        words += (0, NULL_TYPE_ID)
+                    else:
+                        words += (self.function_address(func), self._type_id(func))
+                tables.append(struct.pack(f"<{len(words)}Q", *words))
+            self._images = (bytes(glob), tables)
+        return self._images
+
+    def _type_id(self, func_index: int) -> int:
+        nimp = self.data.num_imported_funcs
+        if func_index < nimp:
+            imp = [i for i in self.data.imports if i.kind == ExternKind.FUNC][func_index]
+            return imp.type_id  # type: ignore[return-value]
+        return self.data.functions[func_index - nimp].type_id
+
+    def __repr__(self) -> str:
+        where = f" from {self.path}" if self.path else ""
+        return (f"<LoadedModule {self.name!r}{where}: {len(self.data.functions)} functions, "
+                f"{len(self._exports)} exported, code at {self.text_base:#x}>")
+
+
+def _unload(handle: Any, release: Optional[Callable[[], None]]) -> None:
+    signals.unregister_code(handle)
+    if release is not None:
+        release()
+
+
+def load(path: PathLike) -> LoadedModule:
+    """``dlopen`` a shared object written by the pylucet compiler.
+
+    The module data sits behind the exported ``pylucet_module`` symbol as [header | blob]; the
+    header says where the symbol and ``.text`` were linked, which gives the load base without
+    relocations.
+    """
+    path = os.fspath(path)
+    try:
+        lib = ctypes.CDLL(os.path.abspath(path), mode=os.RTLD_NOW | os.RTLD_LOCAL)
+    except OSError as e:
+        raise LoadError(f"cannot load {path}: {e}") from None
+    try:
+        symbol = ctypes.addressof(ctypes.c_char.in_dll(lib, MODULE_SYMBOL))
+    except ValueError:
+        raise LoadError(f"{path} is not a pylucet artifact: no {MODULE_SYMBOL!r} symbol") from None
+    header = serialize.unpack_header(ctypes.string_at(symbol, serialize.HEADER_SIZE))
+    data = serialize.loads(ctypes.string_at(symbol + serialize.HEADER_SIZE, header.blob_size))
+    base = symbol - header.self_vaddr
+    return LoadedModule(data, base + header.text_vaddr, header.text_size, path=path, owner=lib)

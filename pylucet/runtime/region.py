@@ -1,0 +1,321 @@
+"""Regions: address space for a fixed number of instances, reserved once, reused forever.
+
+A region is one anonymous ``PROT_NONE`` mapping cut into equal slots. Instantiating makes the few
+pages an instance needs readable and writable; tearing down throws their contents away and makes
+them inaccessible again. Nothing is ever mapped or unmapped per instance, so instantiation costs a
+handful of ``mprotect`` calls, the process's mappings do not grow with use, and a guest address
+that escapes its slot's accessible pages always faults.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import LimitsExceeded, RegionFull
+from ..module.abi import (GLOBAL_SLOT_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
+                          RUNTIME_DATA_SIZE, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE)
+from ..module.spec import ModuleData
+from . import libc
+from .instance import Instance, State
+from .limits import WASM32_MAX_MEMORY, Limits, page_round
+from .loader import LoadedModule
+
+_RW = libc.PROT_READ | libc.PROT_WRITE
+
+TABLE_DESCS_OFFSET = -(-INSTANCE_FIELDS["_end"] // 64) * 64
+"""Table descriptors live in the instance page, between the host fields and the runtime data:
+the page is writable and wiped anyway, so they cost no extra ``mprotect`` or ``madvise``."""
+MAX_TABLES = (INSTANCE_PAGE_SIZE - RUNTIME_DATA_SIZE - TABLE_DESCS_OFFSET) // TABLE_DESC_SIZE
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Absolute addresses of one slot's areas (see :class:`MmapRegion` for the picture)."""
+
+    index: int
+    base: int            # the instance page
+    vmctx: int           # heap base
+    stack_base: int      # lowest stack address; the guard page is just below
+    stack_top: int       # initial rsp (16-byte aligned)
+    stack_limit: int     # stack_base + hostcall reservation
+    globals: int
+    sigstack: int
+    tables: int
+    size: int
+
+    @property
+    def table_descs(self) -> int:
+        return self.base + TABLE_DESCS_OFFSET
+
+
+@dataclass(frozen=True)
+class TablePlace:
+    """Where one of a module's tables goes in the slot's table area."""
+
+    offset: int          # from the start of the table area
+    length: int          # initial entries
+    capacity: int        # entries table.grow may reach
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a module fits a region's limits; computed once per (module, limits)."""
+
+    initial_heap: int
+    memory_max: int
+    tables: Tuple[TablePlace, ...]
+    tables_committed: int    # bytes of the table area made writable
+
+
+class MmapRegion:
+    """A fixed number of instance slots reserved in one mapping.
+
+    Each slot is laid out as below (offsets from the slot's base; ``L`` = the region's
+    :class:`Limits`). Everything is ``PROT_NONE`` until an instance takes the slot; then only the
+    areas marked RW become accessible, the heap up to its current size::
+
+        +0                          instance page (INSTANCE_PAGE_SIZE)        RW
+                                      INST_* host fields | table descriptors | runtime data (VMCTX_*)
+        +4 KiB          = vmctx     heap (L.heap_address_space_size)          RW up to memory_size
+                                      any i32 address + u32 offset lands here or on the next page
+        +4 KiB + HAS                stack guard page                          never accessible
+        +8 KiB + HAS                stack (L.stack_size), grows down          RW
+                                      stack_limit = stack base + L.hostcall_reservation
+                                      stack top (initial rsp) at the end
+        ...                         globals (L.globals_size), 8 bytes each    RW
+        ...                         guard page                                never accessible
+        ...                         signal stack (L.signal_stack_size)        RW
+        ...                         table entries (L.table_elements x 16 B)   RW for initial entries
+        ...                         guard page                                never accessible
+        = slot size, where the next slot's instance page starts
+
+    The heap's guard page doubles as the stack's: a heap access past the reserved space and a
+    stack overflow both land on it. The signal stack sits above a guard page so that a handler
+    overflowing it faults instead of scribbling on the globals.
+    """
+
+    def __init__(self, capacity: int, limits: Limits = Limits()):
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"region capacity must be a positive int, got {capacity!r}")
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a pylucet.Limits, got {type(limits).__name__}")
+        self._limits = limits
+        self._capacity = capacity
+        L = limits
+        heap_off = INSTANCE_PAGE_SIZE
+        stack_off = heap_off + L.heap_address_space_size + PAGE_SIZE
+        globals_off = stack_off + L.stack_size
+        sigstack_off = globals_off + L.globals_size + PAGE_SIZE
+        tables_off = sigstack_off + L.signal_stack_size
+        self._slot_size = tables_off + L.tables_size + PAGE_SIZE
+        self._size = capacity * self._slot_size
+        self._base = libc.mmap(0, self._size, libc.PROT_NONE,
+                               libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE, -1, 0)
+        self._slots = [
+            Slot(index=i, base=b, vmctx=b + heap_off, stack_base=b + stack_off,
+                 stack_top=b + stack_off + L.stack_size,
+                 stack_limit=b + stack_off + L.hostcall_reservation,
+                 globals=b + globals_off, sigstack=b + sigstack_off, tables=b + tables_off,
+                 size=self._slot_size)
+            for i, b in ((i, self._base + i * self._slot_size) for i in range(capacity))]
+        # popped from the end: slot 0 first, and a slot just freed is reused next (warm caches)
+        self._free: List[int] = list(range(capacity - 1, -1, -1))
+        self._live: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDictionary()
+        self._slot_cache: Dict[int, Any] = {}   # per-slot helpers of the instance module
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
+
+    @property
+    def used_slots(self) -> int:
+        return self._capacity - len(self._free)
+
+    @property
+    def slot_size(self) -> int:
+        """Address space per slot, in bytes."""
+        return self._slot_size
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def new_instance(self, module: LoadedModule) -> Instance:
+        """Instantiate ``module`` in a free slot.
+
+        Raises :class:`~pylucet.RegionFull` when every slot is taken, and
+        :class:`~pylucet.LimitsExceeded` when the module asks for more than the limits allow.
+        A start function runs before this returns; if it traps, the slot is freed again and the
+        :class:`~pylucet.Trap` propagates.
+        """
+        if not isinstance(module, LoadedModule):
+            raise TypeError(f"new_instance needs a LoadedModule (from pylucet.load), "
+                            f"got {type(module).__name__}")
+        self._check_open()
+        fit = module._fits.get(self._limits)
+        if fit is None:
+            fit = module._fits[self._limits] = self.fit(module.data)
+        with self._lock:
+            if not self._free:
+                raise RegionFull(self._capacity)
+            slot = self._slots[self._free.pop()]
+        try:
+            self._commit(slot, fit)
+            inst = Instance(self, slot, module, fit)
+        except BaseException:
+            self._release(slot)
+            raise
+        self._live[slot.index] = inst
+        inst._start()
+        return inst
+
+    def fit(self, data: ModuleData) -> Fit:
+        """How ``data`` fits these limits, or :class:`~pylucet.LimitsExceeded` saying why not."""
+        return _fit(data, self._limits)
+
+    def close(self) -> None:
+        """Unmaps the region. Live instances are closed first; their heap views become invalid.
+
+        Refuses (RuntimeError) while one of its instances is running.
+        """
+        if self._closed:
+            return
+        live = list(self._live.values())
+        for inst in live:
+            if inst.state == State.RUNNING:
+                raise RuntimeError(f"cannot close {self!r}: {inst!r} is running")
+        for inst in live:
+            inst.close()
+        self._closed = True
+        libc.munmap(self._base, self._size)
+
+    def __enter__(self) -> "MmapRegion":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Instances keep their region alive, so by now none is live unless the interpreter is
+        # shutting down, when unmapping under a live view would be worse than leaking.
+        if not getattr(self, "_closed", True) and not self._live:
+            try:
+                self.close()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.used_slots}/{self._capacity} slots used"
+        return (f"<MmapRegion {state}, {self._slot_size / (1 << 30):.2f} GiB per slot "
+                f"at {self._base:#x}>")
+
+    # --- slot memory, used by Instance -------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("region is closed")
+
+    def _commit(self, slot: Slot, fit: Fit) -> None:
+        """Make the areas an instance uses accessible (they are all zero)."""
+        # the instance page and the initial heap are adjacent: one call
+        libc.mprotect(slot.base, INSTANCE_PAGE_SIZE + fit.initial_heap, _RW)
+        # the stack and the globals are adjacent too
+        libc.mprotect(slot.stack_base, slot.globals + self._limits.globals_size - slot.stack_base,
+                      _RW)
+        libc.mprotect(slot.sigstack, self._limits.signal_stack_size, _RW)
+        if fit.tables_committed:
+            libc.mprotect(slot.tables, fit.tables_committed, _RW)
+
+    def _grow_heap(self, slot: Slot, old_size: int, new_size: int) -> None:
+        libc.mprotect(slot.vmctx + old_size, new_size - old_size, _RW)
+
+    def _release(self, slot: Slot) -> None:
+        """Wipe a slot and put it back on the free list.
+
+        One ``madvise`` and one ``mprotect`` over the whole slot rather than one per area: the
+        kernel skips untouched address space cheaply, whatever the guest touched (including heap
+        pages a ``memory.grow`` made accessible from compiled code) is certainly covered, and the
+        areas merge back into a single mapping, so /proc/self/maps does not grow.
+        """
+        self._live.pop(slot.index, None)
+        if self._closed:
+            return
+        libc.madvise(slot.base, slot.size, libc.MADV_DONTNEED)
+        libc.mprotect(slot.base, slot.size, libc.PROT_NONE)
+        with self._lock:
+            self._free.append(slot.index)
+
+    def _slot_of(self, address: int) -> Optional[Slot]:
+        """The slot containing ``address``, if any."""
+        i, rest = divmod(address - self._base, self._slot_size)
+        if 0 <= i < self._capacity:
+            return self._slots[i]
+        return None
+
+
+def _fit(data: ModuleData, limits: Limits) -> Fit:
+    heap = data.heap
+    if heap is None:
+        initial_heap = memory_max = 0
+    else:
+        if heap.initial_size > limits.heap_memory_size:
+            raise LimitsExceeded(f"module {data.name!r} needs an initial heap of "
+                                 f"{heap.initial_size} bytes, but heap_memory_size is "
+                                 f"{limits.heap_memory_size}")
+        if heap.reserved_size + heap.guard_size > limits.heap_address_space_size:
+            raise LimitsExceeded(
+                f"module {data.name!r} was compiled for {heap.reserved_size} bytes of heap plus "
+                f"{heap.guard_size} of guard, more than heap_address_space_size "
+                f"({limits.heap_address_space_size}): its unchecked accesses could leave the slot")
+        if heap.initial_size % WASM_PAGE_SIZE:
+            raise LimitsExceeded(f"module {data.name!r}: initial heap size {heap.initial_size} "
+                                 "is not a whole number of wasm pages")
+        initial_heap = heap.initial_size
+        # growth stops at the first of: the module's maximum, the limits, the space the code was
+        # compiled to address without checks, and what 32 bits can address
+        memory_max = min(WASM32_MAX_MEMORY, limits.heap_memory_size, heap.reserved_size,
+                         WASM32_MAX_MEMORY if heap.max_size is None else heap.max_size)
+        memory_max -= memory_max % WASM_PAGE_SIZE
+        memory_max = max(memory_max, initial_heap)
+
+    globals_end = max((g.offset + GLOBAL_SLOT_SIZE for g in data.globals), default=0)
+    if globals_end > limits.globals_size:
+        raise LimitsExceeded(f"module {data.name!r} needs {globals_end} bytes of globals, but "
+                             f"globals_size is {limits.globals_size}")
+
+    if len(data.tables) > MAX_TABLES:
+        raise LimitsExceeded(f"module {data.name!r} has {len(data.tables)} tables; at most "
+                             f"{MAX_TABLES} are supported")
+    needed = sum(t.initial for t in data.tables)
+    if needed > limits.table_elements:
+        raise LimitsExceeded(f"module {data.name!r} needs {needed} table elements, but "
+                             f"table_elements is {limits.table_elements}")
+    # every table gets its initial size; room to grow goes to the tables in order, as far as
+    # their maximum asks (the usual single table gets all of it)
+    spare = limits.table_elements - needed
+    places: List[TablePlace] = []
+    offset = 0
+    for t in data.tables:
+        want = spare if t.max is None else max(0, min(spare, t.max - t.initial))
+        spare -= want
+        capacity = t.initial + want
+        places.append(TablePlace(offset, t.initial, capacity))
+        offset += capacity * TABLE_ENTRY_SIZE
+    tables_end = max((p.offset + p.length * TABLE_ENTRY_SIZE for p in places), default=0)
+    return Fit(initial_heap, memory_max, tuple(places), page_round(tables_end))
+

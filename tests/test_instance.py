@@ -1,0 +1,313 @@
+"""Instance: calls with every value type, traps and recovery, heap, memory growth, globals.
+
+Guest functions are hand-written x86-64 (guest ABI: SysV with r14 = vmctx) assembled by keystone,
+with module data built by hand (``pylucet.runtime.testing.mock_module``), so these tests need no
+compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import threading
+import time
+
+import pytest
+
+from pylucet import FatalFault, Trap, TrapCode
+from pylucet.module.abi import (TABLE_DESC, TABLE_ENTRY, TABLE_ENTRY_SIZE, VMCTX_GLOBALS,
+                                VMCTX_MEMORY_SIZE, VMCTX_TABLES, WASM_PAGE_SIZE, Libcall,
+                                vmctx_libcall)
+from pylucet.module.spec import GlobalSpec, HeapSpec, TableSpec
+from pylucet.runtime import Limits, MmapRegion, State, UnknownExport
+from pylucet.runtime.testing import DEFAULT_HEAP, MockFunction, mock_module
+from pylucet.wasm.types import ValType
+
+I32, I64, F32, F64 = ValType.I32, ValType.I64, ValType.F32, ValType.F64
+
+FUNCS = [
+    MockFunction("nop", "ret"),
+    MockFunction("add", "lea eax, [rdi + rsi]\nret", (I32, I32), (I32,)),
+    MockFunction("add64", "lea rax, [rdi + rsi]\nret", (I64, I64), (I64,)),
+    MockFunction("fadd", "addsd xmm0, xmm1\nret", (F64, F64), (F64,)),
+    MockFunction("fmul32", "mulss xmm0, xmm1\nret", (F32, F32), (F32,)),
+    # 8 integer arguments: six in registers, two on the stack above the return address
+    MockFunction("sum8", """
+        lea rax, [rdi + rsi]
+        add rax, rdx
+        add rax, rcx
+        add rax, r8
+        add rax, r9
+        add rax, [rsp + 8]
+        add rax, [rsp + 16]
+        ret""", (I64,) * 8, (I64,)),
+    # interleaved types: the 7th integer, then the 9th and 10th floats go to the stack, in
+    # parameter order; returns the first two stack arguments' sum
+    MockFunction("overflow", """
+        cvtsi2sd xmm0, qword ptr [rsp + 8]
+        addsd xmm0, qword ptr [rsp + 16]
+        ret""", (F64, I64) * 6 + (I64, F64, F64, F64, F64), (F64,)),
+    MockFunction("load", "mov edi, edi\noob: mov eax, [r14 + rdi]\nret", (I32,), (I32,),
+                 traps={"oob": TrapCode.HeapOutOfBounds}),
+    MockFunction("boom", "nop\nhere: ud2", traps={"here": TrapCode.Unreachable}),
+    MockFunction("div", "mov eax, edi\ncdq\nsite: idiv esi\nret", (I32, I32), (I32,),
+                 traps={"site": TrapCode.IntegerDivByZero}),
+    MockFunction("unexplained", "ud2"),
+    MockFunction("memsize", f"mov rax, [r14 + ({VMCTX_MEMORY_SIZE})]\nret", (), (I64,)),
+    MockFunction("grow", f"""
+        push rbx
+        call qword ptr [r14 + ({vmctx_libcall(Libcall.MEMORY_GROW)})]
+        pop rbx
+        ret""", (I32,), (I32,)),
+    MockFunction("get_g1", f"mov rax, [r14 + ({VMCTX_GLOBALS})]\nmov rax, [rax + 8]\nret",
+                 (), (I64,)),
+    # call table 0 entry i if i < length, else return -1
+    MockFunction("call_slot", f"""
+        mov rax, [r14 + ({VMCTX_TABLES})]
+        mov edi, edi
+        cmp rdi, [rax + {TABLE_DESC['length']}]
+        jae out
+        mov rax, [rax + {TABLE_DESC['base']}]
+        shl rdi, {TABLE_ENTRY_SIZE.bit_length() - 1}
+        mov rax, [rax + rdi + {TABLE_ENTRY['func']}]
+        test rax, rax
+        jz out
+        push rbx
+        call rax
+        pop rbx
+        ret
+    out:
+        mov eax, -1
+        ret""", (I32,), (I32,)),
+    MockFunction("seven", "mov eax, 7\nret", (), (I32,), export=False),
+    # spin until heap byte 0 is set (bounded, so a stub that keeps the GIL cannot hang the test)
+    MockFunction("spin", """
+        mov ecx, 0x7fffffff
+    again:
+        cmp byte ptr [r14], 0
+        jne done
+        pause
+        dec ecx
+        jnz again
+    done:
+        xor eax, eax
+        ret""", (), (I32,)),
+]
+GLOBALS = [
+    GlobalSpec(I32, True, 0xFFFF_FFFF, 0),        # -1
+    GlobalSpec(I64, True, 1234, 8),
+    GlobalSpec(F64, False, 0x4009_21FB_5444_2D18, 16),   # pi
+    GlobalSpec(F32, True, 0x3FC0_0000, 24),       # 1.5
+]
+SEVEN = [f.name for f in FUNCS].index("seven")
+
+
+@pytest.fixture(scope="module")
+def module():
+    return mock_module(FUNCS, name="guest", globals=GLOBALS,
+                       exported_globals={"counter": 1, "pi": 2},
+                       heap=HeapSpec(WASM_PAGE_SIZE, 4 * WASM_PAGE_SIZE, 4 << 30, 4 << 30),
+                       tables=[TableSpec(ValType.FUNCREF, 3, None, [None, SEVEN])],
+                       sparse_data={1: b"\x2a" * 16})
+
+
+@pytest.fixture
+def inst(module):
+    with MmapRegion(1) as region:
+        with region.new_instance(module) as inst:
+            yield inst
+
+
+# --- calls ---------------------------------------------------------------------------------------
+
+def test_typed_results(inst):
+    assert inst.run("nop") is None
+    assert inst.run("add", 2, 40) == 42
+    assert inst.run("add", 0x7FFF_FFFF, 1) == -2**31          # i32 wraps, comes back signed
+    assert inst.run("add", 0xFFFF_FFFF, 0) == -1               # unsigned input accepted
+    assert inst.run("add64", 2**63 - 1, 1) == -2**63
+    assert inst.run("add64", -5, 3) == -2
+    assert inst.run("fadd", 0.5, 2) == 2.5
+    assert inst.run("fmul32", 1.5, 3.0) == 4.5
+    assert math.isnan(inst.run("fadd", math.inf, -math.inf))
+    assert inst.run("sum8", *range(1, 9)) == 36
+    args = [0.0, 0] * 6 + [-7, 1.0, 1.0, 0.75, 0.25]          # stack: -7, 0.75, 0.25
+    assert inst.run("overflow", *args) == -6.25
+    assert inst.run_func_index(1, 1, 2) == 3
+
+
+def test_argument_errors(inst):
+    with pytest.raises(TypeError, match=r"add\(\) takes 2 arguments"):
+        inst.run("add", 1)
+    with pytest.raises(TypeError, match="argument 1: i32 needs an int"):
+        inst.run("add", 1, 2.0)
+    with pytest.raises(TypeError, match="f64 needs a float"):
+        inst.run("fadd", "1", 2)
+    with pytest.raises(OverflowError, match="out of range for i32"):
+        inst.run("add", 2**32, 0)
+    with pytest.raises(OverflowError):
+        inst.run("add", -2**31 - 1, 0)
+    with pytest.raises(OverflowError):
+        inst.run("add64", 2**64, 0)
+    with pytest.raises(UnknownExport, match="exported functions: nop, add") as info:
+        inst.run("nope")
+    assert isinstance(info.value, LookupError) and "seven" not in info.value.available
+    assert inst.run("add", 1, 2) == 3                          # nothing stuck after the errors
+
+
+# --- traps ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("func,args,code", [
+    ("load", (0xFFFF_FFFF,), TrapCode.HeapOutOfBounds),
+    ("load", (WASM_PAGE_SIZE - 3,), TrapCode.HeapOutOfBounds),
+    ("boom", (), TrapCode.Unreachable),
+    ("div", (1, 0), TrapCode.IntegerDivByZero),
+])
+def test_trap_and_recovery(inst, func, args, code):
+    with pytest.raises(Trap) as info:
+        inst.run(func, *args)
+    trap = info.value
+    assert trap.code == code and trap.func == func
+    assert trap.wasm_offset is not None and trap.code_offset is not None
+    assert inst.state == State.READY
+    assert inst.run("add", 1, 2) == 3
+    assert inst.run("load", 0x1000) == 0x2A2A2A2A               # sparse data page 1
+
+
+def test_heap_fault_address(inst):
+    with pytest.raises(Trap) as info:
+        inst.run("load", 0x12345678)
+    assert info.value.fault_address == inst._slot.vmctx + 0x12345678
+
+
+def test_unexplained_fault_poisons(module):
+    with MmapRegion(1) as region:
+        inst = region.new_instance(module)
+        with pytest.raises(FatalFault, match="unexplained"):
+            inst.run("unexplained")
+        assert inst.state == State.FAULTED
+        with pytest.raises(FatalFault, match="poisoned"):
+            inst.run("add", 1, 2)
+        inst.close()
+        with region.new_instance(module) as fresh:              # the slot is fine
+            assert fresh.run("add", 1, 2) == 3
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+def test_heap_view(inst):
+    heap = inst.heap
+    assert len(heap) == WASM_PAGE_SIZE == inst.memory_size and inst.memory_pages == 1
+    assert heap[0x1000:0x1010] == b"\x2a" * 16
+    heap[100:104] = (0x01020304).to_bytes(4, "little")
+    assert inst.run("load", 100) == 0x01020304
+
+
+def test_grow_memory(inst):
+    assert inst.memory_max == 4 * WASM_PAGE_SIZE
+    assert inst.grow_memory(0) == 1
+    assert inst.grow_memory(1) == 1
+    assert inst.memory_pages == 2 and inst.run("memsize") == 2 * WASM_PAGE_SIZE
+    inst.heap[WASM_PAGE_SIZE + 8] = 9                          # the new page is writable
+    assert inst.run("load", WASM_PAGE_SIZE + 8) == 9
+    with pytest.raises(Exception, match="maximum is 4 pages"):
+        inst.grow_memory(3)
+    with pytest.raises(ValueError):
+        inst.grow_memory(-1)
+    assert inst.memory_pages == 2
+
+
+def test_grow_memory_from_guest(inst):
+    assert inst.run("grow", 2) == 1
+    assert inst.memory_pages == 3 and len(inst.heap) == 3 * WASM_PAGE_SIZE
+    assert inst.run("load", 3 * WASM_PAGE_SIZE - 4) == 0
+    assert inst.run("grow", 2) == -1                           # past the module's maximum
+    assert inst.memory_pages == 3
+
+
+def test_memory_max_respects_limits(module):
+    limits = Limits(heap_memory_size=2 * WASM_PAGE_SIZE)
+    with MmapRegion(1, limits) as region, region.new_instance(module) as inst:
+        assert inst.memory_max == 2 * WASM_PAGE_SIZE
+        assert inst.run("grow", 1) == 1 and inst.run("grow", 1) == -1
+
+
+# --- globals and tables --------------------------------------------------------------------------
+
+def test_globals(inst):
+    g = inst.globals
+    assert len(g) == 4
+    assert g[0] == -1 and g["counter"] == 1234 and g[1] == 1234
+    assert g["pi"] == math.pi and g[3] == 1.5
+    g["counter"] = -2
+    assert inst.run("get_g1") == -2
+    g[0] = 0xFFFF_FFFE
+    assert g[0] == -2
+    g[3] = 0.25
+    assert g[3] == 0.25
+    with pytest.raises(ValueError, match="immutable"):
+        g["pi"] = 3.0
+    with pytest.raises(KeyError, match="counter, pi"):
+        g["nope"]
+    with pytest.raises(IndexError):
+        g[4]
+    with pytest.raises(OverflowError):
+        g[1] = 2**64
+    assert "counter: i64 = -2" in repr(g)
+
+
+def test_table(inst, module):
+    assert inst.run("call_slot", 1) == 7                      # the element segment's function
+    assert inst.run("call_slot", 0) == -1                     # null entry
+    assert inst.run("call_slot", 3) == -1                     # past the table's length
+    tables = ctypes.c_uint64.from_address(inst._slot.vmctx + VMCTX_TABLES).value
+    base = ctypes.c_uint64.from_address(tables + TABLE_DESC["base"]).value
+    entries = (ctypes.c_uint64 * 6).from_address(base)
+    assert list(entries) == [0, 2**64 - 1, module.function_address(SEVEN),
+                             module.data.functions[SEVEN].type_id, 0, 2**64 - 1]
+
+
+# --- lifecycle -----------------------------------------------------------------------------------
+
+def test_repr_and_close(module):
+    region = MmapRegion(2)
+    inst = region.new_instance(module)
+    assert repr(inst) == "<Instance of 'guest' in slot 0, heap 1 pages, ready>"
+    assert "1/2 slots used" in repr(region)
+    inst.close()
+    inst.close()                                              # idempotent
+    assert repr(inst) == "<Instance of 'guest' in slot 0, closed>"
+    with pytest.raises(ValueError, match="closed"):
+        inst.run("nop")
+    with pytest.raises(ValueError, match="closed"):
+        inst.heap
+    assert region.free_slots == 2
+    region.close()
+    assert "closed" in repr(region)
+
+
+def test_garbage_collected_instance_frees_its_slot(module):
+    with MmapRegion(1) as region:
+        region.new_instance(module)                           # dropped at once
+        with region.new_instance(module) as inst:
+            assert inst.run("add", 1, 1) == 2
+
+
+def test_run_cannot_be_reentered(module):
+    with MmapRegion(1) as region, region.new_instance(module) as inst:
+        result = []
+        worker = threading.Thread(target=lambda: result.append(inst.run("spin")))
+        worker.start()
+        deadline = time.monotonic() + 5
+        while inst.state != State.RUNNING and worker.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if inst.state != State.RUNNING:
+            worker.join()
+            pytest.skip("the entry stub keeps the GIL: no second thread can observe a run")
+        with pytest.raises(RuntimeError, match="already running"):
+            inst.run("nop")
+        with pytest.raises(RuntimeError, match="while it runs"):
+            inst.close()
+        inst.heap[0] = 1
+        worker.join()
+        assert result == [0] and inst.state == State.READY

@@ -1,0 +1,221 @@
+"""MmapRegion and Limits: slot accounting, limits checks, wiping slots between instances, and no
+growth of mappings, memory or file descriptors over many instance lifecycles."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import pytest
+
+from pylucet import InstantiationError, LimitsExceeded, RegionFull, Trap, TrapCode
+from pylucet.module.abi import VMCTX_GLOBALS, WASM_PAGE_SIZE
+from pylucet.module.spec import GlobalSpec, HeapSpec, TableSpec
+from pylucet.runtime import Limits, MmapRegion
+from pylucet.runtime.testing import DEFAULT_HEAP, MockFunction, mock_module
+from pylucet.wasm.types import ValType
+
+I32, I64 = ValType.I32, ValType.I64
+SECRET = 0x5EC2E7_5EC2E7_5E
+
+FUNCS = [
+    MockFunction("add", "lea eax, [rdi + rsi]\nret", (I32, I32), (I32,)),
+    # leave SECRET in 4 KiB of stack below the guest's rsp
+    MockFunction("stain_stack", f"""
+        mov rax, {SECRET:#x}
+        mov rcx, 512
+    again:
+        mov [rsp + rcx * 8 - 4096 - 8], rax
+        dec rcx
+        jnz again
+        ret"""),
+    # OR together the 4 KiB below rsp: nonzero if anything is left there
+    MockFunction("stack_residue", """
+        xor eax, eax
+        mov rcx, 512
+    again:
+        or rax, [rsp + rcx * 8 - 4096 - 8]
+        dec rcx
+        jnz again
+        ret""", (), (I64,)),
+    MockFunction("boom", "here: ud2", traps={"here": TrapCode.Unreachable}),
+    MockFunction("touch_heap", "mov dword ptr [r14 + rdi], edi\nret", (I32,)),
+    MockFunction("mark_heap", "mov dword ptr [r14], 0x55\nret"),
+]
+MARK_HEAP, BOOM = 5, 3
+GLOBALS = [GlobalSpec(I64, True, 7, 0)]
+
+
+def make(**kw):
+    kw.setdefault("globals", GLOBALS)
+    kw.setdefault("exported_globals", {"g": 0})
+    return mock_module(FUNCS, **kw)
+
+
+@pytest.fixture(scope="module")
+def module():
+    return make()
+
+
+# --- Limits --------------------------------------------------------------------------------------
+
+def test_limits_defaults():
+    limits = Limits()
+    assert limits.heap_memory_size == 4 << 30 and limits.heap_address_space_size == 8 << 30
+    assert limits.stack_size == 1 << 20 and limits.signal_stack_size >= 64 << 10
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"stack_size": 4097}, "stack_size .* multiple of the 4096-byte page"),
+    ({"heap_memory_size": 4096}, "multiple of the 65536-byte wasm page"),
+    ({"heap_memory_size": 8 << 30}, "exceeds the 4294967296-byte maximum"),
+    ({"heap_address_space_size": 1 << 20, "heap_memory_size": 2 << 20}, "exceeds heap_address"),
+    ({"hostcall_reservation": 1 << 20}, "smaller than stack_size"),
+    ({"signal_stack_size": 8192}, "at least 65536"),
+    ({"globals_size": -4096}, "non-negative int"),
+    ({"table_elements": 1.5}, "non-negative int"),
+])
+def test_limits_validation(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Limits(**kw)
+
+
+# --- slots ---------------------------------------------------------------------------------------
+
+def test_region_full(module):
+    with MmapRegion(2) as region:
+        assert (region.capacity, region.free_slots, region.used_slots) == (2, 2, 0)
+        a = region.new_instance(module)
+        b = region.new_instance(module)
+        assert {a.slot_index, b.slot_index} == {0, 1} and region.free_slots == 0
+        with pytest.raises(RegionFull) as info:
+            region.new_instance(module)
+        assert info.value.capacity == 2
+        b.close()
+        c = region.new_instance(module)
+        assert c.slot_index == 1 and region.used_slots == 2
+        assert "2/2 slots used" in repr(region)
+
+
+@pytest.mark.parametrize("kw,limits,match", [
+    ({"heap": HeapSpec(2 * WASM_PAGE_SIZE, None, 4 << 30, 4 << 30)},
+     Limits(heap_memory_size=WASM_PAGE_SIZE), "initial heap of 131072 bytes"),
+    ({"heap": DEFAULT_HEAP}, Limits(heap_address_space_size=4 << 30), "plus 4294967296 of guard"),
+    ({"globals": [GlobalSpec(I64, True, 0, 4096)]}, Limits(), "4104 bytes of globals"),
+    ({"tables": [TableSpec(ValType.FUNCREF, 10, None), TableSpec(ValType.FUNCREF, 10, None)]},
+     Limits(table_elements=16), "20 table elements"),
+])
+def test_limits_exceeded(kw, limits, match):
+    module = make(**kw)
+    with MmapRegion(1, limits) as region:
+        with pytest.raises(LimitsExceeded, match=match):
+            region.new_instance(module)
+        assert region.free_slots == 1
+
+
+def test_data_error_fails_instantiation_and_frees_the_slot():
+    module = make(data_error="out of bounds memory access")
+    with MmapRegion(1) as region:
+        with pytest.raises(InstantiationError, match="out of bounds memory access"):
+            region.new_instance(module)
+        assert region.free_slots == 1
+
+
+def test_start_function_runs_at_instantiation():
+    with MmapRegion(1) as region:
+        with region.new_instance(make(start=MARK_HEAP)) as inst:
+            assert inst.heap[0] == 0x55
+        with pytest.raises(Trap):                           # a trapping start frees the slot
+            region.new_instance(make(start=BOOM))
+        assert region.free_slots == 1
+
+
+def test_close_region_closes_instances(module):
+    region = MmapRegion(2)
+    inst = region.new_instance(module)
+    region.close()
+    assert region.closed and inst.state.name == "CLOSED"
+    with pytest.raises(ValueError, match="region is closed"):
+        region.new_instance(module)
+
+
+# --- no data crosses from one instance to the next -------------------------------------------
+
+def test_reused_slot_sees_no_old_data(module):
+    with MmapRegion(1) as region:
+        with region.new_instance(module) as inst:
+            heap = inst.heap
+            heap[:8] = SECRET.to_bytes(8, "little")
+            heap[WASM_PAGE_SIZE - 8:] = SECRET.to_bytes(8, "little")
+            inst.globals["g"] = SECRET
+            inst.run("stain_stack")
+            assert inst.run("stack_residue") != 0           # the probe does see a stain
+            inst.grow_memory(1)
+            inst.heap[WASM_PAGE_SIZE:WASM_PAGE_SIZE + 8] = SECRET.to_bytes(8, "little")
+        with region.new_instance(module) as inst:
+            assert inst.slot_index == 0 and inst.memory_pages == 1
+            assert not any(inst.heap)
+            assert inst.globals["g"] == 7
+            globals_area = ctypes.c_uint64.from_address(inst._slot.vmctx + VMCTX_GLOBALS).value
+            assert not any(ctypes.string_at(globals_area + 8, 4096 - 8))
+            assert inst.run("stack_residue") == 0
+            with pytest.raises(Trap):                        # the grown page is gone again
+                inst.run("touch_heap", WASM_PAGE_SIZE)
+
+
+# --- 1,000 lifecycles leave nothing behind -------------------------------------------------------
+
+def _maps_lines() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+def _rss_kib(start: int = 0, end: int = 1 << 64) -> int:
+    """Resident KiB of the mappings within [start, end), from /proc/self/smaps."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            first = line.split(None, 1)[0]
+            if "-" in first and not first.endswith(":"):
+                lo, hi = (int(x, 16) for x in first.split("-"))
+                inside = start <= lo and hi <= end
+            elif first == "Rss:" and inside:
+                total += int(line.split()[1])
+    return total
+
+
+def _vm_rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_lifecycles_do_not_grow_mappings_memory_or_fds(module):
+    with MmapRegion(2) as region:
+        lo = region._base
+        hi = lo + region.capacity * region.slot_size
+
+        def cycle(i: int) -> None:
+            with region.new_instance(module) as inst:
+                assert inst.run("add", i, 1) == i + 1
+                inst.run("touch_heap", (i * 4096) % WASM_PAGE_SIZE)
+                inst.run("stain_stack")
+                if i % 50 == 0:
+                    with pytest.raises(Trap):
+                        inst.run("boom")
+
+        for i in range(50):                                 # warm up allocators and caches
+            cycle(i)
+        maps, fds, rss, vm_rss = (_maps_lines(), len(os.listdir("/proc/self/fd")),
+                                  _rss_kib(), _vm_rss_kib())
+        assert _rss_kib(lo, hi) == 0                         # closed slots hold no memory
+        other = region.new_instance(module)                  # a live neighbour throughout
+        for i in range(1000):
+            cycle(i)
+        other.close()
+        assert _rss_kib(lo, hi) == 0
+        assert _maps_lines() <= maps
+        assert len(os.listdir("/proc/self/fd")) == fds
+        assert _rss_kib() - rss < 1024 and _vm_rss_kib() - vm_rss < 1024
