@@ -521,6 +521,13 @@ def test_malformed_instructions(code, message):
     assert info.value.reason.startswith(message)
 
 
+def test_error_offset_points_at_the_culprit():
+    binary = func_module(b"\x01\x01\x06" + END)   # nop, nop, illegal
+    with pytest.raises(MalformedModule) as info:
+        decode_module(binary, check_bodies=True)
+    assert info.value.offset == binary.rindex(b"\x06")
+
+
 @pytest.mark.parametrize("code", [b"\xfc\x08\x00\x00", b"\xfc\x09\x00"])
 def test_data_count_required(code):
     with pytest.raises(MalformedModule, match="data count section required"):
@@ -533,7 +540,7 @@ def test_too_many_locals_implementation_limit():
         body_of(END, locals_=vec([encode_u(MAX_LOCALS) + b"\x7f", b"\x01\x7e"]))
 
 
-def test_valid_bodies_are_not_decoded_by_decode_module():
+def test_bodies_are_decoded_lazily_unless_checked():
     binary = func_module(b"\x06" + END)   # illegal opcode
     decode_module(binary)
     with pytest.raises(MalformedModule, match="illegal opcode"):

@@ -41,7 +41,7 @@ from .types import (ConstExpr, DataSegment, ElemSegment, Export, ExternKind, Fun
                     FunctionBody, Global, GlobalType, Import, Instr, MemoryType, Module, Names,
                     SegmentMode, SizeLimits, TableType, ValType)
 
-__all__ = ["decode_module", "decode_body", "MAX_LOCALS", "WASM_VERSION"]
+__all__ = ["decode_module", "decode_body", "MAX_LOCALS"]
 
 WASM_MAGIC = b"\0asm"
 WASM_VERSION = b"\x01\0\0\0"
@@ -204,7 +204,7 @@ def _read_select_t(data: bytes, pos: int) -> Tuple[Tuple[ValType, ...], int]:
 
 def _read_v128(data: bytes, pos: int) -> Tuple[int, int]:
     if pos + 16 > len(data):
-        raise IndexError
+        raise IndexError   # a short slice would not fail by itself
     return int.from_bytes(data[pos:pos + 16], "little"), pos + 16
 
 
@@ -509,7 +509,8 @@ class _Stream:
         return tuple(instrs[:-1])
 
     def func_index_expr(self) -> ConstExpr:
-        """An element given as a bare function index (element encodings 0-3)."""
+        """An element given as a bare function index (element encodings 0-3), as the
+        ``ref.func`` it stands for; its offset is the index's, there being no opcode."""
         at = self.pos
         return ((Op.REF_FUNC, self.u32(), at),)
 
