@@ -436,23 +436,15 @@ class _Stream:
         return self.data[pos:pos + n]
 
     def _leb(self, read, bits: int) -> int:
-        if self.limit == len(self.data):
-            try:
-                value, self.pos = read(self.data, self.pos, bits)
-            except MalformedModule as exc:
-                if exc.reason == END_OF_FILE:
-                    raise self.eos() from None
-                raise
-            return value
-        # a bounded view (custom section payload): decode from a slice so the LEB cannot overrun
-        chunk = self.data[self.pos:min(self.limit, self.pos + 10)]
         try:
-            value, used = read(chunk, 0, bits)
+            value, pos = read(self.data, self.pos, bits)
         except MalformedModule as exc:
             if exc.reason == END_OF_FILE:
                 raise self.eos() from None
-            raise MalformedModule(exc.reason, self.pos) from None
-        self.pos += used
+            raise
+        if pos > self.limit:
+            raise self.eos()
+        self.pos = pos
         return value
 
     def u32(self) -> int:
