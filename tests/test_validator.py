@@ -527,6 +527,28 @@ def test_every_table_signature(info):
                 results=info.results)
 
 
+def test_simd_immediate_kinds_are_checked_before_their_rows_exist():
+    """SIMD rows will only add table lines; their lane immediates must still be range-checked."""
+    from types import SimpleNamespace
+    from pylucet.wasm.opcodes import OpInfo
+
+    def row(kind: str, name: str, size: int = 0) -> OpInfo:
+        return OpInfo(0xFD000, name, SimpleNamespace(value=kind), (ValType.V128,), (I32,), size)  # type: ignore[arg-type]
+
+    v = Validator(module(memories=[MEM]))
+    extract = v._immediate_check(row("lane", "i16x8.extract_lane_s"))
+    extract(7)
+    with pytest.raises(Exception, match="invalid lane index"):
+        extract(8)
+    load_lane = v._immediate_check(row("memarg_lane", "v128.load32_lane", 4))
+    load_lane(((2, 0), 3))
+    with pytest.raises(Exception, match="invalid lane index"):
+        load_lane(((2, 0), 4))
+    with pytest.raises(Exception, match="alignment must not be larger than natural"):
+        load_lane(((3, 0), 0))
+    assert v._immediate_check(row("v128", "v128.const")) is None
+
+
 # --- the spec suite's assert_invalid cases and valid modules --------------------------------------
 
 def _suite_dir():

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..errors import InvalidModule
-from .opcodes import OPS, Imm, Op
+from .opcodes import OPS, Op, OpInfo
 from .types import (ConstExpr, ExternKind, FuncType, GlobalType, Module, SegmentMode,
                     SizeLimits, ValType)
 
@@ -324,6 +324,10 @@ class Validator:
         for t in reversed(types):
             self._pop(t)
 
+    def _apply(self, pops: List[int], pushes: List[int]) -> None:
+        self._pop_vals(pops)
+        self._vals += pushes
+
     def _push_ctrl(self, op: int, params: List[int], results: List[int]) -> None:
         self._ctrls.append(_Frame(op, params, results, len(self._vals)))
         self._vals += params
@@ -386,16 +390,6 @@ class Validator:
         """Route each opcode: rows whose signature is the whole rule to the inline generic path;
         rows with a signature and an immediate to check to a handler made from both; the rest
         (signature ``-``) to the hand-written handler of the same name."""
-        imm_checks: Dict[Imm, Callable[[object], None]] = {
-            Imm.MEMORY: self._memory,
-            Imm.DATA: self._data,
-            Imm.ELEM: self._elem,
-            Imm.TABLE: self._table,
-            Imm.MEMORY_INIT: self._check_memory_init,
-            Imm.MEMORY_COPY: self._check_memory_copy,
-            Imm.TABLE_INIT: self._check_table_init,
-            Imm.TABLE_COPY: self._check_table_copy,
-        }
         for code, info in OPS.items():
             if info.params is None:
                 handler = getattr(self, "_op_" + Op(code).name.lower(), None)
@@ -403,17 +397,36 @@ class Validator:
                     self._special[code] = handler
                 continue
             pops, pushes = _types(info.params), _types(info.results or ())
-            check = imm_checks.get(info.imm)
-            if info.imm is Imm.MEMARG:
-                self._special[code] = self._memarg_handler(info.access_size, pops, pushes)
-            elif check is not None:
-                self._special[code] = self._checked_handler(check, pops, pushes)
-            else:   # constants and plain operators: nothing in the immediate can be wrong
+            check = self._immediate_check(info)
+            if check is None:   # constants and plain operators: no immediate can be wrong
                 self._generic[code] = (pops, pushes, len(pops))
+            else:
+                self._special[code] = self._checked_handler(check, pops, pushes)
 
-    def _apply(self, pops: List[int], pushes: List[int]) -> None:
-        self._pop_vals(pops)
-        self._vals += pushes
+    def _immediate_check(self, info: OpInfo) -> Optional[Callable[[object], None]]:
+        """What must hold of the immediate of a row with a fixed signature, or None.
+
+        Keyed by the immediate kind's name, like the decoder's readers, so that the SIMD kinds
+        (``lane``, ``memarg_lane``) are ready before their ``Imm`` members and rows exist."""
+        kind = info.imm.value
+        if kind == "memarg":
+            return self._memarg_check(info.access_size)
+        if kind == "memarg_lane":   # ((align, offset), lane) of v128.loadN_lane/storeN_lane
+            memarg = self._memarg_check(info.access_size)
+            lane = self._lane_check(16 // info.access_size)
+            return lambda imm: (memarg(imm[0]), lane(imm[1]))  # type: ignore[index, func-returns-value]
+        if kind == "lane":          # the shape prefix counts the lanes: i16x8.extract_lane_s
+            return self._lane_check(int(info.name.split(".")[0].split("x")[1]))
+        return {
+            "memory": self._memory,
+            "data": self._data,
+            "elem": self._elem,
+            "table": self._table,
+            "memory_init": self._check_memory_init,
+            "memory_copy": self._check_memory_copy,
+            "table_init": self._check_table_init,
+            "table_copy": self._check_table_copy,
+        }.get(kind)
 
     def _checked_handler(self, check: Callable[[object], None], pops: List[int],
                          pushes: List[int]) -> Callable[[object], None]:
@@ -424,19 +437,23 @@ class Validator:
             apply(pops, pushes)
         return handler
 
-    def _memarg_handler(self, access_size: int, pops: List[int],
-                        pushes: List[int]) -> Callable[[object], None]:
+    def _memarg_check(self, access_size: int) -> Callable[[object], None]:
         max_align = access_size.bit_length() - 1
-        apply = self._apply
         has_memory = bool(self._memories)
 
-        def handler(imm: object) -> None:
+        def check(memarg: object) -> None:
             if not has_memory:
                 raise _Invalid("unknown memory 0")
-            if imm[0] > max_align:  # type: ignore[index]
+            if memarg[0] > max_align:  # type: ignore[index]
                 raise _Invalid("alignment must not be larger than natural")
-            apply(pops, pushes)
-        return handler
+        return check
+
+    @staticmethod
+    def _lane_check(lanes: int) -> Callable[[object], None]:
+        def check(lane: object) -> None:
+            if lane >= lanes:  # type: ignore[operator]
+                raise _Invalid("invalid lane index")
+        return check
 
     def _check_memory_init(self, imm: object) -> None:
         data, mem = imm  # type: ignore[misc]
