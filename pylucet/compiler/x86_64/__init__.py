@@ -1,0 +1,1 @@
+"""x86-64 specifics: register numbers and the machine code encoder."""

@@ -1,0 +1,1242 @@
+"""Single-pass code generation: one validated function body in, x86-64 machine code out.
+
+The design follows V8's Liftoff and wasmtime's Winch: one walk over the instructions, no IR, and
+an *abstract* operand stack so values are not pushed through memory one by one.
+
+Operand stack entries are tuples ``(kind, payload, valtype)``:
+
+``CONST``  a constant not yet materialised (payload: the value, unsigned, masked to its width),
+           so constants fold into immediates and constant expressions fold away;
+``REG``    a value in a scratch register the entry owns (payload: the register);
+``LOCAL``  a lazy ``local.get`` (payload: the local index): read straight from the local's home,
+           copied only if the local is written while the entry is still on the stack;
+``SLOT``   a value spilled to the frame slot of its stack position (payload: that position);
+``FLAGS``  the result of a compare still in the CPU flags (payload: the condition code). Only
+           made when the very next instruction (``br_if``, ``if``, ``select``) consumes it, so
+           compare + branch fuse into ``cmp; jcc`` and compare + select into ``cmp; cmov``.
+
+Registers. ``valtype`` decides the register class: i32/i64 (and, later, references) live in
+general purpose registers; f32/f64/v128 will live in xmm registers with their own free mask,
+their own spill width and xmm0 as result register, without changing how entries are handled.
+Scratch values use the caller-saved registers in ``SCRATCH``; ``r11`` is never allocated and
+serves as a short-lived temporary inside one instruction's code. Locals: a cheap pre-scan counts
+each local's uses (a use inside loops counts more) and the busiest i32/i64 locals get the
+callee-saved registers in ``LOCAL_REGS`` for the whole function (so calls never disturb them);
+the other locals live in frame slots. An i32 in a 64-bit register is always zero-extended (every
+i32 result is written by a 32-bit instruction), so it can index the heap directly.
+
+Merge strategy (the canonical state at every label). On entry to ``block``/``loop``/``if``,
+every entry on the operand stack that is a register or a lazy local is spilled to its slot;
+constants stay. Code inside a block cannot touch the entries below it, so at every label the
+entries under the block are the same constants and slots on every path, every scratch register
+is free, and the block's single result (if any) is in ``rax``. A branch therefore only moves
+its result into ``rax`` and jumps, and ``br_table`` needs no per-target code. Registers are also
+spilled at calls (they are caller-saved) and when the allocator runs out.
+
+Frame (``rsp``-relative, 16-byte aligned at calls)::
+
+    [incoming stack arguments]  [return address]  [pushed callee-saved registers]
+    [operand stack slots, one per stack position] [locals living in the frame]   <- rsp
+
+Its size is only known after the body, so the prologue's ``sub rsp``, the epilogue's ``add rsp``
+and the stack limit check are patched at the end. Outgoing stack arguments are pushed below it
+for the duration of a call (``rsp_adjust``).
+
+Traps: heap accesses and divisions fault on purpose and get a trap site at their own offset;
+explicit checks jump to out-of-line ``ud2`` stubs at the end of the function, one per check so
+each trap names its wasm instruction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Set, Tuple
+
+from ..errors import Unsupported
+from ..module.abi import (TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY, TABLE_ENTRY_SIZE,
+                          VMCTX_GLOBALS, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
+                          Libcall, vmctx_libcall)
+from ..module.traps import TrapCode, TrapSite
+from ..wasm.opcodes import OPS, Op
+from ..wasm.types import FunctionBody, FuncType, ValType
+from .env import ModuleEnv
+from .x86_64 import encoding as X
+from .x86_64.encoding import NO_INDEX, Assembler, fits_i32
+from .x86_64.registers import (CC_A, CC_AE, CC_B, CC_BE, CC_E, CC_G, CC_GE, CC_L, CC_LE, CC_NE,
+                               CC_O, R8, R9, R10, R11, R12, R13, R14, R15, RAX, RBP, RBX, RCX,
+                               RDI, RDX, RSI, RSP, SWAPPED_CC)
+
+CONST, REG, LOCAL, SLOT, FLAGS = range(5)
+
+I32, I64 = ValType.I32, ValType.I64
+INT_TYPES = (I32, I64)
+SCRATCH = (RAX, RCX, RDX, RSI, RDI, R8, R9, R10)
+LOCAL_REGS = (RBX, R15, R12, R13, RBP)
+ARG_REGS = (RDI, RSI, RDX, RCX, R8, R9)
+RESULT_REG = RAX
+MASK = {32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
+
+# control frame kinds
+K_BLOCK, K_LOOP, K_IF, K_ELSE, K_FUNC = range(5)
+_FUSE_FLAGS = (Op.BR_IF, Op.IF, Op.SELECT, Op.SELECT_T)
+"""Instructions that take a compare's result straight from the flags."""
+
+
+@dataclass
+class CompiledFunction:
+    code: bytes
+    traps: List[TrapSite]          # sorted by code_offset
+    calls: List[Tuple[int, int]]   # (offset of a rel32 field in code, callee function index)
+    features: Set[str] = field(default_factory=set)
+
+
+def compile_function(env: ModuleEnv, func_index: int, body: FunctionBody,
+                     instrs: list) -> CompiledFunction:
+    """Machine code for defined function ``func_index`` from its validated instructions."""
+    return FunctionCompiler(env, func_index, body, instrs).compile()
+
+
+def _width(t: ValType) -> int:
+    return 64 if t == I64 else 32
+
+
+def _signed(v: int, w: int) -> int:
+    return v - (1 << w) if v >> (w - 1) else v
+
+
+def _require_int(types, what: str) -> None:
+    for t in types:
+        if t not in INT_TYPES:
+            raise Unsupported(f"{t.text} {what} are not supported yet")
+
+
+class Ctrl:
+    """One entry of the control stack: a block, loop, if/else or the function body."""
+
+    __slots__ = ("kind", "label", "else_label", "height", "results", "branched")
+
+    def __init__(self, kind: int, label: int, height: int, results: tuple, else_label: int = -1):
+        self.kind = kind
+        self.label = label            # where a branch to this frame goes
+        self.else_label = else_label
+        self.height = height          # operand stack height at entry
+        self.results = results
+        self.branched = False         # some branch targets the end label
+
+    @property
+    def arity(self) -> int:
+        """Values a branch to this frame carries (a loop's label takes its parameters)."""
+        return 0 if self.kind == K_LOOP else len(self.results)
+
+
+class FunctionCompiler:
+    def __init__(self, env: ModuleEnv, func_index: int, body: FunctionBody, instrs: list):
+        self.env = env
+        self.func_index = func_index
+        self.body = body
+        self.instrs = instrs
+        ftype = env.func_types[func_index]
+        _require_int(ftype.params, "parameters")
+        _require_int(ftype.results, "results")
+        _require_int(body.locals, "locals")
+        if len(ftype.results) > 1:
+            raise Unsupported("multiple results are not supported yet")
+        self.ftype = ftype
+        self.local_types = ftype.params + body.locals
+        self.asm = Assembler()
+        self.stack: List[tuple] = []
+        self.used = 0                 # bit mask of scratch registers owned by entries
+        self.ctrl: List[Ctrl] = []
+        self.unreachable = False
+        self.skip_depth = 0
+        self.pc = 0
+        self.rsp_adjust = 0
+        self.max_slots = 0
+        self.max_outgoing = 0
+        self.traps: List[TrapSite] = []
+        self.trap_stubs: List[Tuple[int, TrapCode, int]] = []
+        self.jump_tables: List[Tuple[int, List[int]]] = []
+        self.calls: List[Tuple[int, int]] = []
+        self.features: Set[str] = set()
+
+    # --- frame and locals ------------------------------------------------------------------
+    def _assign_locals(self) -> None:
+        """Homes for the locals: callee-saved registers for the most used, frame slots for the
+        rest, nothing for locals never touched."""
+        n = len(self.local_types)
+        uses = [0] * n
+        weight, loops = 1, []
+        get, set_, tee = Op.LOCAL_GET, Op.LOCAL_SET, Op.LOCAL_TEE
+        loop, block, if_, end = Op.LOOP, Op.BLOCK, Op.IF, Op.END
+        for op, imm, _ in self.instrs:
+            if op == get or op == set_ or op == tee:
+                uses[imm] += weight
+            elif op == loop:
+                loops.append(True)
+                weight = 8 ** min(loops.count(True), 4)
+            elif op == block or op == if_:
+                loops.append(False)
+            elif op == end and loops:
+                if loops.pop():
+                    weight = 8 ** min(loops.count(True), 4)
+        ranked = sorted((i for i in range(n) if uses[i]), key=lambda i: -uses[i])
+        self.local_reg = [-1] * n
+        self.local_disp = [0] * n
+        for i, reg in zip(ranked, LOCAL_REGS):
+            self.local_reg[i] = reg
+        self.saved_regs = [r for r in LOCAL_REGS if r in self.local_reg]
+        in_frame = [i for i in ranked[len(LOCAL_REGS):]]
+        in_frame.sort()
+        for slot, i in enumerate(in_frame):
+            self.local_disp[i] = 8 * slot
+        self.frame_locals = in_frame
+        self.spill_base = 8 * len(in_frame)
+
+    def _local_mem(self, idx: int) -> X.Mem:
+        return (RSP, NO_INDEX, 1, self.local_disp[idx] + self.rsp_adjust)
+
+    def _slot_mem(self, pos: int) -> X.Mem:
+        if pos >= self.max_slots:
+            self.max_slots = pos + 1
+        return (RSP, NO_INDEX, 1, self.spill_base + 8 * pos + self.rsp_adjust)
+
+    def _prologue(self) -> None:
+        asm = self.asm
+        # The stack check reserves everything this frame will take; the size is patched later.
+        asm.lea(64, R11, (RSP, NO_INDEX, 1, -0x1000))
+        self.patch_stack_check = asm.disp32_pos()
+        asm.alu_rm(X.CMP, 64, R11, (R14, NO_INDEX, 1, VMCTX_STACK_LIMIT))
+        asm.jcc(CC_B, self._trap_label(TrapCode.StackOverflow, self.body.start))
+        for r in self.saved_regs:
+            asm.push(r)
+        asm.alu_ri(X.SUB, 64, RSP, 0x1000)
+        self.patch_sub = len(asm.code) - 4
+        # parameters to their homes
+        params = self.ftype.params
+        self.arg_fixups = []
+        for i, t in enumerate(params):
+            reg, w = self.local_reg[i], _width(t)
+            in_frame = i in self.frame_locals_set
+            if reg < 0 and not in_frame:
+                continue
+            if i < len(ARG_REGS):
+                if reg >= 0:
+                    asm.mov_rr(w, reg, ARG_REGS[i])
+                else:
+                    asm.mov_mr(w, self._local_mem(i), ARG_REGS[i])
+            else:
+                # incoming stack argument: its offset depends on the frame size (patched)
+                known = 8 * len(self.saved_regs) + 8 + 8 * (i - len(ARG_REGS))
+                dst = reg if reg >= 0 else R11
+                asm.mov_rm(w, dst, (RSP, NO_INDEX, 1, 0x1000))
+                self.arg_fixups.append((asm.disp32_pos(), known))
+                if reg < 0:
+                    asm.mov_mr(w, self._local_mem(i), R11)
+        # declared locals start at zero
+        zeroed = False
+        for i in range(len(params), len(self.local_types)):
+            reg = self.local_reg[i]
+            if reg >= 0:
+                asm.alu_rr(X.XOR, 32, reg, reg)
+            elif i in self.frame_locals_set:
+                if not zeroed:
+                    asm.alu_rr(X.XOR, 32, R11, R11)
+                    zeroed = True
+                asm.mov_mr(64, self._local_mem(i), R11)
+
+    def _epilogue(self) -> None:
+        asm = self.asm
+        asm.alu_ri(X.ADD, 64, RSP, 0x1000)
+        self.patch_add = len(asm.code) - 4
+        for r in reversed(self.saved_regs):
+            asm.pop(r)
+        asm.ret()
+
+    def _finish_frame(self) -> None:
+        asm = self.asm
+        pushed = 8 * len(self.saved_regs)
+        frame = self.spill_base + 8 * self.max_slots
+        frame += (-(8 + pushed + frame)) % 16
+        asm.patch_i32(self.patch_sub, frame)
+        asm.patch_i32(self.patch_add, frame)
+        asm.patch_i32(self.patch_stack_check, -(frame + pushed + self.max_outgoing))
+        for pos, known in self.arg_fixups:
+            asm.patch_i32(pos, frame + known)
+
+    def _trap_label(self, code: TrapCode, wasm_offset: int) -> int:
+        label = self.asm.new_label()
+        self.trap_stubs.append((label, code, wasm_offset))
+        return label
+
+    def _trap_here(self, code: TrapCode, wasm_offset: int) -> None:
+        """The next instruction emitted may fault on purpose with ``code``."""
+        self.traps.append(TrapSite(len(self.asm.code), code, wasm_offset))
+
+    # --- the main loop ---------------------------------------------------------------------
+    def compile(self) -> CompiledFunction:
+        self._assign_locals()
+        self.frame_locals_set = set(self.frame_locals)
+        asm = self.asm
+        self._prologue()
+        self.ctrl.append(Ctrl(K_FUNC, asm.new_label(), 0, self.ftype.results))
+        dispatch = _DISPATCH
+        instrs = self.instrs
+        n = len(instrs)
+        block_ops = (Op.BLOCK, Op.LOOP, Op.IF)
+        end, else_ = Op.END, Op.ELSE
+        pc = 0
+        while pc < n:
+            op, imm, off = instrs[pc]
+            pc += 1
+            self.pc = pc
+            if self.unreachable:
+                # Dead code after br/return/unreachable: skip to the end of the enclosing block
+                # (the validator has already type-checked it).
+                if op in block_ops:
+                    self.skip_depth += 1
+                    continue
+                if op == end or op == else_:
+                    if self.skip_depth:
+                        if op == end:
+                            self.skip_depth -= 1
+                        continue
+                else:
+                    continue
+            entry = dispatch.get(op)
+            if entry is None:
+                raise Unsupported(f"{OPS[op].name} is not supported yet")
+            entry[0](self, entry[1], imm, off)
+        self._emit_out_of_line()
+        self._finish_frame()
+        assert asm.unresolved() == 0
+        self.traps.sort()
+        return CompiledFunction(bytes(asm.code), self.traps, self.calls, self.features)
+
+    def _emit_out_of_line(self) -> None:
+        asm = self.asm
+        for label, code, wasm_offset in self.trap_stubs:
+            asm.bind(label)
+            self._trap_here(code, wasm_offset)
+            asm.ud2()
+        for table, targets in self.jump_tables:
+            asm.code += b"\xcc" * (-len(asm.code) % 4)
+            asm.bind(table)
+            base = len(asm.code)
+            for t in targets:
+                asm.table_entry(t, base)
+
+    # --- register allocation ---------------------------------------------------------------
+    def _alloc(self) -> int:
+        used = self.used
+        for r in SCRATCH:
+            if not used & (1 << r):
+                self.used = used | (1 << r)
+                return r
+        # out of registers: spill the deepest register entry (the value needed last)
+        stack = self.stack
+        for i, e in enumerate(stack):
+            if e[0] == REG:
+                reg = e[1]
+                self._spill(i)
+                self.used |= 1 << reg
+                return reg
+        raise AssertionError("no scratch register left")
+
+    def _free(self, reg: int) -> None:
+        self.used &= ~(1 << reg)
+
+    def _spill(self, i: int) -> None:
+        """Move stack entry ``i`` (a register or lazy local) to its frame slot."""
+        kind, val, t = self.stack[i]
+        w = _width(t)
+        if kind == REG:
+            self.asm.mov_mr(w, self._slot_mem(i), val)
+            self.used &= ~(1 << val)
+        elif kind == LOCAL:
+            reg = self.local_reg[val]
+            if reg < 0:
+                self.asm.mov_rm(w, R11, self._local_mem(val))
+                reg = R11
+            self.asm.mov_mr(w, self._slot_mem(i), reg)
+        else:
+            return
+        self.stack[i] = (SLOT, i, t)
+
+    def _spill_all(self, kinds=(REG, LOCAL)) -> None:
+        for i, e in enumerate(self.stack):
+            if e[0] in kinds:
+                self._spill(i)
+
+    def _evict(self, reg: int) -> None:
+        """Make ``reg`` free for a fixed use: move its owner to another register or its slot."""
+        if not self.used & (1 << reg):
+            return
+        stack = self.stack
+        for i in range(len(stack) - 1, -1, -1):
+            e = stack[i]
+            if e[0] == REG and e[1] == reg:
+                free = self._free_scratch()
+                if free >= 0:
+                    self.asm.mov_rr(64, free, reg)
+                    self.used |= 1 << free
+                    stack[i] = (REG, free, e[2])
+                    self._free(reg)
+                else:
+                    self._spill(i)
+                return
+        raise AssertionError(f"register {reg} is in use but owned by no entry")
+
+    def _free_scratch(self) -> int:
+        for r in SCRATCH:
+            if not self.used & (1 << r):
+                return r
+        return -1
+
+    def _load(self, e: tuple, reg: int) -> None:
+        """Put the value of entry ``e`` (not a register entry) into ``reg`` (movs only: the flags
+        survive)."""
+        kind, val, t = e
+        w = _width(t)
+        asm = self.asm
+        if kind == CONST:
+            asm.mov_ri(w, reg, val)
+        elif kind == LOCAL:
+            home = self.local_reg[val]
+            if home >= 0:
+                asm.mov_rr(w, reg, home)
+            else:
+                asm.mov_rm(w, reg, self._local_mem(val))
+        elif kind == SLOT:
+            asm.mov_rm(w, reg, self._slot_mem(val))
+        elif kind == FLAGS:
+            asm.setcc(val, reg)
+            asm.movzx_rr(8, reg, reg)
+        else:
+            asm.mov_rr(w, reg, val)
+
+    def _take(self, e: tuple) -> int:
+        """A scratch register the caller owns, holding the value of the popped entry ``e``."""
+        if e[0] == REG:
+            return e[1]
+        reg = self._alloc()
+        self._load(e, reg)
+        return reg
+
+    def _reg_of(self, e: tuple) -> Tuple[int, bool]:
+        """A register holding ``e``'s value without copying a register-resident local:
+        (register, whether the caller owns it and must free or reuse it)."""
+        kind = e[0]
+        if kind == REG:
+            return e[1], True
+        if kind == LOCAL:
+            home = self.local_reg[e[1]]
+            if home >= 0:
+                return home, False
+        return self._take(e), True
+
+    def _mem_of(self, e: tuple) -> Optional[X.Mem]:
+        """The memory operand holding ``e``'s value, if it is in memory."""
+        kind = e[0]
+        if kind == SLOT:
+            return self._slot_mem(e[1])
+        if kind == LOCAL and self.local_reg[e[1]] < 0:
+            return self._local_mem(e[1])
+        return None
+
+    def _move_to(self, i: int, reg: int) -> None:
+        """Put stack entry ``i`` into the fixed register ``reg`` (which it then owns)."""
+        e = self.stack[i]
+        if e[0] == REG and e[1] == reg:
+            return
+        self._evict(reg)
+        self.used |= 1 << reg
+        self._load(e, reg)
+        if e[0] == REG:
+            self._free(e[1])
+        self.stack[i] = (REG, reg, e[2])
+
+    def _pop_free(self) -> tuple:
+        e = self.stack.pop()
+        if e[0] == REG:
+            self.used &= ~(1 << e[1])
+        return e
+
+    def _fuse_next(self) -> bool:
+        """Whether the next instruction consumes a condition straight from the flags."""
+        return self.pc < len(self.instrs) and self.instrs[self.pc][0] in _FUSE_FLAGS
+
+    def _push_cond(self, cc: int) -> None:
+        """Push a condition that is in the flags: as flags if the next instruction wants them,
+        else as a 0/1 value."""
+        if self._fuse_next():
+            self.stack.append((FLAGS, cc, I32))
+        else:
+            reg = self._alloc()
+            self.asm.setcc(cc, reg)
+            self.asm.movzx_rr(8, reg, reg)
+            self.stack.append((REG, reg, I32))
+
+    def _test(self, e: tuple) -> int:
+        """Set the flags from a popped i32 condition; returns the condition code for 'true'."""
+        if e[0] == FLAGS:
+            return e[1]
+        mem = self._mem_of(e)
+        if mem is not None:
+            self.asm.alu_mi(X.CMP, 32, mem, 0)
+        else:
+            reg, owned = self._reg_of(e)
+            self.asm.test_rr(32, reg, reg)
+            if owned:
+                self._free(reg)
+        return CC_NE
+
+    # --- operands ----------------------------------------------------------------------------
+    def _alu_operand(self, op: int, w: int, dst: int, e: tuple) -> None:
+        """``op dst, <e>`` with ``e`` as an immediate, register or memory operand."""
+        asm = self.asm
+        kind, val = e[0], e[1]
+        if kind == CONST:
+            imm = _signed(val, w)
+            if fits_i32(imm):
+                asm.alu_ri(op, w, dst, imm)
+            else:
+                asm.mov_ri(64, R11, val)
+                asm.alu_rr(op, w, dst, R11)
+            return
+        mem = self._mem_of(e)
+        if mem is not None:
+            asm.alu_rm(op, w, dst, mem)
+            return
+        src, owned = self._reg_of(e)
+        asm.alu_rr(op, w, dst, src)
+        if owned:
+            self._free(src)
+
+    # --- constants, locals, globals ----------------------------------------------------------
+    def op_const(self, w, imm, off):
+        self.stack.append((CONST, imm & MASK[w], I64 if w == 64 else I32))
+
+    def op_local_get(self, _, idx, off):
+        self.stack.append((LOCAL, idx, self.local_types[idx]))
+
+    def _detach_local(self, idx: int) -> None:
+        """Lazy reads of local ``idx`` still on the stack must keep the old value: copy them."""
+        stack = self.stack
+        for i, e in enumerate(stack):
+            if e[0] == LOCAL and e[1] == idx:
+                free = self._free_scratch()
+                if free >= 0:
+                    self.used |= 1 << free
+                    self._load(e, free)
+                    stack[i] = (REG, free, e[2])
+                else:
+                    self._spill(i)
+
+    def op_local_set(self, tee, idx, off):
+        e = self.stack.pop()
+        if e[0] == LOCAL and e[1] == idx:
+            if tee:
+                self.stack.append(e)
+            return
+        self._detach_local(idx)
+        t = self.local_types[idx]
+        w = _width(t)
+        asm = self.asm
+        home = self.local_reg[idx]
+        kind, val = e[0], e[1]
+        if home >= 0:
+            if kind == CONST and val == 0:
+                asm.alu_rr(X.XOR, 32, home, home)
+            elif kind == REG:
+                asm.mov_rr(w, home, val)
+            else:
+                self._load(e, home)
+        else:
+            mem = self._local_mem(idx)
+            if kind == CONST and fits_i32(_signed(val, w)):
+                asm.mov_mi(w, mem, val if w == 32 else _signed(val, w))
+            else:
+                reg, owned = self._reg_of(e) if kind != CONST else (R11, False)
+                if kind == CONST:
+                    asm.mov_ri(64, R11, val)
+                asm.mov_mr(w, mem, reg)
+                if owned:
+                    self._free(reg)
+        if kind == REG:
+            self._free(val)
+        if tee:
+            self.stack.append((LOCAL, idx, t))
+
+    def _global_type(self, idx: int) -> ValType:
+        t = self.env.global_types[idx]
+        if t not in INT_TYPES:
+            raise Unsupported(f"{t.text} globals are not supported yet")
+        return t
+
+    def op_global_get(self, _, idx, off):
+        t = self._global_type(idx)
+        reg = self._alloc()
+        self.asm.mov_rm(64, reg, (R14, NO_INDEX, 1, VMCTX_GLOBALS))
+        self.asm.mov_rm(_width(t), reg, (reg, NO_INDEX, 1, self.env.global_offsets[idx]))
+        self.stack.append((REG, reg, t))
+
+    def op_global_set(self, _, idx, off):
+        t = self._global_type(idx)
+        w = _width(t)
+        e = self.stack.pop()
+        asm = self.asm
+        asm.mov_rm(64, R11, (R14, NO_INDEX, 1, VMCTX_GLOBALS))
+        mem = (R11, NO_INDEX, 1, self.env.global_offsets[idx])
+        if e[0] == CONST and fits_i32(_signed(e[1], w)):
+            asm.mov_mi(w, mem, _signed(e[1], w))
+            return
+        reg, owned = self._reg_of(e)
+        asm.mov_mr(w, mem, reg)
+        if owned:
+            self._free(reg)
+
+    # --- integer arithmetic ------------------------------------------------------------------
+    def op_alu(self, arg, imm, off):
+        """add, sub, and, or, xor."""
+        op, w, fold = arg
+        stack = self.stack
+        b = stack.pop()
+        a = stack.pop()
+        t = a[2]
+        if a[0] == CONST and b[0] == CONST:
+            stack.append((CONST, fold(a[1], b[1]) & MASK[w], t))
+            return
+        if op != X.SUB and b[0] != CONST and (a[0] == CONST or (a[0] != REG and b[0] == REG)):
+            a, b = b, a
+        if a[0] != REG and b[0] == CONST and op in (X.ADD, X.SUB):
+            # x + c into a fresh register straight from x's home, without a copy first
+            src, owned = self._reg_of(a)
+            disp = _signed(b[1], w) * (1 if op == X.ADD else -1)
+            if fits_i32(disp):
+                dst = src if owned else self._alloc()
+                self.asm.lea(w, dst, (src, NO_INDEX, 1, disp))
+                stack.append((REG, dst, t))
+                return
+            a = (REG, src, t) if owned else a
+        dst = self._take(a)
+        self._alu_operand(op, w, dst, b)
+        stack.append((REG, dst, t))
+
+    def op_mul(self, w, imm, off):
+        stack = self.stack
+        b = stack.pop()
+        a = stack.pop()
+        t = a[2]
+        if a[0] == CONST and b[0] == CONST:
+            stack.append((CONST, (a[1] * b[1]) & MASK[w], t))
+            return
+        if a[0] == CONST or (a[0] != REG and b[0] == REG):
+            a, b = b, a
+        asm = self.asm
+        if b[0] == CONST and fits_i32(_signed(b[1], w)):
+            src, owned = self._reg_of(a)
+            dst = src if owned else self._alloc()
+            asm.imul_rri(w, dst, src, _signed(b[1], w))
+            stack.append((REG, dst, t))
+            return
+        dst = self._take(a)
+        mem = self._mem_of(b)
+        if mem is not None:
+            asm.imul_rm(w, dst, mem)
+        else:
+            src, owned = self._reg_of(b)
+            asm.imul_rr(w, dst, src)
+            if owned:
+                self._free(src)
+        stack.append((REG, dst, t))
+
+    def op_div(self, arg, imm, off):
+        """div_s, div_u, rem_s, rem_u: the dividend in rax, the result in rax or rdx."""
+        w, signed, rem = arg
+        asm = self.asm
+        stack = self.stack
+        t = stack[-1][2]
+        n = len(stack)
+        b = stack[-1]
+        if signed and b[0] == CONST and _signed(b[1], w) == -1:
+            if rem:   # x rem_s -1 is 0 for every x (idiv would fault on INT_MIN)
+                self._pop_free()
+                self._pop_free()
+                stack.append((CONST, 0, t))
+                return
+            self._pop_free()
+            dst = self._take(stack.pop())
+            asm.unary_r(X.NEG, w, dst)
+            asm.jcc(CC_O, self._trap_label(TrapCode.IntegerOverflow, off))
+            stack.append((REG, dst, t))
+            return
+        self._move_to(n - 2, RAX)
+        self._evict(RDX)
+        self.used |= 1 << RDX
+        b = stack.pop()
+        stack.pop()
+        mem = self._mem_of(b)
+        if mem is None:
+            if b[0] == LOCAL:
+                divisor, owned = self._reg_of(b)
+            else:
+                divisor, owned = self._take(b), True
+        result = RDX if rem else RAX
+        done = asm.new_label()
+        if signed and b[0] != CONST:
+            do_div = asm.new_label()
+            if mem is not None:
+                asm.alu_mi(X.CMP, w, mem, -1)
+            else:
+                asm.alu_ri(X.CMP, w, divisor, -1)
+            asm.jcc(CC_NE, do_div)
+            if rem:
+                asm.mov_ri(32, RDX, 0)
+            else:
+                asm.unary_r(X.NEG, w, RAX)
+                asm.jcc(CC_O, self._trap_label(TrapCode.IntegerOverflow, off))
+            asm.jmp(done)
+            asm.bind(do_div)
+        if signed:
+            asm.cdq(w)
+        else:
+            asm.alu_rr(X.XOR, 32, RDX, RDX)
+        self._trap_here(TrapCode.IntegerDivByZero, off)
+        if mem is not None:
+            asm.unary_m(X.IDIV if signed else X.DIV, w, mem)
+        else:
+            asm.unary_r(X.IDIV if signed else X.DIV, w, divisor)
+            if owned:
+                self._free(divisor)
+        asm.bind(done)
+        self._free(RAX if rem else RDX)
+        stack.append((REG, result, t))
+
+    def op_shift(self, arg, imm, off):
+        op, w, fold = arg
+        asm = self.asm
+        stack = self.stack
+        b = stack[-1]
+        if b[0] == CONST:
+            stack.pop()
+            a = stack.pop()
+            count = b[1] & (w - 1)
+            if a[0] == CONST:
+                stack.append((CONST, fold(a[1], count, w) & MASK[w], a[2]))
+                return
+            dst = self._take(a)
+            if count:
+                asm.shift_ri(op, w, dst, count)
+            stack.append((REG, dst, a[2]))
+            return
+        self._move_to(len(stack) - 1, RCX)
+        stack.pop()
+        a = stack.pop()
+        dst = self._take(a)
+        asm.shift_cl(op, w, dst)
+        self._free(RCX)
+        stack.append((REG, dst, a[2]))
+
+    def op_bitcount(self, arg, imm, off):
+        kind, w, feature, fold = arg
+        e = self.stack.pop()
+        if e[0] == CONST:
+            self.stack.append((CONST, fold(e[1], w), e[2]))
+            return
+        src, owned = self._reg_of(e)
+        dst = src if owned else self._alloc()
+        self.asm.bitcount(kind, w, dst, src)
+        self.features.add(feature)
+        self.stack.append((REG, dst, e[2]))
+
+    def op_eqz(self, w, imm, off):
+        e = self.stack.pop()
+        if e[0] == CONST:
+            self.stack.append((CONST, int(e[1] == 0), I32))
+            return
+        mem = self._mem_of(e)
+        if mem is not None:
+            self.asm.alu_mi(X.CMP, w, mem, 0)
+        else:
+            reg, owned = self._reg_of(e)
+            self.asm.test_rr(w, reg, reg)
+            if owned:
+                self._free(reg)
+        self._push_cond(CC_E)
+
+    def op_compare(self, arg, imm, off):
+        cc, w = arg
+        stack = self.stack
+        b = stack.pop()
+        a = stack.pop()
+        if a[0] == CONST and b[0] == CONST:
+            stack.append((CONST, int(_CC_FOLD[cc](a[1], b[1], w)), I32))
+            return
+        if a[0] == CONST or (self._mem_of(a) is not None and b[0] == REG):
+            a, b = b, a
+            cc = SWAPPED_CC[cc]
+        reg, owned = self._reg_of(a)
+        self._alu_operand(X.CMP, w, reg, b)
+        if owned:
+            self._free(reg)
+        self._push_cond(cc)
+
+    def op_convert(self, arg, imm, off):
+        """wrap, extend_i32_u/s and the sign-extension operators."""
+        t, srcw, signed, fold = arg
+        e = self.stack.pop()
+        w = _width(t)
+        if e[0] == CONST:
+            self.stack.append((CONST, fold(e[1]) & MASK[w], t))
+            return
+        asm = self.asm
+        if not signed and e[0] == REG and t == I64:
+            self.stack.append((REG, e[1], t))   # i32 registers are already zero-extended
+            return
+        mem = self._mem_of(e)
+        if mem is not None:
+            dst = self._alloc()
+            if signed:
+                asm.movsx_rm(w, srcw, dst, mem)
+            else:
+                asm.mov_rm(32, dst, mem)
+        else:
+            src, owned = self._reg_of(e)
+            dst = src if owned else self._alloc()
+            if signed:
+                asm.movsx_rr(w, srcw, dst, src)
+            else:
+                asm.mov_rr(32, dst, src)
+        self.stack.append((REG, dst, t))
+
+    def op_select(self, _, imm, off):
+        if imm is not None:
+            _require_int(imm, "select operands")
+        stack = self.stack
+        c = stack.pop()
+        if c[0] == CONST:
+            b = self._pop_free()
+            a = self._pop_free()
+            keep = a if c[1] else b
+            if keep[0] == REG:
+                self.used |= 1 << keep[1]
+            stack.append(keep)
+            return
+        cc = self._test(c)          # from here on only movs until the cmov
+        b = stack.pop()
+        a = stack.pop()
+        t = a[2]
+        w = _width(t)
+        dst = self._take(a)
+        mem = self._mem_of(b)
+        if mem is not None:
+            self.asm.cmov_rm(cc ^ 1, w, dst, mem)
+        else:
+            src, owned = self._reg_of(b)
+            self.asm.cmov_rr(cc ^ 1, w, dst, src)
+            if owned:
+                self._free(src)
+        stack.append((REG, dst, t))
+
+    # --- memory ------------------------------------------------------------------------------
+    def _address(self, e: tuple, offset: int) -> Tuple[X.Mem, int]:
+        """The heap operand for address entry ``e`` + ``offset``, and the scratch register
+        the caller owns (or -1)."""
+        if e[0] == CONST:
+            ea = e[1] + offset
+            if ea <= 0x7FFF_FFFF:
+                return (R14, NO_INDEX, 1, ea), -1
+            reg = self._alloc()
+            self.asm.mov_ri(64, reg, ea)
+            return (R14, reg, 1, 0), reg
+        reg, owned = self._reg_of(e)
+        if offset <= 0x7FFF_FFFF:
+            return (R14, reg, 1, offset), reg if owned else -1
+        self.asm.mov_ri(32, R11, offset)
+        self.asm.alu_rr(X.ADD, 64, R11, reg)
+        return (R14, R11, 1, 0), reg if owned else -1
+
+    def op_load(self, arg, memarg, off):
+        t, size, signed = arg
+        mem, owned = self._address(self.stack.pop(), memarg[1])
+        dst = owned if owned >= 0 else self._alloc()
+        asm = self.asm
+        self._trap_here(TrapCode.HeapOutOfBounds, off)
+        w = _width(t)
+        if size == 8 or (size == 4 and not signed):
+            asm.mov_rm(size * 8, dst, mem)
+        elif signed:
+            asm.movsx_rm(w, size * 8, dst, mem)
+        else:
+            asm.movzx_rm(size * 8, dst, mem)
+        self.stack.append((REG, dst, t))
+
+    def op_store(self, size, memarg, off):
+        stack = self.stack
+        v = stack.pop()
+        mem, owned = self._address(stack.pop(), memarg[1])
+        w = size * 8
+        asm = self.asm
+        if v[0] == CONST and (w < 64 or fits_i32(_signed(v[1], 64))):
+            self._trap_here(TrapCode.HeapOutOfBounds, off)
+            asm.mov_mi(w, mem, v[1] if w < 64 else _signed(v[1], 64))
+        else:
+            reg, vowned = self._reg_of(v)
+            self._trap_here(TrapCode.HeapOutOfBounds, off)
+            asm.mov_mr(w, mem, reg)
+            if vowned:
+                self._free(reg)
+        if owned >= 0:
+            self._free(owned)
+
+    def op_memory_size(self, _, imm, off):
+        reg = self._alloc()
+        self.asm.mov_rm(64, reg, (R14, NO_INDEX, 1, VMCTX_MEMORY_SIZE))
+        self.asm.shift_ri(X.SHR, 64, reg, 16)
+        self.stack.append((REG, reg, I32))
+
+    def op_memory_grow(self, _, imm, off):
+        stack = self.stack
+        self._move_to(len(stack) - 1, RDI)
+        stack.pop()
+        self._spill_all((REG,))
+        self.asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(Libcall.MEMORY_GROW)))
+        self.asm.mov_rr(32, RAX, RAX)   # host code need not zero-extend its i32 result
+        self.used = 1 << RAX
+        stack.append((REG, RAX, I32))
+
+    # --- calls -------------------------------------------------------------------------------
+    def op_call(self, _, callee, off):
+        if callee < self.env.num_imported_funcs:
+            raise Unsupported("calls to imported functions are not supported yet")
+        ftype = self.env.func_types[callee]
+        self._call(ftype, lambda: self.calls.append((self.asm.call_rel32(), callee)))
+
+    def op_call_indirect(self, _, imm, off):
+        type_index, table = imm
+        env = self.env
+        type_id = env.type_ids[type_index]
+        ftype = env.types[type_id]
+        _require_int(ftype.params, "parameters")
+        stack = self.stack
+        self._move_to(len(stack) - 1, R10)
+        stack.pop()
+        asm = self.asm
+        desc = table * TABLE_DESC_SIZE
+        asm.mov_rm(64, R11, (R14, NO_INDEX, 1, VMCTX_TABLES))
+        asm.alu_rm(X.CMP, 64, R10, (R11, NO_INDEX, 1, desc + TABLE_DESC["length"]))
+        asm.jcc(CC_AE, self._trap_label(TrapCode.TableOutOfBounds, off))
+        asm.mov_rm(64, R11, (R11, NO_INDEX, 1, desc + TABLE_DESC["base"]))
+        asm.shift_ri(X.SHL, 64, R10, TABLE_ENTRY_SIZE.bit_length() - 1)
+        asm.alu_rr(X.ADD, 64, R10, R11)
+        asm.mov_rm(64, R11, (R10, NO_INDEX, 1, TABLE_ENTRY["func"]))
+        asm.test_rr(64, R11, R11)
+        asm.jcc(CC_E, self._trap_label(TrapCode.IndirectCallToNull, off))
+        asm.alu_mi(X.CMP, 64, (R10, NO_INDEX, 1, TABLE_ENTRY["type_id"]), type_id)
+        asm.jcc(CC_NE, self._trap_label(TrapCode.BadSignature, off))
+        asm.mov_rr(64, R10, R11)
+        self._call(ftype, lambda: asm.call_r(R10))
+
+    def _call(self, ftype: FuncType, emit_call: Callable[[], None]) -> None:
+        """Arguments per the SysV convention, the call, and the result in rax. Everything but
+        the arguments that lives in a scratch register is spilled first (caller-saved);
+        r10 and r11 are free for the call target and temporaries."""
+        _require_int(ftype.params, "parameters")
+        _require_int(ftype.results, "results")
+        if len(ftype.results) > 1:
+            raise Unsupported("multiple results are not supported yet")
+        asm = self.asm
+        stack = self.stack
+        nargs = len(ftype.params)
+        first = len(stack) - nargs
+        for i in range(first):
+            if stack[i][0] == REG:
+                self._spill(i)
+        args = stack[first:]
+        nreg = min(nargs, len(ARG_REGS))
+        outgoing = 0
+        if nargs > nreg:
+            outgoing = (8 * (nargs - nreg) + 15) & ~15
+            self.max_outgoing = max(self.max_outgoing, outgoing)
+            asm.alu_ri(X.SUB, 64, RSP, outgoing)
+            self.rsp_adjust = outgoing
+            for k, e in enumerate(args[nreg:]):
+                dst = (RSP, NO_INDEX, 1, 8 * k)
+                if e[0] == CONST and (e[2] == I32 or fits_i32(_signed(e[1], 64))):
+                    asm.mov_mi(_width(e[2]), dst, _signed(e[1], _width(e[2])))
+                elif e[0] == REG:
+                    asm.mov_mr(64, dst, e[1])
+                else:
+                    self._load(e, R11)
+                    asm.mov_mr(64, dst, R11)
+        self._parallel_move([(ARG_REGS[i], args[i]) for i in range(nreg)])
+        del stack[first:]
+        emit_call()
+        if outgoing:
+            asm.alu_ri(X.ADD, 64, RSP, outgoing)
+            self.rsp_adjust = 0
+        if ftype.results:
+            self.used = 1 << RAX
+            stack.append((REG, RAX, ftype.results[0]))
+        else:
+            self.used = 0
+
+    def _parallel_move(self, moves: List[Tuple[int, tuple]]) -> None:
+        """Load each (destination register, entry) pair at once, breaking cycles with r11."""
+        asm = self.asm
+        pending = [(dst, e[1]) for dst, e in moves if e[0] == REG and e[1] != dst]
+        while pending:
+            sources = {src for _, src in pending}
+            for k, (dst, src) in enumerate(pending):
+                if dst not in sources:
+                    asm.mov_rr(64, dst, src)
+                    del pending[k]
+                    break
+            else:
+                dst, src = pending[0]
+                asm.mov_rr(64, R11, src)
+                pending[0] = (dst, R11)
+        for dst, e in moves:
+            if e[0] != REG:
+                self._load(e, dst)
+
+    # --- control flow ------------------------------------------------------------------------
+    def _block_results(self, blocktype) -> tuple:
+        params, results = self.env.block_type(blocktype)
+        if params or len(results) > 1:
+            raise Unsupported("multi-value blocks are not supported yet")
+        _require_int(results, "block results")
+        return results
+
+    def op_block(self, kind, blocktype, off):
+        results = self._block_results(blocktype)
+        self._spill_all()
+        label = self.asm.new_label()
+        self.ctrl.append(Ctrl(kind, label, len(self.stack), results))
+        if kind == K_LOOP:
+            self.asm.bind(label)
+
+    def op_if(self, _, blocktype, off):
+        results = self._block_results(blocktype)
+        c = self.stack.pop()
+        asm = self.asm
+        frame = Ctrl(K_IF, asm.new_label(), len(self.stack), results, asm.new_label())
+        if c[0] == CONST:
+            self._spill_all()
+            if not c[1]:
+                asm.jmp(frame.else_label)
+        else:
+            cc = self._test(c)
+            self._spill_all()            # movs only: the flags survive
+            asm.jcc(cc ^ 1, frame.else_label)
+        self.ctrl.append(frame)
+
+    def _result_to_rax(self, frame: Ctrl) -> None:
+        if frame.arity:
+            self._move_to(len(self.stack) - 1, RESULT_REG)
+
+    def _reset_to(self, frame: Ctrl, with_results: bool) -> None:
+        """The canonical state at a label of ``frame``: the entries below it, plus its result
+        in rax."""
+        del self.stack[frame.height:]
+        self.used = 0
+        if with_results and frame.results:
+            self.used = 1 << RESULT_REG
+            self.stack.append((REG, RESULT_REG, frame.results[0]))
+
+    def op_else(self, _, imm, off):
+        frame = self.ctrl[-1]
+        asm = self.asm
+        if not self.unreachable:
+            self._result_to_rax(frame)
+            asm.jmp(frame.label)
+            frame.branched = True
+        asm.bind(frame.else_label)
+        frame.kind = K_ELSE
+        self._reset_to(frame, False)
+        self.unreachable = False
+
+    def op_end(self, _, imm, off):
+        frame = self.ctrl.pop()
+        asm = self.asm
+        reachable = not self.unreachable
+        if reachable:
+            self._result_to_rax(frame)
+        if frame.kind == K_IF:
+            asm.bind(frame.else_label)    # if without else: the false edge lands here
+            reachable = True
+        if frame.kind != K_LOOP:
+            asm.bind(frame.label)
+            reachable = reachable or frame.branched
+        self._reset_to(frame, reachable)
+        self.unreachable = not reachable
+        if frame.kind == K_FUNC:
+            self._epilogue()
+
+    def _branch_target(self, depth: int) -> Ctrl:
+        frame = self.ctrl[-1 - depth]
+        if frame.kind != K_LOOP:
+            frame.branched = True
+        return frame
+
+    def op_br(self, _, depth, off):
+        frame = self._branch_target(depth)
+        self._result_to_rax(frame)
+        self.asm.jmp(frame.label)
+        self.unreachable = True
+
+    def op_return(self, _, imm, off):
+        self.op_br(None, len(self.ctrl) - 1, off)
+
+    def op_br_if(self, _, depth, off):
+        frame = self._branch_target(depth)
+        stack = self.stack
+        c = stack[-1]
+        if c[0] == CONST:
+            stack.pop()
+            if c[1]:
+                self.op_br(None, depth, off)
+            return
+        if frame.arity:
+            self._move_to(len(stack) - 2, RESULT_REG)   # movs only: flags survive
+        cc = self._test(stack.pop())
+        self.asm.jcc(cc, frame.label)
+
+    def op_br_table(self, _, imm, off):
+        depths, default = imm
+        frames = [self._branch_target(d) for d in depths]
+        dflt = self._branch_target(default)
+        stack = self.stack
+        if dflt.arity:
+            self._move_to(len(stack) - 2, RESULT_REG)
+        idx = stack.pop()
+        asm = self.asm
+        if idx[0] == CONST:
+            target = frames[idx[1]] if idx[1] < len(frames) else dflt
+            asm.jmp(target.label)
+            self.unreachable = True
+            return
+        if frames:
+            reg = self._take(idx)
+            asm.alu_ri(X.CMP, 32, reg, len(frames))
+            asm.jcc(CC_AE, dflt.label)
+            table = asm.new_label()
+            asm.lea_label(R11, table)
+            asm.movsx_rm(64, 32, reg, (R11, reg, 4, 0))
+            asm.alu_rr(X.ADD, 64, reg, R11)
+            asm.jmp_r(reg)
+            self.jump_tables.append((table, [f.label for f in frames]))
+        else:
+            asm.jmp(dflt.label)
+        self.unreachable = True
+
+    def op_unreachable(self, _, imm, off):
+        self._trap_here(TrapCode.Unreachable, off)
+        self.asm.ud2()
+        self.unreachable = True
+
+    def op_drop(self, _, imm, off):
+        self._pop_free()
+
+    def op_nop(self, _, imm, off):
+        pass
+
+
+# --- the dispatch table: derived from the opcode table's mnemonics -------------------------------
+
+def _rot(v: int, n: int, w: int, left: bool) -> int:
+    n %= w
+    if not left:
+        n = (w - n) % w
+    return ((v << n) | (v >> (w - n))) & MASK[w]
+
+
+_FC = FunctionCompiler
+_ALU = {"add": (X.ADD, lambda a, b: a + b), "sub": (X.SUB, lambda a, b: a - b),
+        "and": (X.AND, lambda a, b: a & b), "or": (X.OR, lambda a, b: a | b),
+        "xor": (X.XOR, lambda a, b: a ^ b)}
+_SHIFTS = {"shl": (X.SHL, lambda v, n, w: v << n),
+           "shr_u": (X.SHR, lambda v, n, w: v >> n),
+           "shr_s": (X.SAR, lambda v, n, w: _signed(v, w) >> n),
+           "rotl": (X.ROL, lambda v, n, w: _rot(v, n, w, True)),
+           "rotr": (X.ROR, lambda v, n, w: _rot(v, n, w, False))}
+_BITCOUNT = {"clz": (X.LZCNT, "lzcnt", lambda v, w: w - v.bit_length()),
+             "ctz": (X.TZCNT, "bmi1", lambda v, w: ((v & -v).bit_length() - 1) if v else w),
+             "popcnt": (X.POPCNT, "popcnt", lambda v, w: bin(v).count("1"))}
+_COMPARES = {"eq": CC_E, "ne": CC_NE, "lt_s": CC_L, "lt_u": CC_B, "gt_s": CC_G, "gt_u": CC_A,
+             "le_s": CC_LE, "le_u": CC_BE, "ge_s": CC_GE, "ge_u": CC_AE}
+_CC_FOLD = {
+    CC_E: lambda a, b, w: a == b, CC_NE: lambda a, b, w: a != b,
+    CC_B: lambda a, b, w: a < b, CC_A: lambda a, b, w: a > b,
+    CC_BE: lambda a, b, w: a <= b, CC_AE: lambda a, b, w: a >= b,
+    CC_L: lambda a, b, w: _signed(a, w) < _signed(b, w),
+    CC_G: lambda a, b, w: _signed(a, w) > _signed(b, w),
+    CC_LE: lambda a, b, w: _signed(a, w) <= _signed(b, w),
+    CC_GE: lambda a, b, w: _signed(a, w) >= _signed(b, w),
+}
+_DIVS = {"div_s": (True, False), "div_u": (False, False), "rem_s": (True, True),
+         "rem_u": (False, True)}
+_CONVERSIONS = {  # name: (result type, source bits, signed, fold)
+    "i32.wrap_i64": (I32, 32, False, lambda v: v),
+    "i64.extend_i32_u": (I64, 32, False, lambda v: v),
+    "i64.extend_i32_s": (I64, 32, True, lambda v: _signed(v & MASK[32], 32)),
+    "i32.extend8_s": (I32, 8, True, lambda v: _signed(v & 0xFF, 8)),
+    "i32.extend16_s": (I32, 16, True, lambda v: _signed(v & 0xFFFF, 16)),
+    "i64.extend8_s": (I64, 8, True, lambda v: _signed(v & 0xFF, 8)),
+    "i64.extend16_s": (I64, 16, True, lambda v: _signed(v & 0xFFFF, 16)),
+    "i64.extend32_s": (I64, 32, True, lambda v: _signed(v & MASK[32], 32)),
+}
+_CONTROL = {
+    Op.UNREACHABLE: (_FC.op_unreachable, None), Op.NOP: (_FC.op_nop, None),
+    Op.BLOCK: (_FC.op_block, K_BLOCK), Op.LOOP: (_FC.op_block, K_LOOP), Op.IF: (_FC.op_if, None),
+    Op.ELSE: (_FC.op_else, None), Op.END: (_FC.op_end, None), Op.BR: (_FC.op_br, None),
+    Op.BR_IF: (_FC.op_br_if, None), Op.BR_TABLE: (_FC.op_br_table, None),
+    Op.RETURN: (_FC.op_return, None), Op.CALL: (_FC.op_call, None),
+    Op.CALL_INDIRECT: (_FC.op_call_indirect, None), Op.DROP: (_FC.op_drop, None),
+    Op.SELECT: (_FC.op_select, None), Op.SELECT_T: (_FC.op_select, None),
+    Op.LOCAL_GET: (_FC.op_local_get, None), Op.LOCAL_SET: (_FC.op_local_set, False),
+    Op.LOCAL_TEE: (_FC.op_local_set, True), Op.GLOBAL_GET: (_FC.op_global_get, None),
+    Op.GLOBAL_SET: (_FC.op_global_set, None), Op.MEMORY_SIZE: (_FC.op_memory_size, None),
+    Op.MEMORY_GROW: (_FC.op_memory_grow, None),
+    Op.I32_CONST: (_FC.op_const, 32), Op.I64_CONST: (_FC.op_const, 64),
+}
+
+
+def _build_dispatch() -> Dict[int, tuple]:
+    """op -> (handler, argument) for every integer instruction, keyed off the opcode table so
+    no list of opcodes lives here."""
+    table: Dict[int, tuple] = dict(_CONTROL)
+    for code, info in OPS.items():
+        prefix, _, base = info.name.partition(".")
+        if code in table or prefix not in ("i32", "i64"):
+            continue
+        if info.access_size:   # integer loads and stores
+            if info.results:
+                table[code] = (_FC.op_load, (info.results[0], info.access_size, base.endswith("_s")))
+            elif info.params[1] in INT_TYPES:
+                table[code] = (_FC.op_store, info.access_size)
+            continue
+        w = 64 if prefix == "i64" else 32
+        if base in _ALU:
+            op, fold = _ALU[base]
+            table[code] = (_FC.op_alu, (op, w, fold))
+        elif base == "mul":
+            table[code] = (_FC.op_mul, w)
+        elif base in _DIVS:
+            table[code] = (_FC.op_div, (w,) + _DIVS[base])
+        elif base in _SHIFTS:
+            op, fold = _SHIFTS[base]
+            table[code] = (_FC.op_shift, (op, w, fold))
+        elif base in _BITCOUNT:
+            kind, feature, fold = _BITCOUNT[base]
+            table[code] = (_FC.op_bitcount, (kind, w, feature, fold))
+        elif base in _COMPARES:
+            table[code] = (_FC.op_compare, (_COMPARES[base], w))
+        elif base == "eqz":
+            table[code] = (_FC.op_eqz, w)
+        elif info.name in _CONVERSIONS:
+            table[code] = (_FC.op_convert, _CONVERSIONS[info.name])
+    return table
+
+
+_DISPATCH = _build_dispatch()
