@@ -6,15 +6,15 @@ behaviour independently of them; the spec part checks the error wording the suit
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import pytest
 
 from pylucet.errors import InvalidModule
 from pylucet.wasm.opcodes import BY_NAME, OPS, Imm, Op
-from pylucet.wasm.types import (DataSegment, ElemSegment, Export, ExternKind, FuncType, Global,
-                                GlobalType, Import, MemoryType, Module, Names, SegmentMode,
-                                SizeLimits, TableType, ValType)
+from pylucet.wasm.types import (DataSegment, ElemSegment, Export, ExternKind, FuncType,
+                                FunctionBody, Global, GlobalType, Import, MemoryType, Module,
+                                Names, SegmentMode, SizeLimits, TableType, ValType)
 from pylucet.wasm.validator import Validator
 
 I32, I64, F32, F64 = ValType.I32, ValType.I64, ValType.F32, ValType.F64
@@ -37,25 +37,20 @@ def code(*ops: object) -> List[Tuple[int, object, int]]:
     return out
 
 
-def const(op: str, imm: object) -> Tuple[Tuple[int, object, int], ...]:
-    return tuple(code((op, imm)))
-
-
 def module(types: Sequence[FuncType] = (), funcs: Sequence[int] = (), **fields: object) -> Module:
     """A module whose every defined function has no declared locals unless ``locals`` says."""
-    from pylucet.wasm.types import FunctionBody
     locals_ = fields.pop("locals", ())
     return Module(binary=b"", types=list(types), funcs=list(funcs),
-                  codes=[FunctionBody(tuple(locals_), 0, 0) for _ in funcs],  # type: ignore[arg-type]
-                  **fields)  # type: ignore[arg-type]
+                  codes=[FunctionBody(tuple(locals_), 0, 0) for _ in funcs],
+                  **fields)
 
 
 def check_func(body: Iterable[object], params: Sequence[ValType] = (),
                results: Sequence[ValType] = (), **fields: object) -> int:
     """Validate a module with one function ``body`` (the final ``end`` is added here)."""
-    types = [FuncType(tuple(params), tuple(results))] + list(fields.pop("types", []))  # type: ignore[call-overload]
-    nimports = sum(1 for i in fields.get("imports", ()) if i.kind == ExternKind.FUNC)  # type: ignore[attr-defined]
-    extra = list(fields.pop("funcs", []))  # type: ignore[call-overload]
+    types = [FuncType(tuple(params), tuple(results))] + list(fields.pop("types", []))
+    nimports = sum(1 for i in fields.get("imports", ()) if i.kind == ExternKind.FUNC)
+    extra = list(fields.pop("funcs", []))
     m = module(types, [0] + extra, **fields)
     v = Validator(m)
     v.validate_module()
@@ -70,7 +65,7 @@ def invalid(reason: str, fn, *args, **kwargs) -> InvalidModule:
 
 
 def check_module(**fields: object) -> None:
-    Validator(module(**fields)).validate_module()  # type: ignore[arg-type]
+    Validator(module(**fields)).validate_module()
 
 
 # --- module-level rules ---------------------------------------------------------------------------
@@ -90,7 +85,8 @@ def test_imported_function_type_must_exist():
 ])
 def test_memory_limits(limits, reason):
     invalid(reason, check_module, memories=[MemoryType(limits)])
-    invalid(reason, check_module, imports=[Import("m", "mem", ExternKind.MEMORY, MemoryType(limits))])
+    imported = Import("m", "mem", ExternKind.MEMORY, MemoryType(limits))
+    invalid(reason, check_module, imports=[imported])
 
 
 def test_memory_limits_at_the_bound_are_fine():
@@ -160,8 +156,7 @@ def test_global_get_of_defined_global_is_unknown_in_initialisers():
 def test_exports():
     base = dict(types=[FuncType((), ())], funcs=[0], memories=[MEM], tables=[FTAB],
                 globals=[_global(I32, ("i32.const", 0))])
-    check_module(**base, exports=[Export("f", ExternKind.FUNC, 0), Export("m", ExternKind.MEMORY, 0),
-                                  Export("t", ExternKind.TABLE, 0), Export("g", ExternKind.GLOBAL, 0)])
+    check_module(**base, exports=[Export(kind.name, kind, 0) for kind in ExternKind])
     invalid("duplicate export name", check_module, **base,
             exports=[Export("a", ExternKind.FUNC, 0), Export("a", ExternKind.MEMORY, 0)])
     for kind, what in [(ExternKind.FUNC, "function"), (ExternKind.TABLE, "table"),
@@ -523,8 +518,8 @@ def test_every_table_signature(info):
         invalid("type mismatch", check_func,
                 [_push(wrong)] + [_push(t) for t in info.params[1:]] + [(info.name, imm)],
                 results=info.results)
-        invalid("type mismatch", check_func, [_push(t) for t in info.params[1:]] + [(info.name, imm)],
-                results=info.results)
+        invalid("type mismatch", check_func,
+                [_push(t) for t in info.params[1:]] + [(info.name, imm)], results=info.results)
 
 
 def test_simd_immediate_kinds_are_checked_before_their_rows_exist():
@@ -533,7 +528,8 @@ def test_simd_immediate_kinds_are_checked_before_their_rows_exist():
     from pylucet.wasm.opcodes import OpInfo
 
     def row(kind: str, name: str, size: int = 0) -> OpInfo:
-        return OpInfo(0xFD000, name, SimpleNamespace(value=kind), (ValType.V128,), (I32,), size)  # type: ignore[arg-type]
+        imm = SimpleNamespace(value=kind)
+        return OpInfo(0xFD000, name, imm, (ValType.V128,), (I32,), size)
 
     v = Validator(module(memories=[MEM]))
     extract = v._immediate_check(row("lane", "i16x8.extract_lane_s"))

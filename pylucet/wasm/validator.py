@@ -18,8 +18,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..errors import InvalidModule
 from .opcodes import OPS, Op, OpInfo
-from .types import (ConstExpr, ExternKind, FuncType, GlobalType, Module, SegmentMode,
-                    SizeLimits, ValType)
+from .types import (ConstExpr, ExternKind, GlobalType, Module, SegmentMode, SizeLimits,
+                    ValType)
 
 UNKNOWN = 0
 """The type of a value popped from an empty stack in unreachable code: it matches anything."""
@@ -80,10 +80,10 @@ class Validator:
     def __init__(self, module: Module):
         self.module = module
         m = module
-        types = m.types
-        self._types = [(_types(t.params), _types(t.results)) for t in types]
+        self._types = [(_types(t.params), _types(t.results)) for t in m.types]
         self._func_type_index: List[int] = (
-            [i.desc for i in m.imports if i.kind == ExternKind.FUNC] + list(m.funcs))  # type: ignore[misc]
+            [i.desc for i in m.imports if i.kind == ExternKind.FUNC]  # type: ignore[misc]
+            + list(m.funcs))
         self._num_imported_funcs = m.num_imported_funcs
         self._tables = m.all_tables()
         self._memories = m.all_memories()
@@ -414,7 +414,8 @@ class Validator:
         if kind == "memarg_lane":   # ((align, offset), lane) of v128.loadN_lane/storeN_lane
             memarg = self._memarg_check(info.access_size)
             lane = self._lane_check(16 // info.access_size)
-            return lambda imm: (memarg(imm[0]), lane(imm[1]))  # type: ignore[index, func-returns-value]
+            return lambda imm: (memarg(imm[0]), lane(imm[1]))  # type: ignore
+
         if kind == "lane":          # the shape prefix counts the lanes: i16x8.extract_lane_s
             return self._lane_check(int(info.name.split(".")[0].split("x")[1]))
         return {
