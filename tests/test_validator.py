@@ -545,6 +545,73 @@ def test_simd_immediate_kinds_are_checked_before_their_rows_exist():
     assert v._immediate_check(row("v128", "v128.const")) is None
 
 
+# --- the same rules written in WAT -------------------------------------------------------------
+
+def _validate_wat(text: str) -> None:
+    from pylucet.wasm.decoder import decode_module
+    from pylucet.wasm.validator import validate
+    wat = pytest.importorskip("pylucet.wasm.wat")
+    validate(decode_module(wat.parse_wat(text)))
+
+
+@pytest.mark.parametrize("text", [
+    # multi-value blocks with params, branching out with values
+    """(module (func (result i32 i64)
+         (i32.const 1) (i64.const 2)
+         (block (param i32 i64) (result i32 i64) (br 0))))""",
+    # a loop's label takes its params: a counting loop that carries its counter on the stack
+    """(module (func (param i32) (result i32)
+         (local.get 0)
+         (loop (param i32) (result i32)
+           (i32.sub (i32.const 1)) (local.tee 0) (local.get 0) (br_if 0))))""",
+    # br_table over labels of equal arity, different kinds of block
+    """(module (func (param i32) (result i32)
+         (block (result i32) (loop (result i32)
+           (block (result i32) (i32.const 7) (local.get 0) (br_table 0 2 0))))))""",
+    # dead code after br is type-checked against a polymorphic stack
+    """(module (func (result f64) (block (result f64) (f64.const 1) (br 0) (i32.add) (drop))))""",
+    # reference types, tables and bulk memory
+    """(module (table $t 2 funcref) (table $x 1 externref) (memory 1) (data $d "hi")
+         (elem $e func $f) (func $f (export "f") (param externref) (result i32)
+           (table.set $x (i32.const 0) (local.get 0))
+           (table.set $t (i32.const 1) (ref.func $f))
+           (table.init $t $e (i32.const 0) (i32.const 0) (i32.const 1)) (elem.drop $e)
+           (memory.init $d (i32.const 0) (i32.const 0) (i32.const 2)) (data.drop $d)
+           (select (result externref) (local.get 0) (ref.null extern) (i32.const 1))
+           (ref.is_null)))""",
+    # imported immutable globals in constant expressions
+    """(module (import "m" "g" (global i32)) (table 4 funcref) (memory 1)
+         (global i32 (global.get 0)) (elem (global.get 0) func) (data (global.get 0) ""))""",
+])
+def test_valid_wat(text):
+    _validate_wat(text)
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("(module (func (result i32) (block (result i32) (i64.const 0))))", "type mismatch"),
+    ("(module (func (param i32) (result i32) (if (result i32) (local.get 0) (then (i32.const 1)))))",
+     "type mismatch"),
+    ("(module (func (block (result i32) (block (br_table 0 1 (i32.const 0)))) (drop)))",
+     "type mismatch"),
+    ("(module (func (local.get 1) (drop)))", "unknown local"),
+    ("(module (global i32 (i32.const 0)) (func (global.set 0 (i32.const 1))))",
+     "global is immutable"),
+    ("(module (func (drop (ref.func 0))))", "undeclared function reference"),
+    ("(module (memory 1) (func (drop (i64.load align=16 (i32.const 0)))))",
+     "alignment must not be larger than natural"),
+    ("(module (func (drop (memory.size))))", "unknown memory"),
+    ("(module (func (call_indirect (i32.const 0))))", "unknown table"),
+    ("(module (func (select (ref.null func) (ref.null func) (i32.const 1)) (drop)))",
+     "type mismatch"),
+    ("(module (func (export \"a\")) (func (export \"a\")))", "duplicate export name"),
+    ("(module (func $f (param i32)) (start $f))", "start function"),
+    ("(module (memory 65537))", "memory size must be at most 65536 pages (4GiB)"),
+    ("(module (global i32 (i32.add (i32.const 0) (i32.const 1))))", "constant expression required"),
+])
+def test_invalid_wat(text, reason):
+    invalid(reason, _validate_wat, text)
+
+
 # --- the spec suite's assert_invalid cases and valid modules --------------------------------------
 
 def _suite_dir():
