@@ -589,8 +589,8 @@ def test_valid_wat(text):
 
 @pytest.mark.parametrize("text,reason", [
     ("(module (func (result i32) (block (result i32) (i64.const 0))))", "type mismatch"),
-    ("(module (func (param i32) (result i32) (if (result i32) (local.get 0) (then (i32.const 1)))))",
-     "type mismatch"),
+    ("(module (func (param i32) (result i32)"
+     "  (if (result i32) (local.get 0) (then (i32.const 1)))))", "type mismatch"),
     ("(module (func (block (result i32) (block (br_table 0 1 (i32.const 0)))) (drop)))",
      "type mismatch"),
     ("(module (func (local.get 1) (drop)))", "unknown local"),
