@@ -492,7 +492,11 @@ def test_body_structure():
     v = Validator(m)
     invalid("operators remaining", v.validate_function, 0, code("end", "nop", "end"))
     invalid("unexpected end", v.validate_function, 0, code(("block", None), "end"))
-    invalid("unknown function", v.validate_function, 1, code("end"))
+    with pytest.raises(ValueError):
+        v.validate_function(1, code("end"))
+    imported = module([FuncType((), ())], [0], imports=[Import("m", "f", ExternKind.FUNC, 0)])
+    with pytest.raises(ValueError):
+        Validator(imported).validate_function(0, code("end"))
 
 
 def _push(t: ValType) -> Tuple[str, object]:

@@ -229,11 +229,10 @@ class Validator:
         together), so a code generator can size its value stack without a second pass.
         """
         m = self.module
-        try:
-            params, results = self._func_type(func_index)
-            body = m.codes[func_index - self._num_imported_funcs]
-        except IndexError:
-            raise InvalidModule(f"unknown function {func_index}") from None
+        if not self._num_imported_funcs <= func_index < len(self._func_type_index):
+            raise ValueError(f"function {func_index} is not a defined function of this module")
+        params, results = self._func_type(func_index)   # validate_module vouched for the index
+        body = m.codes[func_index - self._num_imported_funcs]
         locals_ = params + _types(body.locals)
         nlocals = len(locals_)
         vals = self._vals = []
