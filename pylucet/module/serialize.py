@@ -332,12 +332,14 @@ def loads(blob: bytes) -> ModuleData:
     buf = memoryview(blob).cast("B") if not isinstance(blob, memoryview) else blob.cast("B")
     if len(buf) < _PROLOGUE.size:
         raise LoadError("module data is truncated")
-    magic, version, meta_end, crc, _ = _PROLOGUE.unpack_from(buf)
+    magic, version, meta_end, crc, reserved = _PROLOGUE.unpack_from(buf)
     if magic != BLOB_MAGIC:
         raise LoadError(f"module data has bad magic {bytes(magic)!r}")
     if version != FORMAT_VERSION:
         raise LoadError(f"module data format version {version} is not supported "
                         f"(this runtime reads version {FORMAT_VERSION})")
+    if reserved != 0:
+        raise LoadError("module data prologue is corrupt")
     if meta_end > len(buf) or meta_end < _PROLOGUE.size:
         raise LoadError("module data is truncated")
     if zlib.crc32(buf[_PROLOGUE.size:meta_end]) != crc:
