@@ -1,0 +1,149 @@
+"""The native stubs: ``asm/*.s`` assembled by keystone into executable pages, once per process.
+
+pylucet has no C build step, so the few things Python cannot do itself (switch stacks, catch a
+fault and come back, grow memory from inside guest code, run ``cpuid``) are written in assembly
+and assembled at import. Everything lands in one private mapping::
+
+    +----------------------------- CODE_RESERVE (read+execute) ----+--- DATA_SIZE (read+write) --+
+    | context.s | libcalls.s | cpuid.s | trap.s | ...              | previous handlers, code     |
+    +--------------------------------------------------------------+  ranges (see DATA_*)        |
+                                                                   +-----------------------------+
+
+Each source is assembled at its final address, in one keystone call per file, with ``.equ``
+lines prepended for pylucet's ABI (:func:`pylucet.module.abi.asm_equates`), the kernel ABI
+(:func:`pylucet.runtime.libc.asm_equates`), the data page's layout and the addresses exported by
+the files before it. A source exports a label by declaring it ``.globl``; :func:`_assemble`
+appends a ``.quad`` per export and reads the addresses back from the end of the output.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from pathlib import Path
+from typing import Dict, Mapping, Tuple
+
+from ..module.abi import Libcall, asm_equates
+from . import libc
+
+SOURCES = ("context.s", "libcalls.s", "cpuid.s", "trap.s")
+"""In assembly order: a file may use the exports of the files before it."""
+
+CODE_RESERVE = 16 * 1024
+ALIGN = 64                    # each file starts on a cache line
+
+# --- the data page: read by the signal handler, written by pylucet.runtime.signals ----------------
+DATA_SIZE = 8 * 1024
+DATA_PREV_HANDLER = 0         # 64 entries of {handler address, sa_flags}, indexed by signal number
+DATA_RANGE_COUNT = 64 * 16    # entries of DATA_RANGES in use (free ones in between have end = 0)
+DATA_RANGES = DATA_RANGE_COUNT + 8
+MAX_CODE_RANGES = (DATA_SIZE - DATA_RANGES) // 16
+"""Room for this many registered guest code ranges ({start, end} pairs, end exclusive)."""
+
+ENTER_RETURNED = 0
+"""``enter`` status: the guest function returned; results are in INST_RET_*."""
+ENTER_FAULTED = 1
+"""``enter`` status: the guest faulted; the signal handler filled in INST_FAULT_*."""
+ENTER_BAD_ENTRY = 2
+"""``enter`` status: INST_ENTRY_NSTACK exceeded ENTRY_MAX_STACK_ARGS; the guest did not run."""
+
+_LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow"}
+
+_GLOBL = re.compile(r"^\s*\.globl\s+(\w+)", re.MULTILINE)
+
+
+def asm_source(name: str) -> str:
+    """The text of ``asm/<name>``: from the source checkout, or from the installed package
+    (setup.cfg installs ``asm/`` as ``pylucet._asm``)."""
+    checkout = Path(__file__).resolve().parents[2] / "asm" / name
+    if checkout.is_file():
+        return checkout.read_text()
+    from importlib import resources
+    return resources.files("pylucet._asm").joinpath(name).read_text()
+
+
+def _assemble(ks, source: str, address: int, prelude: str) -> Tuple[bytes, Dict[str, int]]:
+    """Assemble ``source`` at ``address``; returns its machine code and its exports' addresses."""
+    exports = _GLOBL.findall(source)
+    # keystone turns a .globl symbol into an external relocation and its .quad into 0, so the
+    # declarations are blanked out (keeping line numbers) once they have been read.
+    body = _GLOBL.sub("", source)
+    text = prelude + body + "\n" + "".join(f".quad {name}\n" for name in exports)
+    encoding, _ = ks.asm(text, address)
+    blob = bytes(encoding)
+    code_len = len(blob) - 8 * len(exports)
+    addresses = {name: int.from_bytes(blob[code_len + 8 * i:code_len + 8 * i + 8], "little")
+                 for i, name in enumerate(exports)}
+    return blob[:code_len], addresses
+
+
+class Stubs:
+    """The assembled stubs of this process (use the :data:`STUBS` singleton).
+
+    Attributes are absolute addresses; ``enter`` and ``cpuid`` are ready ctypes callables.
+    """
+
+    def __init__(self) -> None:
+        from keystone import KS_ARCH_X86, KS_MODE_64, Ks
+
+        ks = Ks(KS_ARCH_X86, KS_MODE_64)
+        self.base = libc.mmap(0, CODE_RESERVE + DATA_SIZE, libc.PROT_READ | libc.PROT_WRITE,
+                              libc.MAP_PRIVATE | libc.MAP_ANONYMOUS)
+        self.data_page = self.base + CODE_RESERVE
+        self.data = (ctypes.c_uint64 * (DATA_SIZE // 8)).from_address(self.data_page)
+        """The data page as u64 words, for pylucet.runtime.signals."""
+        prelude = (asm_equates() + libc.asm_equates()
+                   + f".equ DATA_PAGE, {self.data_page}\n"
+                   + f".equ DATA_PREV_HANDLER, {DATA_PREV_HANDLER}\n"
+                   + f".equ DATA_RANGE_COUNT, {DATA_RANGE_COUNT}\n"
+                   + f".equ DATA_RANGES, {DATA_RANGES}\n")
+        self.symbols: Dict[str, int] = {}
+        self.ranges: Dict[str, Tuple[int, int]] = {}
+        """Each source file's code, as (start, end) addresses."""
+        self.code: Dict[str, bytes] = {}
+        """Each source file's machine code, as assembled (for the capstone check in the tests)."""
+        offset = 0
+        try:
+            for name in SOURCES:
+                address = self.base + offset
+                known = "".join(f".equ {s}, {a}\n" for s, a in self.symbols.items())
+                code, exports = _assemble(ks, asm_source(name), address, prelude + known)
+                if offset + len(code) > CODE_RESERVE:
+                    raise RuntimeError(f"asm/{name} does not fit: raise CODE_RESERVE")
+                ctypes.memmove(address, code, len(code))
+                self.code[name] = code
+                self.ranges[name] = (address, address + len(code))
+                self.symbols.update(exports)
+                offset = -(-(offset + len(code)) // ALIGN) * ALIGN
+            libc.mprotect(self.base, CODE_RESERVE, libc.PROT_READ | libc.PROT_EXEC)
+        except BaseException:
+            libc.munmap(self.base, CODE_RESERVE + DATA_SIZE)
+            raise
+
+        self.enter_address = self.symbols["pylucet_enter"]
+        self.fault_return = self.symbols["pylucet_fault_return"]
+        self.signal_handler = self.symbols["pylucet_signal_handler"]
+        self.libcalls: Mapping[Libcall, int] = {
+            call: self.symbols[sym] for call, sym in _LIBCALL_SYMBOLS.items()}
+        self.libcall_range = self.ranges["libcalls.s"]
+
+        self.enter = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(self.enter_address)
+        """``enter(instance_page) -> status`` (ENTER_*): run INST_ENTRY_FUNC as the page says."""
+        self._cpuid = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
+                                       ctypes.POINTER(ctypes.c_uint32 * 4))(
+            self.symbols["pylucet_cpuid"])
+        self.xgetbv = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint32)(
+            self.symbols["pylucet_xgetbv"])
+        """``xgetbv(xcr) -> u64``; only when cpuid reports OSXSAVE."""
+
+    def libcall_address(self, call: Libcall) -> int:
+        return self.libcalls[call]
+
+    def cpuid(self, leaf: int, subleaf: int = 0) -> Tuple[int, int, int, int]:
+        """(eax, ebx, ecx, edx) of ``cpuid`` for ``leaf``/``subleaf``."""
+        out = (ctypes.c_uint32 * 4)()
+        self._cpuid(leaf, subleaf, ctypes.byref(out))
+        return tuple(out)  # type: ignore[return-value]
+
+
+STUBS = Stubs()
