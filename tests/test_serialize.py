@@ -44,7 +44,8 @@ def full_module() -> ModuleData:
             GlobalSpec(I32, False, 0, 48),
         ],
         functions=fns,
-        imports=[ImportSpec("env", "f", ExternKind.FUNC, 1), ImportSpec("wasi", "f2", ExternKind.FUNC, 0),
+        imports=[ImportSpec("env", "f", ExternKind.FUNC, 1),
+                 ImportSpec("wasi", "f2", ExternKind.FUNC, 0),
                  ImportSpec("env", "mem", ExternKind.MEMORY)],
         exports=[ExportSpec("main", ExternKind.FUNC, 2), ExportSpec("memory", ExternKind.MEMORY, 0),
                  ExportSpec("", ExternKind.GLOBAL, 1)],
@@ -146,7 +147,8 @@ def test_dumps_rejects_what_the_format_cannot_hold():
         dumps(md)
     md = empty_module()
     md.types = [FuncType((), ())]
-    md.functions = [FunctionSpec(0, "f", 0, 0, 1, TrapTable([TrapSite(1 << 32, TrapCode.Unreachable, 0)]))]
+    too_far = TrapSite(1 << 32, TrapCode.Unreachable, 0)
+    md.functions = [FunctionSpec(0, "f", 0, 0, 1, TrapTable([too_far]))]
     with pytest.raises(ValueError):
         dumps(md)
 

@@ -9,7 +9,7 @@ record layout from ``structs`` (gABI chapters 4 and 5).
 from __future__ import annotations
 
 import os
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Any, Iterator, List, Optional, Tuple, Union
 
 from ..errors import LoadError
 from ..module.abi import MODULE_SYMBOL
@@ -28,7 +28,7 @@ def _enum_or_int(cls, value: int):  # type: ignore[no-untyped-def]
 class Segment:
     """One program header (gABI 5, "Program Header")."""
 
-    def __init__(self, header):  # type: ignore[no-untyped-def]
+    def __init__(self, header: Any):
         self.header = header
         self.type = _enum_or_int(PT, header.p_type)
 
@@ -45,7 +45,7 @@ class Segment:
 class Section:
     """One section header and its bytes (gABI 4, "Sections")."""
 
-    def __init__(self, elf: "ELFFile", index: int, header, name: str):  # type: ignore[no-untyped-def]
+    def __init__(self, elf: "ELFFile", index: int, header: Any, name: str):
         self.elf = elf
         self.index = index
         self.header = header
@@ -82,7 +82,7 @@ class Section:
 class Symbol:
     """One ``Elf64_Sym`` (gABI 4, "Symbol Table")."""
 
-    def __init__(self, index: int, raw, name: str):  # type: ignore[no-untyped-def]
+    def __init__(self, index: int, raw: Any, name: str):
         self.index = index
         self.raw = raw
         self.name = name
@@ -128,7 +128,7 @@ class ELFFile:
             raise LoadError(f"ELF file is truncated: [{offset:#x}, +{size:#x}) is past its end")
         return self.data[offset:offset + size]
 
-    # --- pyelftools-style accessors ----------------------------------------------------------------
+    # --- pyelftools-style accessors ---------------------------------------------------------------
 
     def iter_sections(self) -> Iterator[Section]:
         return iter(self._sections)

@@ -17,7 +17,7 @@ import struct
 from collections import namedtuple
 from typing import Any, Sequence, Tuple
 
-# --- e_ident (gABI 4, "ELF Identification") ---------------------------------------------------------
+# --- e_ident (gABI 4, "ELF Identification") -------------------------------------------------------
 
 ELFMAG = b"\x7fELF"
 ELFCLASS64 = 2
@@ -136,7 +136,7 @@ PAGE_SIZE = 0x1000
 p_align (ld uses 2 MiB by default in old binutils) would only waste address space here."""
 
 
-# --- Records ----------------------------------------------------------------------------------------
+# --- Records --------------------------------------------------------------------------------------
 
 class Record:
     """One fixed-size ELF record: a struct format and a named tuple with the gABI field names."""
@@ -197,7 +197,7 @@ def elf_ident() -> bytes:
         EI_NIDENT, b"\0")
 
 
-# --- Hash functions (gABI 5, "Hash Table"; GNU hash as implemented by glibc's dl-lookup.c) ----------
+# --- Hash functions (gABI 5, "Hash Table"; GNU hash as implemented by glibc's dl-lookup.c) --------
 
 def sysv_hash(name: bytes) -> int:
     h = 0

@@ -72,6 +72,7 @@ class _Section:
     addr: int = 0           # == file offset for SHF_ALLOC sections
     offset: int = 0
     index: int = 0
+    name_index: int = 0     # in .shstrtab
 
 
 @dataclass
@@ -79,7 +80,7 @@ class _Symbol:
     name: str
     type: int
     section: str
-    value: int              # offset within its section until placed
+    offset: int             # within its section; st_value is the section's address + this
     size: int
     bind: int = STB.GLOBAL
 
@@ -119,7 +120,7 @@ class SharedObjectBuilder:
         self.symbols += [_Symbol(name, STT.FUNC, ".text", offset, size)
                          for name, offset, size in functions]
 
-    # --- the pieces ---------------------------------------------------------------------------------
+    # --- the pieces -------------------------------------------------------------------------------
 
     def _dynsym_order(self, nbuckets: int) -> List[_Symbol]:
         """.gnu.hash requires the hashed dynamic symbols sorted by bucket."""
@@ -167,24 +168,57 @@ class SharedObjectBuilder:
         h.update(self.text)
         h.update(self.blob)
         for s in self.symbols:
-            h.update(f"{s.name}\0{s.value}\0{s.size}\0".encode())
+            h.update(f"{s.name}\0{s.offset}\0{s.size}\0".encode())
         desc = h.digest()
         name = b"GNU\0"
         return Nhdr.pack(len(name), len(desc), NT_GNU_BUILD_ID) + name + desc
 
-    # --- layout and encoding ------------------------------------------------------------------------
+    # --- layout and encoding ----------------------------------------------------------------------
 
     def build(self) -> bytes:
         nbuckets = max(1, len(self.symbols) // 4)
         dynsyms = self._dynsym_order(nbuckets)
-        names = [s.name.encode() for s in dynsyms]
         dynstr = _StringTable()
         soname_index = dynstr.add(self.soname)
-        for s in dynsyms:
-            dynstr.add(s.name)
+        for sym in dynsyms:
+            dynstr.add(sym.name)
+        strtab = _StringTable()
+        for sym in self.symbols:
+            strtab.add(sym.name)
 
-        dynamic_tags = [DT.SONAME, DT.HASH, DT.GNU_HASH, DT.STRTAB, DT.SYMTAB, DT.STRSZ,
-                        DT.SYMENT, DT.NULL]
+        sections = self._sections(dynsyms, nbuckets, dynstr, strtab)
+        sec = {s.name: s for s in sections}
+        shoff = _place(sections, Ehdr.size + _PHNUM * Phdr.size)
+
+        # Contents that depend on addresses.
+        pylucet, text = sec[".pylucet"], sec[".text"]
+        header = ArtifactHeader(blob_size=len(self.blob), self_vaddr=pylucet.addr,
+                                text_vaddr=text.addr, text_size=self.text_size)
+        pylucet.data = pack_header(header) + self.blob
+
+        def sym_entry(sym: _Symbol, strings: _StringTable) -> bytes:
+            where = sec[sym.section]
+            return Sym.pack(strings.index[sym.name], st_info(sym.bind, sym.type), STV_DEFAULT,
+                            where.index, where.addr + sym.offset, sym.size)
+
+        null_sym = Sym.pack(0, 0, 0, SHN_UNDEF, 0, 0)
+        sec[".dynsym"].data = null_sym + b"".join(sym_entry(s, dynstr) for s in dynsyms)
+        sec[".symtab"].data = null_sym + b"".join(sym_entry(s, strtab) for s in self.symbols)
+        dynamic = {
+            DT.SONAME: soname_index, DT.HASH: sec[".hash"].addr,
+            DT.GNU_HASH: sec[".gnu.hash"].addr, DT.STRTAB: sec[".dynstr"].addr,
+            DT.SYMTAB: sec[".dynsym"].addr, DT.STRSZ: sec[".dynstr"].size, DT.SYMENT: Sym.size,
+            DT.NULL: 0,
+        }
+        assert list(dynamic) == _DYNAMIC_TAGS
+        sec[".dynamic"].data = b"".join(Dyn.pack(t, v) for t, v in dynamic.items())
+        return _encode(sections, _program_headers(sec), shoff)
+
+    def _sections(self, dynsyms: List[_Symbol], nbuckets: int, dynstr: _StringTable,
+                  strtab: _StringTable) -> List[_Section]:
+        """Every section in file order, with its final size (contents that depend on addresses
+        are filled in after placement)."""
+        names = [s.name.encode() for s in dynsyms]
         sections = [
             _Section("", SHT.NULL),
             _Section(".note.gnu.build-id", SHT.NOTE, SHF.ALLOC, 4, data=self._build_id()),
@@ -199,104 +233,86 @@ class SharedObjectBuilder:
             _Section(".text", SHT.PROGBITS, SHF.ALLOC | SHF.EXECINSTR, PAGE_SIZE,
                      data=self.text),
             _Section(".dynamic", SHT.DYNAMIC, SHF.ALLOC | SHF.WRITE, PAGE_SIZE, Dyn.size,
-                     ".dynstr", size=Dyn.size * len(dynamic_tags)),
+                     ".dynstr", size=Dyn.size * len(_DYNAMIC_TAGS)),
+            # sh_info of a symbol table = index of its first non-local symbol (gABI 4)
             _Section(".symtab", SHT.SYMTAB, 0, 8, Sym.size, ".strtab", info=1,
                      size=Sym.size * (len(self.symbols) + 1)),
-            _Section(".strtab", SHT.STRTAB, 0, 1),
+            _Section(".strtab", SHT.STRTAB, 0, 1, data=bytes(strtab.data)),
             _Section(".shstrtab", SHT.STRTAB, 0, 1),
         ]
-        by_name = {s.name: s for s in sections}
+        shstrtab = _StringTable()
         for i, s in enumerate(sections):
             s.index = i
+            s.name_index = shstrtab.add(s.name)
+        sections[-1].data = bytes(shstrtab.data)
+        for s in sections:
             if s.data:
                 s.size = len(s.data)
+        return sections
 
-        shstrtab = _StringTable()
-        sh_names = [shstrtab.add(s.name) for s in sections]
-        strtab = _StringTable()
-        sym_names = [strtab.add(s.name) for s in self.symbols]
-        by_name[".strtab"].data = bytes(strtab.data)
-        by_name[".strtab"].size = len(strtab.data)
-        by_name[".shstrtab"].data = bytes(shstrtab.data)
-        by_name[".shstrtab"].size = len(shstrtab.data)
 
-        # Addresses. The blob (after the 48-byte header) must start on a page.
-        phnum = 6
-        pos = Ehdr.size + phnum * Phdr.size
-        for s in sections[1:]:
-            if s.name == ".pylucet":
-                pos = _align(pos + HEADER_SIZE, PAGE_SIZE) - HEADER_SIZE
-            pos = _align(pos, s.align)
-            s.offset = pos
-            if s.flags & SHF.ALLOC:
-                s.addr = pos
-            pos += s.size
-        shoff = _align(pos, 8)
+_DYNAMIC_TAGS = [DT.SONAME, DT.HASH, DT.GNU_HASH, DT.STRTAB, DT.SYMTAB, DT.STRSZ, DT.SYMENT,
+                 DT.NULL]
+_PHNUM = 6
 
-        for sym in self.symbols:
-            sym.value += by_name[sym.section].addr
 
-        # Contents that depend on addresses.
-        pylucet = by_name[".pylucet"]
-        text = by_name[".text"]
-        header = ArtifactHeader(blob_size=len(self.blob), self_vaddr=pylucet.addr,
-                                text_vaddr=text.addr, text_size=self.text_size)
-        pylucet.data = pack_header(header) + self.blob
+def _place(sections: List[_Section], start: int) -> int:
+    """Give each section its file offset (and, if allocated, the same address); return where
+    the section header table goes. ``.pylucet`` is placed so that its blob, which follows the
+    header, starts on a page; ``.text`` and ``.dynamic`` start segments, hence pages."""
+    pos = start
+    for s in sections[1:]:
+        if s.name == ".pylucet":
+            pos = _align(pos + HEADER_SIZE, PAGE_SIZE) - HEADER_SIZE
+        pos = _align(pos, s.align)
+        s.offset = pos
+        if s.flags & SHF.ALLOC:
+            s.addr = pos
+        pos += s.size
+    return _align(pos, 8)
 
-        def sym_entry(sym: _Symbol, name_index: int) -> bytes:
-            return Sym.pack(name_index, st_info(sym.bind, sym.type), STV_DEFAULT,
-                            by_name[sym.section].index, sym.value, sym.size)
 
-        null_sym = Sym.pack(0, 0, 0, SHN_UNDEF, 0, 0)
-        by_name[".dynsym"].data = null_sym + b"".join(
-            sym_entry(s, dynstr.index[s.name]) for s in dynsyms)
-        by_name[".symtab"].data = null_sym + b"".join(
-            sym_entry(s, i) for s, i in zip(self.symbols, sym_names))
+def _program_headers(sec: Dict[str, _Section]) -> List[bytes]:
+    """gABI 5 "Program Header": PT_LOAD entries in ascending address order, then the rest."""
+    text, dynamic, note = sec[".text"], sec[".dynamic"], sec[".note.gnu.build-id"]
+    ro_end = sec[".pylucet"].offset + sec[".pylucet"].size
 
-        dynstr_sec = by_name[".dynstr"]
-        values = {
-            DT.SONAME: soname_index, DT.HASH: by_name[".hash"].addr,
-            DT.GNU_HASH: by_name[".gnu.hash"].addr, DT.STRTAB: dynstr_sec.addr,
-            DT.SYMTAB: by_name[".dynsym"].addr, DT.STRSZ: dynstr_sec.size, DT.SYMENT: Sym.size,
-            DT.NULL: 0,
-        }
-        by_name[".dynamic"].data = b"".join(Dyn.pack(t, values[t]) for t in dynamic_tags)
+    def load(start: int, end: int, flags: int) -> bytes:
+        return Phdr.pack(PT.LOAD, flags, start, start, start, end - start, end - start,
+                         PAGE_SIZE)
 
-        # Program headers (gABI 5): loadable segments in ascending vaddr order.
-        note, dynamic = by_name[".note.gnu.build-id"], by_name[".dynamic"]
-        ro_end = pylucet.offset + pylucet.size
+    def covering(type_: int, flags: int, s: _Section, align: int) -> bytes:
+        return Phdr.pack(type_, flags, s.offset, s.addr, s.addr, s.size, s.size, align)
 
-        def load(start: int, end: int, flags: int) -> bytes:
-            return Phdr.pack(PT.LOAD, flags, start, start, start, end - start, end - start,
-                             PAGE_SIZE)
+    phdrs = [
+        load(0, ro_end, PF.R),            # ELF and program headers, dynamic symbols, module data
+        load(text.offset, text.offset + text.size, PF.R | PF.X),
+        load(dynamic.offset, dynamic.offset + dynamic.size, PF.R | PF.W),
+        covering(PT.DYNAMIC, PF.R | PF.W, dynamic, 8),
+        covering(PT.NOTE, PF.R, note, 4),
+        Phdr.pack(PT.GNU_STACK, PF.R | PF.W, 0, 0, 0, 0, 0, 16),
+    ]
+    assert len(phdrs) == _PHNUM
+    return phdrs
 
-        phdrs = [
-            load(0, ro_end, PF.R),
-            load(text.offset, text.offset + text.size, PF.R | PF.X),
-            load(dynamic.offset, dynamic.offset + dynamic.size, PF.R | PF.W),
-            Phdr.pack(PT.DYNAMIC, PF.R | PF.W, dynamic.offset, dynamic.addr, dynamic.addr,
-                      dynamic.size, dynamic.size, 8),
-            Phdr.pack(PT.NOTE, PF.R, note.offset, note.addr, note.addr, note.size, note.size, 4),
-            Phdr.pack(PT.GNU_STACK, PF.R | PF.W, 0, 0, 0, 0, 0, 16),
-        ]
-        assert len(phdrs) == phnum
 
-        ehdr = Ehdr.pack(elf_ident(), ET.DYN, EM_X86_64, EV_CURRENT, 0, Ehdr.size, shoff, 0,
-                         Ehdr.size, Phdr.size, phnum, Shdr.size, len(sections),
-                         by_name[".shstrtab"].index)
-
-        out = bytearray(shoff + Shdr.size * len(sections))
-        out[:Ehdr.size] = ehdr
-        out[Ehdr.size:Ehdr.size + len(phdrs) * Phdr.size] = b"".join(phdrs)
-        for s in sections[1:]:
-            assert len(s.data) == s.size, s.name
-            out[s.offset:s.offset + s.size] = s.data
-        shdrs = [Shdr.pack(n, s.type, s.flags, s.addr, s.offset, s.size,
-                           by_name[s.link].index if s.link else 0, s.info, s.align, s.entsize)
-                 for n, s in zip(sh_names, sections)]
-        shdrs[0] = Shdr.pack(0, SHT.NULL, 0, 0, 0, 0, 0, 0, 0, 0)
-        out[shoff:] = b"".join(shdrs)
-        return bytes(out)
+def _encode(sections: List[_Section], phdrs: List[bytes], shoff: int) -> bytes:
+    shstrndx = len(sections) - 1
+    ehdr = Ehdr.pack(elf_ident(), ET.DYN, EM_X86_64, EV_CURRENT, 0, Ehdr.size, shoff, 0,
+                     Ehdr.size, Phdr.size, len(phdrs), Shdr.size, len(sections), shstrndx)
+    out = bytearray(shoff + Shdr.size * len(sections))
+    out[:Ehdr.size] = ehdr
+    out[Ehdr.size:Ehdr.size + len(phdrs) * Phdr.size] = b"".join(phdrs)
+    index = {s.name: s.index for s in sections}
+    shdrs = []
+    for s in sections:
+        assert len(s.data) == s.size, s.name
+        out[s.offset:s.offset + s.size] = s.data
+        shdrs.append(Shdr.pack(s.name_index, s.type, s.flags, s.addr, s.offset, s.size,
+                               index[s.link] if s.link else 0, s.info,
+                               s.align if s.type != SHT.NULL else 0, s.entsize))
+    out[shoff:] = b"".join(shdrs)
+    return bytes(out)
 
 
 def _u32s(values: Sequence[int]) -> bytes:

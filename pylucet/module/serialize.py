@@ -104,7 +104,7 @@ assert array("I").itemsize == 4 and array("Q").itemsize == 8
 _SWAP = sys.byteorder != "little"
 
 
-# --- Header -----------------------------------------------------------------------------------------
+# --- Header ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ArtifactHeader:
@@ -135,7 +135,7 @@ def unpack_header(buf: bytes) -> ArtifactHeader:
     return ArtifactHeader(blob_size, self_vaddr, text_vaddr, text_size, version, magic)
 
 
-# --- Writing ----------------------------------------------------------------------------------------
+# --- Writing --------------------------------------------------------------------------------------
 
 class _Writer:
     def __init__(self) -> None:
@@ -273,7 +273,7 @@ def _align(n: int, to: int = SPARSE_PAGE_SIZE) -> int:
     return (n + to - 1) & -to
 
 
-# --- Reading ----------------------------------------------------------------------------------------
+# --- Reading --------------------------------------------------------------------------------------
 
 class _Reader:
     """Bounds-checked cursor: running off the end is a LoadError, never IndexError."""
