@@ -552,10 +552,8 @@ def test_simd_immediate_kinds_are_checked_before_their_rows_exist():
 # --- the same rules written in WAT -------------------------------------------------------------
 
 def _validate_wat(text: str) -> None:
-    from pylucet.wasm.decoder import decode_module
     from pylucet.wasm.validator import validate
-    wat = pytest.importorskip("pylucet.wasm.wat")
-    validate(decode_module(wat.parse_wat(text)))
+    validate(_decode(text))
 
 
 @pytest.mark.parametrize("text", [
