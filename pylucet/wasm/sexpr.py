@@ -1,0 +1,162 @@
+"""The lexer shared by the WAT parser and the .wast script reader.
+
+Text is cut into tokens by one compiled regular expression; only nested block comments, which a
+regular expression cannot balance, take a short detour. A module is parsed from a flat token
+stream rather than a tree of lists, because the WAT grammar mixes flat and folded instructions and
+a cursor reads both the same way.
+
+The token rules follow the spec: a token runs until whitespace or a parenthesis, so ``0drop``,
+``$l"a"`` or ``(data"a")`` are single "reserved" tokens, which the parser rejects as an unknown
+operator exactly where the reference interpreter does.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, NoReturn
+
+from ..errors import MalformedModule
+
+# Token kinds.
+LPAR, RPAR, ATOM, STRING, RESERVED, EOF = range(6)
+
+_STRING_BODY = r'"(?:[^"\\\x00-\x1f\x7f]|\\[^\x00-\x1f\x7f])*"'
+_TOKEN = re.compile(
+    r"([ \t\n\r]+|;;[^\n]*)"                            # 1 whitespace, line comment
+    r"|(\((?!;))"                                       # 2 (
+    r"|(\))"                                            # 3 )
+    r"|((?:[^\s()\";]|" + _STRING_BODY + r")+)"         # 4 atom, string or reserved
+    r"|(\(;)"                                           # 5 block comment
+    r"|(.)",                                            # 6 anything else
+    re.S)
+_STRING = re.compile(_STRING_BODY)
+_BLOCK_COMMENT_TOKEN = re.compile(r"\(;|;\)")
+_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{2})|u\{([0-9a-fA-F](?:_?[0-9a-fA-F])*)\}|(.))", re.S)
+_SIMPLE_ESCAPES = {"t": b"\t", "n": b"\n", "r": b"\r", '"': b'"', "'": b"'", "\\": b"\\"}
+
+
+class WatError(MalformedModule):
+    """A syntax error in WAT or .wast text.
+
+    ``reason`` keeps the spec suite's wording (what ``assert_malformed`` compares); the message
+    adds the line and column a person needs to find the mistake.
+    """
+
+    def __init__(self, reason: str, offset: int, text: str):
+        super().__init__(reason, offset)
+        self.line = text.count("\n", 0, offset) + 1
+        self.column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        self.args = (f"malformed module at {self.line}:{self.column}: {reason}",)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def fail(text: str, offset: int, reason: str) -> NoReturn:
+    raise WatError(reason, offset, text)
+
+
+class Tokens:
+    """The tokens of one text, as parallel lists (cheaper than one object per token).
+
+    ``vals`` holds the token text; strings stay undecoded until :meth:`string` asks for them.
+    ``close[i]`` is the index of the ``)`` matching the ``(`` at ``i``, so a parser can skip a
+    whole field or look at it before reading it.
+    """
+
+    __slots__ = ("text", "kinds", "vals", "offs", "close")
+
+    def __init__(self, text: str):
+        self.text = text
+        kinds: List[int] = []
+        vals: List[str] = []
+        offs: List[int] = []
+        close = {}
+        stack: List[int] = []
+        pos, n = 0, len(text)
+        while pos < n:
+            for m in _TOKEN.finditer(text, pos):
+                g = m.lastindex
+                if g == 1:
+                    continue
+                start = m.start()
+                if g == 4:
+                    tok = m.group(4)
+                    if '"' not in tok:
+                        kinds.append(ATOM)
+                    elif tok[0] == '"' and _STRING.match(tok).end() == len(tok):
+                        kinds.append(STRING)
+                    else:
+                        kinds.append(RESERVED)
+                    vals.append(tok)
+                elif g == 2:
+                    stack.append(len(kinds))
+                    kinds.append(LPAR)
+                    vals.append("(")
+                elif g == 3:
+                    if not stack:
+                        fail(text, start, "unexpected token")
+                    close[stack.pop()] = len(kinds)
+                    kinds.append(RPAR)
+                    vals.append(")")
+                elif g == 5:
+                    pos = _skip_block_comment(text, start)
+                    break
+                else:
+                    if m.group(6) == '"':
+                        fail(text, start, "unclosed string literal")
+                    fail(text, start, "unknown operator")
+                offs.append(start)
+            else:
+                pos = n
+        if stack:
+            fail(text, offs[stack[-1]], "unclosed parenthesis")
+        kinds.append(EOF)  # a sentinel, so a parser can always look one token ahead
+        vals.append("")
+        offs.append(n)
+        self.kinds, self.vals, self.offs, self.close = kinds, vals, offs, close
+
+    def string(self, i: int) -> bytes:
+        """The bytes a string token denotes."""
+        return decode_string(self.vals[i], self.text, self.offs[i])
+
+
+def _skip_block_comment(text: str, start: int) -> int:
+    depth = 0
+    for m in _BLOCK_COMMENT_TOKEN.finditer(text, start):
+        depth += 1 if m.group() == "(;" else -1
+        if depth == 0:
+            return m.end()
+    fail(text, start, "unclosed comment")
+
+
+def decode_string(tok: str, text: str = "", offset: int = 0) -> bytes:
+    """The bytes of a string literal token (quotes included): UTF-8 for characters, raw bytes for
+    ``\\hh`` escapes, which is why data segments may hold any byte."""
+    body = tok[1:-1]
+    if "\\" not in body:
+        return body.encode("utf-8")
+    out = bytearray()
+    pos = 0
+    for m in _ESCAPE.finditer(body):
+        out += body[pos:m.start()].encode("utf-8")
+        pos = m.end()
+        hexbyte, uni, simple = m.groups()
+        if hexbyte is not None:
+            out.append(int(hexbyte, 16))
+        elif uni is not None:
+            cp = int(uni.replace("_", ""), 16)
+            if cp >= 0x110000 or 0xD800 <= cp < 0xE000:
+                fail(text or tok, offset + 1 + m.start(), "malformed UTF-8 encoding")
+            out += chr(cp).encode("utf-8")
+        elif simple in _SIMPLE_ESCAPES:
+            out += _SIMPLE_ESCAPES[simple]
+        else:
+            fail(text or tok, offset + 1 + m.start(), "illegal escape")
+    out += body[pos:].encode("utf-8")
+    return bytes(out)
+
+
+__all__ = ["LPAR", "RPAR", "ATOM", "STRING", "RESERVED", "EOF", "Tokens", "WatError", "fail",
+           "decode_string"]
+
