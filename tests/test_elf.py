@@ -6,6 +6,7 @@ import ctypes
 import shutil
 import struct
 import subprocess
+import sys
 
 import pytest
 
@@ -211,6 +212,15 @@ def test_objdump_cli(artifact, capsys):
     assert "<guest_func_add>:" in out and "<guest_func_answer>:" not in out
     pytest.importorskip("capstone")
     assert "lea eax, [rdi + rsi]" in out and "trap HeapOutOfBounds" in out
+
+
+@binutils
+def test_objdump_cli_falls_back_to_system_objdump(artifact, capsys, monkeypatch):
+    path, _ = artifact
+    monkeypatch.setitem(sys.modules, "capstone", None)    # import capstone -> ImportError
+    assert objdump_cli.main([str(path), "-d"]) == 0
+    out = capsys.readouterr().out
+    assert "<guest_func_add>:" in out and "Disassembly of section .text" in out
 
 
 def test_objdump_cli_reports_bad_input(tmp_path, capsys):

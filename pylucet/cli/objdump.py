@@ -113,8 +113,10 @@ def disassemble(elf: ELFFile, path: Path, header: ArtifactHeader,
             print("pylucet-objdump: --disassemble needs capstone or binutils' objdump",
                   file=sys.stderr)
             return 1
-        out.flush()
-        return subprocess.call([exe, "-d", str(path)], stdout=out)
+        done = subprocess.run([exe, "-d", str(path)], capture_output=True, text=True)
+        out.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        return done.returncode
     cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     for f in functions:
         start = header.text_vaddr + f.code_offset

@@ -469,8 +469,8 @@ def sparse_page_offsets(blob: bytes) -> Dict[int, Tuple[int, int]]:
     """Where each sparse page lies in ``blob``: page index -> (offset in blob, length).
 
     For a runtime that maps pages from the file instead of copying them: offsets are multiples
-    of 4096 (see the module docstring)."""
-    md_pages = loads(blob).sparse_data  # validates; pages are few next to the rest
+    of 4096 (see the module docstring). This validates by parsing the whole blob."""
+    md_pages = loads(blob).sparse_data
     meta_end = _PROLOGUE.unpack_from(blob)[2]
     area = _align(meta_end)
     return {index: (area + j * SPARSE_PAGE_SIZE, len(data))
