@@ -39,6 +39,11 @@ _CONST_OPS = {Op.I32_CONST: ValType.I32, Op.I64_CONST: ValType.I64,
 """Constant instructions allowed in constant expressions, with the type each pushes."""
 
 
+# Shared block types, so entering a block allocates nothing; type lists are never mutated.
+_NO_TYPES: Tuple[List[int], List[int]] = ([], [])
+_ONE_TYPE = {t: ([], [int(t)]) for t in ValType}
+
+
 class _Invalid(Exception):
     """Raised deep in the checker; turned into InvalidModule where the instruction is known, so
     the hot path never has to carry an offset around."""
@@ -51,19 +56,16 @@ class _Invalid(Exception):
 class _Frame:
     """One entry of the control stack."""
 
-    __slots__ = ("op", "params", "results", "height", "unreachable")
+    __slots__ = ("op", "params", "results", "label_types", "height", "unreachable")
 
     def __init__(self, op: int, params: List[int], results: List[int], height: int):
         self.op = op
         self.params = params
         self.results = results
+        # A branch to a loop re-enters it (takes its params); to anything else, leaves it.
+        self.label_types = params if op == Op.LOOP else results
         self.height = height
         self.unreachable = False
-
-    @property
-    def label_types(self) -> List[int]:
-        """A branch to a loop re-enters it (takes its params); to anything else, leaves it."""
-        return self.params if self.op == Op.LOOP else self.results
 
 
 def _types(seq: Sequence[ValType]) -> List[int]:
@@ -351,9 +353,9 @@ class Validator:
 
     def _block_type(self, imm: object) -> Tuple[List[int], List[int]]:
         if imm is None:
-            return [], []
+            return _NO_TYPES
         if isinstance(imm, ValType):
-            return [], [int(imm)]
+            return _ONE_TYPE[imm]
         if not 0 <= imm < len(self._types):  # type: ignore[operator]
             raise _Invalid(f"unknown type {imm}")
         return self._types[imm]  # type: ignore[index]
