@@ -621,155 +621,52 @@ def _suite_dir():
     return testsuite_path() / "spec"
 
 
-def _skip_to_end_of_form(text: str, i: int) -> int:
-    """Index just past the s-expression opening at ``text[i] == "("``; strings and both kinds of
-    comment are skipped so their parentheses do not count."""
-    depth = 0
-    n = len(text)
-    while i < n:
-        if text.startswith(";;", i):
-            i = text.find("\n", i)
-            i = n if i < 0 else i
-            continue
-        if text.startswith("(;", i):
-            i = _skip_block_comment(text, i)
-            continue
-        c = text[i]
-        if c == '"':
-            i += 1
-            while text[i] != '"':
-                i += 2 if text[i] == "\\" else 1
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    raise ValueError("unbalanced parentheses")
-
-
-def _skip_block_comment(text: str, i: int) -> int:
-    depth = 0
-    while True:
-        if text.startswith("(;", i):
-            depth, i = depth + 1, i + 2
-        elif text.startswith(";)", i):
-            depth, i = depth - 1, i + 2
-            if depth == 0:
-                return i
-        else:
-            i += 1
-
-
-def _forms(text: str):
-    """The top-level forms of a script (or the children of a form's inside), as text."""
-    i, n = 0, len(text)
-    while i < n:
-        if text.startswith(";;", i):
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-        elif text.startswith("(;", i):
-            i = _skip_block_comment(text, i)
-        elif text[i] == "(":
-            j = _skip_to_end_of_form(text, i)
-            yield text[i:j]
-            i = j
-        else:
-            i += 1
-
-
-def _wast_bytes(form: str) -> bytes:
-    """The bytes of a ``(module binary "..." ...)`` form: its strings, escapes decoded."""
-    out = bytearray()
-    for s in _strings(form):
-        i = 0
-        while i < len(s):
-            c = s[i]
-            if c != "\\":
-                out += c.encode()
-                i += 1
-                continue
-            e = s[i + 1]
-            if e in "0123456789abcdefABCDEF":
-                out.append(int(s[i + 1:i + 3], 16))
-                i += 3
-                continue
-            out += {"n": b"\n", "t": b"\t", "r": b"\r", '"': b'"', "'": b"'", "\\": b"\\"}[e]
-            i += 2
-    return bytes(out)
-
-
-def _strings(form: str):
-    """The raw contents of the string literals of a form, outside comments."""
-    i, n = 0, len(form)
-    while i < n:
-        if form.startswith(";;", i):
-            j = form.find("\n", i)
-            i = n if j < 0 else j
-        elif form.startswith("(;", i):
-            i = _skip_block_comment(form, i)
-        elif form[i] == '"':
-            j = i + 1
-            while form[j] != '"':
-                j += 2 if form[j] == "\\" else 1
-            yield form[i + 1:j]
-            i = j + 1
-        else:
-            i += 1
-
-
 def _spec_cases():
-    """(id, kind, module text, expected message) for every non-SIMD plain module and
-    assert_invalid case; at collection time, so each is its own test with its own outcome."""
-    import re
+    """(id, kind, module text, expected message) for every plain module and assert_invalid case
+    of the non-SIMD scripts; found at collection time, so each is a test with its own outcome."""
     spec = _suite_dir()
+    try:
+        from pylucet.wasm.sexpr import ATOM, LPAR, Tokens
+    except ImportError:
+        return []
     if not spec.is_dir():
         return []
     cases = []
     for path in sorted(spec.glob("*.wast")):
         if path.name.startswith("simd"):
             continue
-        text = path.read_text(encoding="utf-8", errors="surrogateescape")
-        line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
-        pos = 0
-        for form in _forms(text):
-            pos = text.index(form, pos)
-            line = sum(1 for s in line_starts if s <= pos)
-            ident = f"{path.name}:{line}"
-            head = form[1:].split(None, 1)[0].rstrip(")")
+        text = path.read_text(encoding="utf-8")
+        toks = Tokens(text)
+        kinds, vals, offs, close = toks.kinds, toks.vals, toks.offs, toks.close
+        i = 0
+        while kinds[i] == LPAR:
+            end = close[i]
+            ident = f"{path.name}:{text.count(chr(10), 0, offs[i]) + 1}"
+            head = vals[i + 1] if kinds[i + 1] == ATOM else ""
             if head == "module":
-                cases.append((ident, "valid", form, None))
+                cases.append((ident, "valid", text[offs[i]:offs[end] + 1], None))
             elif head == "assert_invalid":
-                module_form = next(_forms(form[1:-1]))
-                message = list(_strings(form))[-1]
-                cases.append((ident, "invalid", module_form, message))
-            pos += len(form)
+                inner = i + 2
+                module_text = text[offs[inner]:offs[close[inner]] + 1]
+                message = toks.string(close[inner] + 1).decode("utf-8")
+                cases.append((ident, "invalid", module_text, message))
+            i = end + 1
     return cases
 
 
 _SPEC_CASES = _spec_cases()
 
 
-def _module_binary(form: str) -> bytes:
-    """Binary of a module form, or a skip when the text is beyond the WAT parser."""
-    words = form[1:].split(None, 3)
-    rest = [w for w in words[1:3] if not w.startswith("$")]
-    if rest and rest[0] == "binary":
-        return _wast_bytes(form)
-    if rest and rest[0] == "quote":
-        pytest.skip("(module quote ...) is text for the WAT parser's own tests")
-    wat = pytest.importorskip("pylucet.wasm.wat")
-    try:
-        return wat.parse_wat(form)
-    except Exception as e:   # the WAT parser's limits are not the validator's business
-        pytest.skip(f"WAT parser cannot read this module: {e}")
-
-
-def _decode(form: str):
+def _decode(text: str):
+    """The decoded module of WAT ``text``, or a skip when the WAT parser or the decoder rejects
+    it: their limits are not the validator's business, and their own tests cover them."""
     from pylucet.errors import MalformedModule
     from pylucet.wasm.decoder import decode_module
-    binary = _module_binary(form)
+    from pylucet.wasm.wat import parse_wat
+    try:
+        binary = parse_wat(text)
+    except MalformedModule as e:
+        pytest.skip(f"WAT parser cannot read this module: {e}")
     try:
         return decode_module(binary)
     except MalformedModule as e:
@@ -778,11 +675,11 @@ def _decode(form: str):
 
 @pytest.mark.skipif(not _SPEC_CASES, reason=f"spec test suite not found at {_suite_dir()} "
                     "(set PYLUCET_TESTSUITE)")
-@pytest.mark.parametrize("ident,kind,form,message", _SPEC_CASES or [("none", "", "", "")],
+@pytest.mark.parametrize("ident,kind,text,message", _SPEC_CASES or [("none", "", "", "")],
                          ids=[c[0] for c in _SPEC_CASES] or ["none"])
-def test_spec(ident, kind, form, message):
+def test_spec(ident, kind, text, message):
     from pylucet.wasm.validator import validate
-    module = _decode(form)
+    module = _decode(text)
     if kind == "valid":
         validate(module)
         return
