@@ -79,7 +79,8 @@ def float_bits(tok: str, fmt: Tuple[int, int] = F64) -> Optional[int]:
     """The IEEE bits of a float literal in format ``fmt`` (:data:`F32` or :data:`F64`), correctly
     rounded to nearest-even; None if ``tok`` is not a float literal.
 
-    Raises :class:`ConstantOutOfRange` for a NaN payload that does not fit.
+    Raises :class:`ConstantOutOfRange` for a NaN payload that does not fit, and for a finite
+    literal that rounds to infinity.
     """
     m = _FLOAT_RE.match(tok)
     if m is None:
@@ -97,27 +98,36 @@ def float_bits(tok: str, fmt: Tuple[int, int] = F64) -> Optional[int]:
         if not 0 < p < 1 << mant:
             raise ConstantOutOfRange(tok)
         return signbit | inf_bits | p
+    if dint is not None and fmt == F64:  # CPython's float() of a decimal is correctly rounded
+        magnitude = struct.unpack("<Q", struct.pack("<d", abs(float(tok.replace("_", "")))))[0]
+    else:
+        magnitude = _finite_literal_bits(dint, dfrac, dexp, hint, hfrac, hexp, mant, expw)
+    if magnitude == inf_bits:
+        raise ConstantOutOfRange(tok)
+    return signbit | magnitude
+
+
+def _finite_literal_bits(dint, dfrac, dexp, hint, hfrac, hexp, mant: int, expw: int) -> int:
+    inf_bits = ((1 << expw) - 1) << mant
     if dint is not None:
-        if fmt == F64:  # CPython's float() of a decimal string is already correctly rounded
-            return signbit | struct.unpack("<Q", struct.pack("<d", abs(float(tok.replace("_", "")))))[0]
         frac = (dfrac or "").replace("_", "")
         digits = int(dint.replace("_", "") + frac)
         exp = (int(dexp.replace("_", "")) if dexp else 0) - len(frac)
         if digits == 0 or exp + len(str(digits)) < -_DEC_EXP_LIMIT:
-            return signbit
+            return 0
         if exp > _DEC_EXP_LIMIT:
-            return signbit | inf_bits
+            return inf_bits
         num, den = (digits * 10 ** exp, 1) if exp >= 0 else (digits, 10 ** -exp)
     else:
         frac = (hfrac or "").replace("_", "")
         digits = int(hint.replace("_", "") + frac, 16)
         exp = (int(hexp.replace("_", "")) if hexp else 0) - 4 * len(frac)
         if digits == 0 or digits.bit_length() + exp < -_BIN_EXP_LIMIT:
-            return signbit
+            return 0
         if digits.bit_length() + exp > _BIN_EXP_LIMIT:
-            return signbit | inf_bits
+            return inf_bits
         num, den = (digits << exp, 1) if exp >= 0 else (digits, 1 << -exp)
-    return signbit | _round_to_float(num, den, mant, expw)
+    return _round_to_float(num, den, mant, expw)
 
 
 def _round_to_float(num: int, den: int, mant: int, expw: int) -> int:
@@ -388,6 +398,8 @@ class _Parser:
             while self.k[self.i] == ATOM:
                 results.append(self.valtype())
             self.close()
+        if self.peek_kw() == "param":
+            self.unexpected(self.i + 1)
         return tuple(params), tuple(results), names
 
     def intern_type(self, sig: FuncSig) -> int:
@@ -413,7 +425,9 @@ class _Parser:
         if tidx is None:
             return self.intern_type((params, results)), params, names
         if self.i != before:
-            if tidx >= len(self.types) or self.types[tidx] != (params, results):
+            if tidx >= len(self.types):
+                self.error("unknown type", at)
+            if self.types[tidx] != (params, results):
                 self.error("inline function type", at)
             return tidx, params, names
         params = self.types[tidx][0] if tidx < len(self.types) else ()
