@@ -686,3 +686,20 @@ def test_spec(ident, kind, text, message):
     with pytest.raises(InvalidModule) as info:
         validate(module)
     assert info.value.reason.startswith(message), (info.value.reason, message)
+
+
+def _wasi_programs():
+    from tests.conftest import testsuite_path
+    return sorted((testsuite_path() / "wasi").glob("*/*.wasm"))
+
+
+_WASI_PROGRAMS = _wasi_programs()
+
+
+@pytest.mark.skipif(not _WASI_PROGRAMS, reason="WASI programs of the test suite not found")
+@pytest.mark.parametrize("path", _WASI_PROGRAMS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_compiler_output_validates(path):
+    """Real toolchain output (clang, AssemblyScript) exercises mixes the hand-written cases miss."""
+    from pylucet.wasm.decoder import decode_module
+    from pylucet.wasm.validator import validate
+    validate(decode_module(path.read_bytes()))
