@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from pylucet import FatalFault, Trap, TrapCode
+from pylucet import FatalFault, LimitsExceeded, Trap, TrapCode
 from pylucet.module.abi import (TABLE_DESC, TABLE_ENTRY, TABLE_ENTRY_SIZE, VMCTX_GLOBALS,
-                                VMCTX_MEMORY_SIZE, VMCTX_TABLES, WASM_PAGE_SIZE, Libcall,
+                                VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
+                                WASM_PAGE_SIZE, Libcall,
                                 vmctx_libcall)
 from pylucet.module.spec import GlobalSpec, HeapSpec, TableSpec
 from pylucet.runtime import Limits, MmapRegion, State, UnknownExport
@@ -53,6 +54,20 @@ FUNCS = [
     MockFunction("div", "mov eax, edi\ncdq\nsite: idiv esi\nret", (I32, I32), (I32,),
                  traps={"site": TrapCode.IntegerDivByZero}),
     MockFunction("unexplained", "ud2"),
+    # a "heap" access through a raw pointer: a trap site, but the address is not in the heap
+    MockFunction("wild_load", "site: mov eax, [rdi]\nret", (I64,), (I32,),
+                 traps={"site": TrapCode.HeapOutOfBounds}),
+    # recursion guarded as compiled code does it: the prologue compares rsp with the limit
+    MockFunction("deep", f"""
+    deep:
+        cmp rsp, [r14 + ({VMCTX_STACK_LIMIT})]
+        jb overflow
+        sub rsp, 8
+        call deep
+    overflow:
+        ud2""", traps={"overflow": TrapCode.StackOverflow}),
+    # unguarded recursion runs into the guard page below the stack
+    MockFunction("runaway", "again: call again"),
     MockFunction("memsize", f"mov rax, [r14 + ({VMCTX_MEMORY_SIZE})]\nret", (), (I64,)),
     MockFunction("grow", f"""
         push rbx
@@ -174,17 +189,26 @@ def test_trap_and_recovery(inst, func, args, code):
     assert inst.run("load", 0x1000) == 0x2A2A2A2A               # sparse data page 1
 
 
+@pytest.mark.parametrize("func", ["deep", "runaway"])
+def test_stack_overflow(inst, func):
+    with pytest.raises(Trap) as info:
+        inst.run(func)
+    assert info.value.code == TrapCode.StackOverflow and info.value.func == func
+    assert inst.run("sum8", *range(8)) == 28                  # a fresh stack for the next call
+
+
 def test_heap_fault_address(inst):
     with pytest.raises(Trap) as info:
         inst.run("load", 0x12345678)
     assert info.value.fault_address == inst._slot.vmctx + 0x12345678
 
 
-def test_unexplained_fault_poisons(module):
+@pytest.mark.parametrize("func,args", [("unexplained", ()), ("wild_load", (8,))])
+def test_unexplained_fault_poisons(module, func, args):
     with MmapRegion(1) as region:
         inst = region.new_instance(module)
-        with pytest.raises(FatalFault, match="unexplained"):
-            inst.run("unexplained")
+        with pytest.raises(FatalFault, match=func):
+            inst.run(func, *args)
         assert inst.state == State.FAULTED
         with pytest.raises(FatalFault, match="poisoned"):
             inst.run("add", 1, 2)
@@ -210,7 +234,7 @@ def test_grow_memory(inst):
     assert inst.memory_pages == 2 and inst.run("memsize") == 2 * WASM_PAGE_SIZE
     inst.heap[WASM_PAGE_SIZE + 8] = 9                          # the new page is writable
     assert inst.run("load", WASM_PAGE_SIZE + 8) == 9
-    with pytest.raises(Exception, match="maximum is 4 pages"):
+    with pytest.raises(LimitsExceeded, match="maximum is 4 pages"):
         inst.grow_memory(3)
     with pytest.raises(ValueError):
         inst.grow_memory(-1)
@@ -311,3 +335,13 @@ def test_run_cannot_be_reentered(module):
         inst.heap[0] = 1
         worker.join()
         assert result == [0] and inst.state == State.READY
+
+
+def test_module_without_memory():
+    module = mock_module([MockFunction("add", "lea eax, [rdi + rsi]\nret", (I32, I32), (I32,))],
+                         heap=None)
+    with MmapRegion(1) as region, region.new_instance(module) as inst:
+        assert inst.memory_size == 0 and len(inst.heap) == 0 and inst.memory_max == 0
+        with pytest.raises(LimitsExceeded):
+            inst.grow_memory(1)
+        assert inst.run("add", 2, 3) == 5

@@ -39,7 +39,8 @@ FUNCS = [
         jnz again
         ret""", (), (I64,)),
     MockFunction("boom", "here: ud2", traps={"here": TrapCode.Unreachable}),
-    MockFunction("touch_heap", "mov dword ptr [r14 + rdi], edi\nret", (I32,)),
+    MockFunction("touch_heap", "mov edi, edi\nsite: mov dword ptr [r14 + rdi], edi\nret", (I32,),
+                 traps={"site": TrapCode.HeapOutOfBounds}),
     MockFunction("mark_heap", "mov dword ptr [r14], 0x55\nret"),
 ]
 MARK_HEAP, BOOM = 5, 3

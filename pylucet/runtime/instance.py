@@ -102,6 +102,10 @@ _VM_IMPORTS = _vw(VMCTX_IMPORTS)
 
 _WORDS = INSTANCE_PAGE_SIZE // 8
 
+_RETURNED, _FAULTED = 0, 1
+"""``STUBS.enter`` statuses (``stubs.ENTER_RETURNED``/``ENTER_FAULTED``; importing them would
+assemble the stubs at import time)."""
+
 
 class _Words:
     """Typed views of the same 8-byte words (an instance page, or the stack-argument buffer).
@@ -224,14 +228,16 @@ def _float_arg(t: ValType, v: Any) -> float:
 # --- the instance -------------------------------------------------------------------------------
 
 _stubs: Any = None
+_ensure_altstack: Any = None
 
 
 def _native() -> Any:
-    """The native stubs, assembled on first use so that importing the runtime stays cheap."""
-    global _stubs
+    """The native stubs, and the fault handler installed, on the first instantiation."""
+    global _stubs, _ensure_altstack
     if _stubs is None:
         from . import signals, stubs
         signals.install()
+        _ensure_altstack = signals.ensure_altstack
         _stubs = stubs.STUBS
     return _stubs
 
@@ -358,13 +364,17 @@ class Instance:
             u = page.u64
             u[_ENTRY_FUNC] = plan.address
             u[_ENTRY_NSTACK] = plan.nstack
+            _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
             self._set_state(State.RUNNING)
             try:
                 status = _stubs.enter(page.address)
             finally:
                 self._set_state(State.READY)
-            if status != 0:
-                raise self._explain_fault()
+            if status != _RETURNED:
+                if status == _FAULTED:
+                    raise self._explain_fault()
+                raise RuntimeError(f"the entry stub refused the call to {plan.name} "
+                                   f"(status {status})")
             results = plan.results
             if not results:
                 return None

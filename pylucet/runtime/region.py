@@ -87,14 +87,20 @@ class MmapRegion:
                                       stack top (initial rsp) at the end
         ...                         globals (L.globals_size), 8 bytes each    RW
         ...                         guard page                                never accessible
-        ...                         signal stack (L.signal_stack_size)        RW
+        ...                         signal stack (L.signal_stack_size)        reserved, see below
         ...                         table entries (L.table_elements x 16 B)   RW for initial entries
         ...                         guard page                                never accessible
         = slot size, where the next slot's instance page starts
 
     The heap's guard page doubles as the stack's: a heap access past the reserved space and a
-    stack overflow both land on it. The signal stack sits above a guard page so that a handler
-    overflowing it faults instead of scribbling on the globals.
+    stack overflow both land on it.
+
+    The signal stack area is address space only, for now. Lucet switches ``sigaltstack`` to the
+    slot's stack around every run; pylucet's fault handler instead runs on a per-thread
+    alternate stack that ``signals.ensure_altstack`` sets up once per thread, which saves two
+    system calls per run. The area stays in the layout (behind a guard page, so an overflowing
+    handler would fault rather than scribble on the globals) for when per-instance signal
+    stacks are needed, e.g. to resume a yielded instance on another thread.
     """
 
     def __init__(self, capacity: int, limits: Limits = Limits()):
@@ -237,7 +243,6 @@ class MmapRegion:
         # the stack and the globals are adjacent too
         libc.mprotect(slot.stack_base, slot.globals + self._limits.globals_size - slot.stack_base,
                       _RW)
-        libc.mprotect(slot.sigstack, self._limits.signal_stack_size, _RW)
         if fit.tables_committed:
             libc.mprotect(slot.tables, fit.tables_committed, _RW)
 
