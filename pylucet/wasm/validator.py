@@ -205,10 +205,8 @@ class Validator:
             elif op == Op.REF_NULL:
                 stack.append(int(imm))  # type: ignore[call-overload]
             elif op == Op.REF_FUNC:
-                try:
-                    self._check_func_index(imm)  # type: ignore[arg-type]
-                except InvalidModule as e:
-                    raise InvalidModule(e.reason, offset=offset) from None
+                if not 0 <= imm < len(self._func_type_index):  # type: ignore[operator]
+                    raise InvalidModule(f"unknown function {imm}", offset=offset)
                 stack.append(FUNCREF)
             elif op == Op.GLOBAL_GET:
                 if not 0 <= imm < self._num_imported_globals:  # type: ignore[operator]
