@@ -49,6 +49,9 @@ class State(enum.IntEnum):
     FAULTED = 3
 
 
+_READY, _RUNNING = State.READY, State.RUNNING
+
+
 class UnknownExport(Error, LookupError):
     """``run`` named no exported function; ``available`` lists the names there are."""
 
@@ -127,7 +130,8 @@ class _Words:
 
 # --- call plans: where each argument goes and how the result comes back ---------------------------
 
-_INT_TYPES = (ValType.I32, ValType.I64)
+_I32, _I64, _F32, _F64 = ValType.I32, ValType.I64, ValType.F32, ValType.F64
+_INT_TYPES = (_I32, _I64)
 _INT_RANGE = {ValType.I32: (-(1 << 31), (1 << 32) - 1, 0xFFFF_FFFF),
               ValType.I64: (-(1 << 63), (1 << 64) - 1, 0xFFFF_FFFF_FFFF_FFFF)}
 
@@ -351,13 +355,18 @@ class Instance:
             try:
                 for (t, on_stack, i), v in zip(plan.params, args):
                     w = stack if on_stack else page
-                    if t is ValType.I32 or t is ValType.I64:
-                        w.u64[i] = _int_arg(t, v)
-                    elif t is ValType.F64:
-                        w.f64[i] = _float_arg(t, v)
+                    # the common cases inline; _int_arg/_float_arg convert or explain the rest
+                    if t is _I32:
+                        w.u64[i] = (v & 0xFFFF_FFFF if type(v) is int
+                                    and -0x8000_0000 <= v <= 0xFFFF_FFFF else _int_arg(t, v))
+                    elif t is _I64:
+                        w.u64[i] = (v & 0xFFFF_FFFF_FFFF_FFFF if type(v) is int
+                                    and -(1 << 63) <= v < (1 << 64) else _int_arg(t, v))
+                    elif t is _F64:
+                        w.f64[i] = v if type(v) is float else _float_arg(t, v)
                     else:
                         w.u64[i] = 0
-                        w.f32[2 * i] = _float_arg(t, v)
+                        w.f32[2 * i] = v if type(v) is float else _float_arg(t, v)
                     k += 1
             except (TypeError, OverflowError) as e:
                 raise type(e)(f"{plan.name}: argument {k}: {e}") from None
@@ -365,21 +374,26 @@ class Instance:
             u[_ENTRY_FUNC] = plan.address
             u[_ENTRY_NSTACK] = plan.nstack
             _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
-            self._set_state(State.RUNNING)
+            self._state = u[_STATE] = _RUNNING
             try:
                 status = _stubs.enter(page.address)
             finally:
-                self._set_state(State.READY)
+                self._state = u[_STATE] = _READY
             if status != _RETURNED:
                 if status == _FAULTED:
                     raise self._explain_fault()
                 raise RuntimeError(f"the entry stub refused the call to {plan.name} "
                                    f"(status {status})")
             results = plan.results
+            if len(results) == 1:
+                t, i = results[0]
+                if t is _I32:
+                    return page.i32[2 * i]
+                if t is _I64:
+                    return page.i64[i]
+                return _read(page, t, i)
             if not results:
                 return None
-            if len(results) == 1:
-                return _read(page, *results[0])
             return tuple(_read(page, t, i) for t, i in results)
         finally:
             self._run_lock.release()
