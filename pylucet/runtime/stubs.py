@@ -92,11 +92,12 @@ class Stubs:
         self.data_page = self.base + CODE_RESERVE
         self.data = (ctypes.c_uint64 * (DATA_SIZE // 8)).from_address(self.data_page)
         """The data page as u64 words, for pylucet.runtime.signals."""
-        prelude = (asm_equates() + libc.asm_equates()
-                   + f".equ DATA_PAGE, {self.data_page}\n"
-                   + f".equ DATA_PREV_HANDLER, {DATA_PREV_HANDLER}\n"
-                   + f".equ DATA_RANGE_COUNT, {DATA_RANGE_COUNT}\n"
-                   + f".equ DATA_RANGES, {DATA_RANGES}\n")
+        self.prelude = (asm_equates() + libc.asm_equates()
+                        + f".equ DATA_PAGE, {self.data_page}\n"
+                        + f".equ DATA_PREV_HANDLER, {DATA_PREV_HANDLER}\n"
+                        + f".equ DATA_RANGE_COUNT, {DATA_RANGE_COUNT}\n"
+                        + f".equ DATA_RANGES, {DATA_RANGES}\n")
+        """The ``.equ`` lines every source gets, before the exports of earlier files."""
         self.symbols: Dict[str, int] = {}
         self.ranges: Dict[str, Tuple[int, int]] = {}
         """Each source file's code, as (start, end) addresses."""
@@ -106,8 +107,7 @@ class Stubs:
         try:
             for name in SOURCES:
                 address = self.base + offset
-                known = "".join(f".equ {s}, {a}\n" for s, a in self.symbols.items())
-                code, exports = _assemble(ks, asm_source(name), address, prelude + known)
+                code, exports = self.assemble(asm_source(name), address, ks)
                 if offset + len(code) > CODE_RESERVE:
                     raise RuntimeError(f"asm/{name} does not fit: raise CODE_RESERVE")
                 ctypes.memmove(address, code, len(code))
@@ -135,6 +135,16 @@ class Stubs:
         self.xgetbv = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint32)(
             self.symbols["pylucet_xgetbv"])
         """``xgetbv(xcr) -> u64``; only when cpuid reports OSXSAVE."""
+
+    def assemble(self, source: str, address: int, ks=None) -> Tuple[bytes, Dict[str, int]]:
+        """Assemble ``source`` to run at ``address``, with the ABI equates and the addresses of
+        the stubs assembled so far; returns the code and the addresses of its ``.globl`` labels.
+        Tests use it to build fake guests that call the libcalls or ``pylucet_enter``."""
+        if ks is None:
+            from keystone import KS_ARCH_X86, KS_MODE_64, Ks
+            ks = Ks(KS_ARCH_X86, KS_MODE_64)
+        known = "".join(f".equ {s}, {a}\n" for s, a in self.symbols.items())
+        return _assemble(ks, source, address, self.prelude + known)
 
     def libcall_address(self, call: Libcall) -> int:
         return self.libcalls[call]
