@@ -95,7 +95,7 @@ class Validator:
         self._declared_refs = self._collect_declared_refs()
         self._vals: List[int] = []
         self._ctrls: List[_Frame] = []
-        self._generic: Dict[int, Tuple[List[int], List[int], int]] = {}
+        self._generic: Dict[int, Tuple[List[int], List[int], int, int]] = {}
         self._special: Dict[int, Callable[[object], None]] = {}
         self._build_dispatch()
 
@@ -247,7 +247,20 @@ class Validator:
             for op, imm, offset in it:
                 sig = generic.get(op)
                 if sig is not None:
-                    pops, pushes, n = sig
+                    pops, pushes, n, result = sig
+                    # Most operators take one or two operands and give one result: rewrite
+                    # the top of the stack in place when it already holds the right types.
+                    if result:
+                        if n == 2:
+                            if len(vals) - 2 >= height and vals[-1] == pops[1] \
+                                    and vals[-2] == pops[0]:
+                                vals.pop()
+                                vals[-1] = result
+                                continue
+                        elif n == 1:
+                            if len(vals) > height and vals[-1] == pops[0]:
+                                vals[-1] = result
+                                continue
                     if n:
                         if len(vals) - n >= height and vals[-n:] == pops:
                             del vals[-n:]
@@ -398,7 +411,8 @@ class Validator:
             pops, pushes = _types(info.params), _types(info.results or ())
             check = self._immediate_check(info)
             if check is None:   # constants and plain operators: no immediate can be wrong
-                self._generic[code] = (pops, pushes, len(pops))
+                result = pushes[0] if len(pushes) == 1 else 0
+                self._generic[code] = (pops, pushes, len(pops), result)
             else:
                 self._special[code] = self._checked_handler(check, pops, pushes)
 
