@@ -14,13 +14,13 @@ import time
 
 import pytest
 
-from pylucet import FatalFault, LimitsExceeded, Trap, TrapCode
+from pylucet import FatalFault, LimitsExceeded, LoadError, Trap, TrapCode
 from pylucet.module.abi import (TABLE_DESC, TABLE_ENTRY, TABLE_ENTRY_SIZE, VMCTX_GLOBALS,
                                 VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
                                 WASM_PAGE_SIZE, Libcall,
                                 vmctx_libcall)
 from pylucet.module.spec import GlobalSpec, HeapSpec, TableSpec
-from pylucet.runtime import Limits, MmapRegion, State, UnknownExport
+from pylucet.runtime import Limits, MmapRegion, State, UnknownExport, load
 from pylucet.runtime.testing import DEFAULT_HEAP, MockFunction, mock_module
 from pylucet.wasm.types import ValType
 
@@ -345,3 +345,63 @@ def test_module_without_memory():
         with pytest.raises(LimitsExceeded):
             inst.grow_memory(1)
         assert inst.run("add", 2, 3) == 5
+
+
+def test_instances_run_and_trap_on_several_threads(module):
+    errors = []
+
+    def work(region):
+        try:
+            with region.new_instance(module) as inst:
+                for i in range(200):
+                    assert inst.run("add", i, 1) == i + 1
+                    with pytest.raises(Trap):
+                        inst.run("div", 1, 0)
+                    with pytest.raises(Trap):
+                        inst.run("runaway")
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    with MmapRegion(4) as region:
+        threads = [threading.Thread(target=work, args=(region,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+
+
+# --- loaded modules ------------------------------------------------------------------------------
+
+def test_loaded_module_lookups(module):
+    assert "'guest'" in repr(module) and "functions" in repr(module)
+    add = module.function_address("add")
+    assert module.function_at(add).name == "add"
+    assert module.function_at(add + module.data.functions[1].code_size - 1).name == "add"
+    assert module.function_at(module.text_base - 1) is None
+    assert module.function_address(1) == add
+    with pytest.raises(KeyError):
+        module.function_address("nope")
+
+
+def test_missing_cpu_features_refuse_to_load():
+    with pytest.raises(LoadError, match="lacks: no-such-feature"):
+        mock_module([MockFunction("nop", "ret")], features=frozenset({"no-such-feature"}))
+
+
+def test_load_refuses_other_shared_objects(tmp_path):
+    with open("/proc/self/maps") as f:
+        libc_path = next(line.split()[-1] for line in f if "/libc.so" in line or "/libc-" in line)
+    with pytest.raises(LoadError, match="no 'pylucet_module' symbol"):
+        load(libc_path)
+    with pytest.raises(LoadError, match="cannot load"):
+        load(tmp_path / "missing.so")
+
+
+def test_dropped_modules_release_their_code():
+    # the signal handler's table of code ranges is finite: modules must give theirs back
+    for _ in range(1000):
+        mod = mock_module([MockFunction("nop", "ret")])
+        with MmapRegion(1) as region, region.new_instance(mod) as inst:
+            inst.run("nop")
+        del mod

@@ -10,8 +10,10 @@ with the signal handler) for as long as any of them exists.
 
 from __future__ import annotations
 
+import _ctypes
 import bisect
 import ctypes
+import functools
 import os
 import struct
 import weakref
@@ -169,4 +171,7 @@ def load(path: PathLike) -> LoadedModule:
     header = serialize.unpack_header(ctypes.string_at(symbol, serialize.HEADER_SIZE))
     data = serialize.loads(ctypes.string_at(symbol + serialize.HEADER_SIZE, header.blob_size))
     base = symbol - header.self_vaddr
-    return LoadedModule(data, base + header.text_vaddr, header.text_size, path=path, owner=lib)
+    # ctypes never unloads a library; the module does, once it and its instances are gone, so a
+    # host that loads many modules over time does not accumulate mappings
+    return LoadedModule(data, base + header.text_vaddr, header.text_size, path=path, owner=lib,
+                        release=functools.partial(_ctypes.dlclose, lib._handle))

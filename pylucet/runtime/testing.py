@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from ..module.abi import WASM_PAGE_SIZE
 from ..module.spec import (ExportSpec, FunctionSpec, GlobalSpec, HeapSpec, ModuleData,
@@ -90,7 +90,8 @@ def mock_module(functions: Sequence[MockFunction], *, name: str = "mock",
                 heap: Optional[HeapSpec] = DEFAULT_HEAP, globals: Sequence[GlobalSpec] = (),
                 exported_globals: Mapping[str, int] = {}, tables: Sequence[TableSpec] = (),
                 sparse_data: Optional[Dict[int, bytes]] = None, start: Optional[int] = None,
-                data_error: Optional[str] = None) -> LoadedModule:
+                data_error: Optional[str] = None,
+                features: FrozenSet[str] = frozenset()) -> LoadedModule:
     """Assemble ``functions`` (function i has wasm index i) into a module, like Lucet's
     ``MockModuleBuilder``: the runtime can then be tested with no compiler involved."""
     text = bytearray()
@@ -114,5 +115,6 @@ def mock_module(functions: Sequence[MockFunction], *, name: str = "mock",
     exports += [ExportSpec(n, ExternKind.GLOBAL, i) for n, i in exported_globals.items()]
     data = ModuleData(name=name, heap=heap, types=types, globals=list(globals),
                       functions=specs, imports=[], exports=exports, tables=list(tables),
-                      sparse_data=dict(sparse_data or {}), start=start, data_error=data_error)
+                      sparse_data=dict(sparse_data or {}), start=start, data_error=data_error,
+                      features=features)
     return load_code(bytes(text), data)
