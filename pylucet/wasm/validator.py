@@ -25,11 +25,14 @@ UNKNOWN = 0
 """The type of a value popped from an empty stack in unreachable code: it matches anything."""
 
 I32 = int(ValType.I32)
+FUNCREF = int(ValType.FUNCREF)
+_REF_TYPES = (int(ValType.FUNCREF), int(ValType.EXTERNREF))
+
 LOCAL_GET = int(Op.LOCAL_GET)
 LOCAL_SET = int(Op.LOCAL_SET)
 LOCAL_TEE = int(Op.LOCAL_TEE)
-FUNCREF = int(ValType.FUNCREF)
-_REF_TYPES = (int(ValType.FUNCREF), int(ValType.EXTERNREF))
+_INLINED = (LOCAL_GET, LOCAL_SET, LOCAL_TEE)
+"""Opcodes handled inside validate_function's loop rather than by an ``_op_`` method."""
 
 MAX_PAGES = 65536
 MAX_TABLE = 2 ** 32 - 1
@@ -404,9 +407,13 @@ class Validator:
         (signature ``-``) to the hand-written handler of the same name."""
         for code, info in OPS.items():
             if info.params is None:
+                if code in _INLINED:
+                    continue
                 handler = getattr(self, "_op_" + Op(code).name.lower(), None)
-                if handler is not None:
-                    self._special[code] = handler
+                if handler is None:   # a new row without a rule must not validate as anything
+                    raise RuntimeError(f"validator has no rule for {info.name!r}; add "
+                                       f"Validator._op_{Op(code).name.lower()}")
+                self._special[code] = handler
                 continue
             pops, pushes = _types(info.params), _types(info.results or ())
             check = self._immediate_check(info)
