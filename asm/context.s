@@ -39,6 +39,11 @@ pylucet_enter:
     # at [rsp] when the call instruction executes, with rsp 16-byte aligned at that point.
     mov rsp, [rbx + INST_STACK_TOP]           # guest stack (grows down from here)
     and rsp, -16                              # make sure it is 16-byte aligned
+
+    # Give the guest the float environment wasm specifies, not whatever the host had.
+    push GUEST_MXCSR                          # ldmxcsr only takes a memory operand ...
+    ldmxcsr dword ptr [rsp]                   # ... so go through the top of the guest stack
+    add rsp, 8                                # and drop it again: rsp is aligned as before
     lea rax, [rcx*8 + 15]                     # bytes of arguments, rounded up ...
     and rax, -16                              # ... to a multiple of 16 to keep the alignment
     sub rsp, rax                              # reserve the argument area

@@ -18,8 +18,8 @@ from pylucet.module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_
                                 INSTANCE_PAGE_SIZE, PAGE_SIZE, VMCTX_FIELDS, WASM_PAGE_SIZE,
                                 Libcall, vmctx_libcall)
 from pylucet.runtime import libc, signals
-from pylucet.runtime.stubs import (ENTER_BAD_ENTRY, ENTER_FAULTED, ENTER_RETURNED, SOURCES,
-                                   STUBS, asm_source)
+from pylucet.runtime.stubs import (ENTER_BAD_ENTRY, ENTER_FAULTED, ENTER_RETURNED, GUEST_MXCSR,
+                                   SOURCES, STUBS, asm_source)
 
 RW = libc.PROT_READ | libc.PROT_WRITE
 GROW_FAILED = 0xFFFFFFFF
@@ -517,6 +517,28 @@ def test_host_registers_and_mxcsr_survive(inst, func, status):
         result = harness(inst.page)
         assert result & 0xFF == status
         assert result >> 8 == 0, f"clobbered: {result >> 8:#b}"
+    finally:
+        guest.close()
+        host.close()
+
+
+def test_guest_gets_the_wasm_float_environment(inst):
+    """The harness host runs with flush-to-zero; the guest must not inherit it."""
+    host = Guest(_HOST_HARNESS, register=False)
+    guest = Guest("""
+    .globl f
+    f:
+        push rax
+        stmxcsr dword ptr [rsp]            # what the guest was given
+        pop rax
+        ret
+    """)
+    try:
+        harness = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64)(host["harness"])
+        inst["entry_nstack"] = 0
+        inst["entry_func"] = guest["f"]
+        assert harness(inst.page) == ENTER_RETURNED
+        assert inst["ret_rax"] & 0xFFFFFFFF == GUEST_MXCSR
     finally:
         guest.close()
         host.close()

@@ -19,6 +19,8 @@ appends a ``.quad`` per export and reads the addresses back from the end of the 
 from __future__ import annotations
 
 import ctypes
+import importlib.resources
+import importlib.util
 import re
 from pathlib import Path
 from typing import Dict, Mapping, Tuple
@@ -40,6 +42,11 @@ DATA_RANGES = DATA_RANGE_COUNT + 8
 MAX_CODE_RANGES = (DATA_SIZE - DATA_RANGES) // 16
 """Room for this many registered guest code ranges ({start, end} pairs, end exclusive)."""
 
+GUEST_MXCSR = 0x1F80
+"""MXCSR a guest starts with: round to nearest, all exceptions masked, no flush-to-zero or
+denormals-are-zero. WebAssembly float semantics need exactly this, whatever the host (a numpy
+extension, say) has set; the host's own MXCSR comes back when the guest returns or faults."""
+
 ENTER_RETURNED = 0
 """``enter`` status: the guest function returned; results are in INST_RET_*."""
 ENTER_FAULTED = 1
@@ -53,13 +60,11 @@ _GLOBL = re.compile(r"^\s*\.globl\s+(\w+)", re.MULTILINE)
 
 
 def asm_source(name: str) -> str:
-    """The text of ``asm/<name>``: from the source checkout, or from the installed package
-    (setup.cfg installs ``asm/`` as ``pylucet._asm``)."""
-    checkout = Path(__file__).resolve().parents[2] / "asm" / name
-    if checkout.is_file():
-        return checkout.read_text()
-    from importlib import resources
-    return resources.files("pylucet._asm").joinpath(name).read_text()
+    """The text of ``asm/<name>``: from the installed package when there is one (setup.cfg
+    installs ``asm/`` as ``pylucet._asm``), else from the source checkout this file sits in."""
+    if importlib.util.find_spec("pylucet._asm") is not None:
+        return importlib.resources.files("pylucet._asm").joinpath(name).read_text()
+    return (Path(__file__).resolve().parents[2] / "asm" / name).read_text()
 
 
 def _assemble(ks, source: str, address: int, prelude: str) -> Tuple[bytes, Dict[str, int]]:
@@ -96,7 +101,8 @@ class Stubs:
                         + f".equ DATA_PAGE, {self.data_page}\n"
                         + f".equ DATA_PREV_HANDLER, {DATA_PREV_HANDLER}\n"
                         + f".equ DATA_RANGE_COUNT, {DATA_RANGE_COUNT}\n"
-                        + f".equ DATA_RANGES, {DATA_RANGES}\n")
+                        + f".equ DATA_RANGES, {DATA_RANGES}\n"
+                        + f".equ GUEST_MXCSR, {GUEST_MXCSR}\n")
         """The ``.equ`` lines every source gets, before the exports of earlier files."""
         self.symbols: Dict[str, int] = {}
         self.ranges: Dict[str, Tuple[int, int]] = {}
