@@ -130,7 +130,7 @@ class _Words:
 
 # --- call plans: where each argument goes and how the result comes back ---------------------------
 
-_I32, _I64, _F32, _F64 = ValType.I32, ValType.I64, ValType.F32, ValType.F64
+_I32, _I64, _F64 = ValType.I32, ValType.I64, ValType.F64
 _INT_TYPES = (_I32, _I64)
 _INT_RANGE = {ValType.I32: (-(1 << 31), (1 << 32) - 1, 0xFFFF_FFFF),
               ValType.I64: (-(1 << 63), (1 << 64) - 1, 0xFFFF_FFFF_FFFF_FFFF)}
@@ -260,7 +260,6 @@ class Instance:
         self._region = region
         self._slot = slot
         self._module = module
-        self._fit = fit
         self._name = module.name
         self._run_lock = threading.Lock()
         self._state = State.CLOSED
