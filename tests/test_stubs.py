@@ -608,3 +608,31 @@ def test_memory_grow_reports_mprotect_failure(inst, grow_guest):
     assert _grow(inst, grow_guest, 1) == GROW_FAILED
     assert inst.vm["memory_size"] == WASM_PAGE_SIZE
     assert _grow(inst, grow_guest, 0) == 1
+
+
+# --- 4. cpu features and libc errors ---------------------------------------------------------------
+
+def test_cpu_features_agree_with_the_kernel():
+    from pylucet.runtime.cpu import cpu_features
+    features = cpu_features()
+    assert features is cpu_features()                          # cached
+    assert {"sse", "sse2"} <= features                         # the x86-64 baseline
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags")
+    kernel_names = {"popcnt": "popcnt", "lzcnt": "abm", "bmi1": "bmi1", "bmi2": "bmi2",
+                    "sse4.1": "sse4_1", "sse4.2": "sse4_2", "ssse3": "ssse3", "avx": "avx",
+                    "avx2": "avx2", "fma": "fma"}
+    for ours, kernels in kernel_names.items():
+        assert (ours in features) == (kernels in flags), ours
+
+
+def test_libc_failures_name_the_call():
+    with pytest.raises(OSError) as e:
+        libc.mprotect(1, PAGE_SIZE, RW)                        # not page aligned
+    assert e.value.errno == 22 and str(e.value).startswith("[Errno 22] mprotect:")
+    with pytest.raises(OSError, match="munmap"):
+        libc.munmap(1, PAGE_SIZE)
+    with pytest.raises(OSError, match="mmap"):
+        libc.mmap(0, 0, RW, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS)   # zero length: EINVAL
