@@ -405,3 +405,17 @@ def test_dropped_modules_release_their_code():
         with MmapRegion(1) as region, region.new_instance(mod) as inst:
             inst.run("nop")
         del mod
+
+
+def test_run_bits_keeps_nan_payloads(inst):
+    snan32, snan64 = 0x7FA0_0001, 0x7FF4_0000_0000_0001
+    # mulss/addsd quiet a signalling NaN, keeping its payload: the bits show exactly that
+    assert inst.run_bits("fmul32", snan32, 0x3F80_0000) == (snan32 | 0x0040_0000,)
+    assert inst.run_bits("fadd", snan64, 0) == (snan64 | 0x0008_0000_0000_0000,)
+    assert inst.run_bits("add", 0xFFFF_FFFF, 2) == (1,)       # results unsigned
+    assert inst.run_bits(2, 2**64 - 1, 0) == (2**64 - 1,)     # by function index
+    assert inst.run_bits("nop") == ()
+    with pytest.raises(OverflowError, match="32 bits of f32"):
+        inst.run_bits("fmul32", 2**32, 0)
+    with pytest.raises(TypeError, match="bits need an int"):
+        inst.run_bits("fadd", 1.0, 0)

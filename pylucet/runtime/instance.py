@@ -221,6 +221,20 @@ def _int_arg(t: ValType, v: Any) -> int:
     return v & mask
 
 
+_BITS_MASK = {ValType.I32: 0xFFFF_FFFF, ValType.F32: 0xFFFF_FFFF,
+              ValType.I64: 0xFFFF_FFFF_FFFF_FFFF, ValType.F64: 0xFFFF_FFFF_FFFF_FFFF}
+
+
+def _bits_arg(t: ValType, v: Any) -> int:
+    """``v`` as a raw bit pattern of ``t``'s width (for :meth:`Instance.run_bits`)."""
+    mask = _BITS_MASK[t]
+    if type(v) is not int or not 0 <= v <= mask:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{t.text} bits need an int, got {type(v).__name__} {v!r}")
+        raise OverflowError(f"{v:#x} does not fit the {mask.bit_length()} bits of {t.text}")
+    return v
+
+
 def _float_arg(t: ValType, v: Any) -> float:
     if type(v) is float:
         return v
@@ -338,7 +352,17 @@ class Instance:
         self._check_usable()
         return self._call(_plan(self._module, int(func_index)), args)
 
-    def _call(self, plan: _Plan, args: Sequence[Value]) -> Any:
+    def run_bits(self, func: Union[str, int], *bits: int) -> Tuple[int, ...]:
+        """Like :meth:`run` (by export name or function index), with every argument and result
+        as its raw bit pattern: an unsigned int of the value type's width.
+
+        Python floats cannot carry every f32 NaN (a signalling NaN turns quiet on the way
+        through a double), so exact float bits, as the spec tests check them, need this form.
+        """
+        self._check_usable()
+        return self._call(_plan(self._module, func), bits, raw=True)
+
+    def _call(self, plan: _Plan, args: Sequence[Value], raw: bool = False) -> Any:
         if not self._run_lock.acquire(False):
             raise RuntimeError(f"{self!r} is already running: run() cannot be re-entered")
         try:
@@ -355,7 +379,9 @@ class Instance:
                 for (t, on_stack, i), v in zip(plan.params, args):
                     w = stack if on_stack else page
                     # the common cases inline; _int_arg/_float_arg convert or explain the rest
-                    if t is _I32:
+                    if raw:
+                        w.u64[i] = _bits_arg(t, v)
+                    elif t is _I32:
                         w.u64[i] = (v & 0xFFFF_FFFF if type(v) is int
                                     and -0x8000_0000 <= v <= 0xFFFF_FFFF else _int_arg(t, v))
                     elif t is _I64:
@@ -384,6 +410,8 @@ class Instance:
                 raise RuntimeError(f"the entry stub refused the call to {plan.name} "
                                    f"(status {status})")
             results = plan.results
+            if raw:
+                return tuple(page.u64[i] & _BITS_MASK[t] for t, i in results)
             if len(results) == 1:
                 t, i = results[0]
                 if t is _I32:
