@@ -98,6 +98,8 @@ def test_table_limits():
             tables=[TableType(FUNCREF, SizeLimits(3, 2))])
     invalid("table size", check_module, tables=[TableType(FUNCREF, SizeLimits(2 ** 32))])
     check_module(tables=[TableType(FUNCREF, SizeLimits(0, 2 ** 32 - 1)), XTAB])
+    invalid("size minimum must not be greater than maximum", check_module,
+            imports=[Import("m", "t", ExternKind.TABLE, TableType(FUNCREF, SizeLimits(3, 2)))])
 
 
 def test_multiple_memories():
@@ -357,6 +359,8 @@ def test_polymorphic_stack():
     invalid("type mismatch", check_func, ["unreachable", ("i64.const", 0), "select"],
             results=[I64])
     check_func(["unreachable", "ref.is_null"], results=[I32])
+    check_func(["unreachable", ("local.tee", 0), "i64.eqz"], results=[I32], params=[I64])
+    check_func(["unreachable", ("local.set", 0)], params=[I64])
     invalid("type mismatch", check_func, ["unreachable", ("i64.const", 0), "i32.add"],
             results=[I32])
     invalid("type mismatch", check_func, ["unreachable", "i32.eqz"], results=[I64])
@@ -492,6 +496,8 @@ def test_body_structure():
     v = Validator(m)
     invalid("operators remaining", v.validate_function, 0, code("end", "nop", "end"))
     invalid("unexpected end", v.validate_function, 0, code(("block", None), "end"))
+    invalid("else without matching if", v.validate_function, 0, code("else", "end"))
+    invalid("unknown operator", v.validate_function, 0, [(0xFFFFF, None, 0)])
     with pytest.raises(ValueError):
         v.validate_function(1, code("end"))
     imported = module([FuncType((), ())], [0], imports=[Import("m", "f", ExternKind.FUNC, 0)])
