@@ -56,7 +56,7 @@ ENTER_BAD_ENTRY = 2
 
 _LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow"}
 
-_GLOBL = re.compile(r"^\s*\.globl\s+(\w+)", re.MULTILINE)
+_GLOBL = re.compile(r"^[ \t]*\.globl[ \t]+(\w+)", re.MULTILINE)
 
 
 def asm_source(name: str) -> str:
@@ -69,17 +69,44 @@ def asm_source(name: str) -> str:
 
 def _assemble(ks, source: str, address: int, prelude: str) -> Tuple[bytes, Dict[str, int]]:
     """Assemble ``source`` at ``address``; returns its machine code and its exports' addresses."""
+    from keystone import KsError
+
     exports = _GLOBL.findall(source)
     # keystone turns a .globl symbol into an external relocation and its .quad into 0, so the
-    # declarations are blanked out (keeping line numbers) once they have been read.
+    # declarations are blanked out once they have been read.
     body = _GLOBL.sub("", source)
     text = prelude + body + "\n" + "".join(f".quad {name}\n" for name in exports)
-    encoding, _ = ks.asm(text, address)
+    try:
+        encoding, _ = ks.asm(text, address)
+    except KsError as e:
+        raise ValueError(f"keystone: {e}{_first_bad_line(body, prelude)}") from None
     blob = bytes(encoding)
     code_len = len(blob) - 8 * len(exports)
     addresses = {name: int.from_bytes(blob[code_len + 8 * i:code_len + 8 * i + 8], "little")
                  for i, name in enumerate(exports)}
     return blob[:code_len], addresses
+
+
+def _first_bad_line(body: str, prelude: str) -> str:
+    """keystone names no line when it fails: find it by assembling line by line, with every
+    label resolving to 0 so that forward references do not count as errors."""
+    from keystone import KS_ARCH_X86, KS_MODE_64, Ks, KsError
+
+    ks = Ks(KS_ARCH_X86, KS_MODE_64)
+
+    def resolve(symbol, value):
+        value[0] = 0
+        return True
+
+    ks.sym_resolver = resolve
+    for number, line in enumerate(body.splitlines(), 1):
+        statement = line.split("#", 1)[0].strip()
+        if statement and not statement.endswith(":"):
+            try:
+                ks.asm(prelude + statement, 0)
+            except KsError:
+                return f" at line {number}: {line.strip()}"
+    return ""
 
 
 class Stubs:
@@ -91,7 +118,7 @@ class Stubs:
     def __init__(self) -> None:
         from keystone import KS_ARCH_X86, KS_MODE_64, Ks
 
-        ks = Ks(KS_ARCH_X86, KS_MODE_64)
+        self._ks = Ks(KS_ARCH_X86, KS_MODE_64)
         self.base = libc.mmap(0, CODE_RESERVE + DATA_SIZE, libc.PROT_READ | libc.PROT_WRITE,
                               libc.MAP_PRIVATE | libc.MAP_ANONYMOUS)
         self.data_page = self.base + CODE_RESERVE
@@ -113,7 +140,10 @@ class Stubs:
         try:
             for name in SOURCES:
                 address = self.base + offset
-                code, exports = self.assemble(asm_source(name), address, ks)
+                try:
+                    code, exports = self.assemble(asm_source(name), address)
+                except ValueError as e:
+                    raise RuntimeError(f"asm/{name}: {e}") from None
                 if offset + len(code) > CODE_RESERVE:
                     raise RuntimeError(f"asm/{name} does not fit: raise CODE_RESERVE")
                 ctypes.memmove(address, code, len(code))
@@ -142,15 +172,13 @@ class Stubs:
             self.symbols["pylucet_xgetbv"])
         """``xgetbv(xcr) -> u64``; only when cpuid reports OSXSAVE."""
 
-    def assemble(self, source: str, address: int, ks=None) -> Tuple[bytes, Dict[str, int]]:
+    def assemble(self, source: str, address: int) -> Tuple[bytes, Dict[str, int]]:
         """Assemble ``source`` to run at ``address``, with the ABI equates and the addresses of
-        the stubs assembled so far; returns the code and the addresses of its ``.globl`` labels.
-        Tests use it to build fake guests that call the libcalls or ``pylucet_enter``."""
-        if ks is None:
-            from keystone import KS_ARCH_X86, KS_MODE_64, Ks
-            ks = Ks(KS_ARCH_X86, KS_MODE_64)
+        the stubs assembled so far; returns the code and the addresses of its ``.globl`` labels
+        (ValueError if keystone rejects it). Tests use it to build fake guests that call the
+        libcalls or ``pylucet_enter``. Not thread-safe: one keystone engine serves all calls."""
         known = "".join(f".equ {s}, {a}\n" for s, a in self.symbols.items())
-        return _assemble(ks, source, address, self.prelude + known)
+        return _assemble(self._ks, source, address, self.prelude + known)
 
     def libcall_address(self, call: Libcall) -> int:
         return self.libcalls[call]
