@@ -21,7 +21,7 @@ from pylucet.module.abi import (TABLE_DESC, TABLE_ENTRY, TABLE_ENTRY_SIZE, VMCTX
                                 vmctx_libcall)
 from pylucet.module.spec import GlobalSpec, HeapSpec, TableSpec
 from pylucet.runtime import Limits, MmapRegion, State, UnknownExport, load
-from pylucet.runtime.testing import DEFAULT_HEAP, MockFunction, mock_module
+from pylucet.runtime.testing import MockFunction, mock_module
 from pylucet.wasm.types import ValType
 
 I32, I64, F32, F64 = ValType.I32, ValType.I64, ValType.F32, ValType.F64

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from ..errors import LimitsExceeded, RegionFull
 from ..module.abi import (GLOBAL_SLOT_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
@@ -264,13 +264,6 @@ class MmapRegion:
         libc.mprotect(slot.base, slot.size, libc.PROT_NONE)
         with self._lock:
             self._free.append(slot.index)
-
-    def _slot_of(self, address: int) -> Optional[Slot]:
-        """The slot containing ``address``, if any."""
-        i, rest = divmod(address - self._base, self._slot_size)
-        if 0 <= i < self._capacity:
-            return self._slots[i]
-        return None
 
 
 def _fit(data: ModuleData, limits: Limits) -> Fit:
