@@ -136,18 +136,34 @@ _LIBCALLS = register_code(*STUBS.libcall_range)
 # --- alternate signal stacks --------------------------------------------------------------------------
 
 class _AltStack:
-    """A signal stack this module mapped for a thread; unmapped when the thread's locals go,
-    i.e. after the thread has finished."""
+    """A signal stack this module mapped for a thread, released with the thread's locals.
+
+    CPython clears a thread's ``threading.local`` data on that thread as it exits, so the
+    release happens on the owner: it switches the stack off first, so that no signal can land
+    on freed memory. Released from any other thread (interpreter shutdown), the stack is
+    left mapped: its thread may still be running.
+    """
 
     def __init__(self) -> None:
+        self.owner = threading.get_ident()
+        self.size = ALTSTACK_SIZE + libc.getpagesize()
         # one PROT_NONE page below, so a handler that overflows it faults instead of scribbling
-        self.base = libc.mmap(0, ALTSTACK_SIZE + libc.getpagesize(), libc.PROT_NONE,
+        self.base = libc.mmap(0, self.size, libc.PROT_NONE,
                               libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE)
         self.sp = self.base + libc.getpagesize()
         libc.mprotect(self.sp, ALTSTACK_SIZE, libc.PROT_READ | libc.PROT_WRITE)
 
     def __del__(self) -> None:
-        libc.munmap(self.base, ALTSTACK_SIZE + libc.getpagesize())
+        if threading.get_ident() != self.owner:
+            return
+        current = libc.sigaltstack(None)
+        if current.sp == self.sp:
+            if current.flags & libc.SS_ONSTACK:
+                return
+            off = libc.StackT()
+            off.flags = libc.SS_DISABLE
+            libc.sigaltstack(off)
+        libc.munmap(self.base, self.size)
 
 
 def ensure_altstack() -> None:
