@@ -22,12 +22,12 @@ LPAR, RPAR, ATOM, STRING, RESERVED, EOF = range(6)
 
 _STRING_BODY = r'"(?:[^"\\\x00-\x1f\x7f]|\\[^\x00-\x1f\x7f])*"'
 _TOKEN = re.compile(
-    r"([ \t\n\r]+|;;[^\n]*)"                            # 1 whitespace, line comment
-    r"|(\((?!;))"                                       # 2 (
-    r"|(\))"                                            # 3 )
-    r"|((?:[^\s()\";]|" + _STRING_BODY + r")+)"         # 4 atom, string or reserved
-    r"|(\(;)"                                           # 5 block comment
-    r"|(.)",                                            # 6 anything else
+    r"(?:[ \t\n\r]+|;;[^\n]*)*"                          # whitespace and line comments, skipped
+    r"(?:(\()(?!;)"                                     # 1 (
+    r"|(\))"                                            # 2 )
+    r"|((?:[^\s()\";]|" + _STRING_BODY + r")+)"         # 3 atom, string or reserved
+    r"|(\(;)"                                           # 4 block comment
+    r"|([^ \t\n\r]))",                                  # 5 anything else
     re.S)
 _STRING = re.compile(_STRING_BODY)
 _BLOCK_COMMENT_TOKEN = re.compile(r"\(;|;\)")
@@ -74,39 +74,33 @@ class Tokens:
         close = {}
         stack: List[int] = []
         pos, n = 0, len(text)
+        add_kind, add_val, add_off = kinds.append, vals.append, offs.append
         while pos < n:
             for m in _TOKEN.finditer(text, pos):
                 g = m.lastindex
-                if g == 1:
-                    continue
-                start = m.start()
-                if g == 4:
-                    tok = m.group(4)
-                    if '"' not in tok:
-                        kinds.append(ATOM)
-                    elif tok[0] == '"' and _STRING.match(tok).end() == len(tok):
-                        kinds.append(STRING)
-                    else:
-                        kinds.append(RESERVED)
-                    vals.append(tok)
-                elif g == 2:
+                start = m.start(g)
+                if g == 3:
+                    tok = m.group(3)
+                    add_kind(ATOM if '"' not in tok else _classify(tok))
+                    add_val(tok)
+                elif g == 1:
                     stack.append(len(kinds))
-                    kinds.append(LPAR)
-                    vals.append("(")
-                elif g == 3:
+                    add_kind(LPAR)
+                    add_val("(")
+                elif g == 2:
                     if not stack:
-                        fail(text, start, "unexpected token")
+                        fail(text, start, "unexpected token )")
                     close[stack.pop()] = len(kinds)
-                    kinds.append(RPAR)
-                    vals.append(")")
-                elif g == 5:
+                    add_kind(RPAR)
+                    add_val(")")
+                elif g == 4:
                     pos = _skip_block_comment(text, start)
                     break
+                elif m.group(5) == '"':
+                    fail(text, start, "unclosed string literal")
                 else:
-                    if m.group(6) == '"':
-                        fail(text, start, "unclosed string literal")
                     fail(text, start, "unknown operator")
-                offs.append(start)
+                add_off(start)
             else:
                 pos = n
         if stack:
@@ -119,6 +113,11 @@ class Tokens:
     def string(self, i: int) -> bytes:
         """The bytes a string token denotes."""
         return decode_string(self.vals[i], self.text, self.offs[i])
+
+
+def _classify(tok: str) -> int:
+    """A token with a quote in it is a string only if it is exactly one string literal."""
+    return STRING if tok[0] == '"' and _STRING.match(tok).end() == len(tok) else RESERVED
 
 
 def _skip_block_comment(text: str, start: int) -> int:
