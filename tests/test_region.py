@@ -9,7 +9,8 @@ import os
 import pytest
 
 from pylucet import InstantiationError, LimitsExceeded, RegionFull, Trap, TrapCode
-from pylucet.module.abi import VMCTX_GLOBALS, WASM_PAGE_SIZE
+from pylucet.module.abi import (TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, VMCTX_GLOBALS,
+                                VMCTX_TABLES, WASM_PAGE_SIZE)
 from pylucet.module.spec import GlobalSpec, HeapSpec, TableSpec
 from pylucet.runtime import Limits, MmapRegion
 from pylucet.runtime.testing import DEFAULT_HEAP, MockFunction, mock_module
@@ -220,3 +221,32 @@ def test_lifecycles_do_not_grow_mappings_memory_or_fds(module):
         assert _maps_lines() <= maps
         assert len(os.listdir("/proc/self/fd")) == fds
         assert _rss_kib() - rss < 1024 and _vm_rss_kib() - vm_rss < 1024
+
+
+def test_capacity_beyond_the_address_space_is_refused():
+    with pytest.raises(OSError, match="cannot reserve 100000 slots"):
+        MmapRegion(100_000)          # 100,000 x 8 GiB is more than a process can address
+    with pytest.raises(ValueError):
+        MmapRegion(0)
+    with pytest.raises(TypeError):
+        MmapRegion(1, limits={"stack_size": 4096})
+
+
+def test_table_descriptors():
+    tables = [TableSpec(ValType.FUNCREF, 2, 10, [0]), TableSpec(ValType.FUNCREF, 3, None)]
+    with MmapRegion(1, Limits(table_elements=100)) as region:
+        with region.new_instance(make(tables=tables)) as inst:
+            base = ctypes.c_uint64.from_address(inst._slot.vmctx + VMCTX_TABLES).value
+            descs = [(ctypes.c_uint64 * (TABLE_DESC_SIZE // 8)).from_address(
+                base + i * TABLE_DESC_SIZE) for i in range(2)]
+            field = {name: off // 8 for name, off in TABLE_DESC.items()}
+            first, second = ([d[field["base"]], d[field["length"]], d[field["max"]]]
+                             for d in descs)
+            # growth room goes first to the table whose maximum asks for it, the rest after
+            assert first[1:] == [2, 10] and second[1:] == [3, 100 - 10 - 3 + 3]
+            assert second[0] == first[0] + 10 * TABLE_ENTRY_SIZE
+            entries = (ctypes.c_uint64 * 4).from_address(first[0])
+            assert list(entries) == [inst.module.function_address(0), 0, 0, 2**64 - 1]
+    with MmapRegion(1) as region:
+        with pytest.raises(LimitsExceeded, match="tables; at most"):
+            region.new_instance(make(tables=[TableSpec(ValType.FUNCREF, 0, None)] * 1000))

@@ -118,8 +118,13 @@ class MmapRegion:
         tables_off = sigstack_off + L.signal_stack_size
         self._slot_size = tables_off + L.tables_size + PAGE_SIZE
         self._size = capacity * self._slot_size
-        self._base = libc.mmap(0, self._size, libc.PROT_NONE,
-                               libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE, -1, 0)
+        try:
+            self._base = libc.mmap(0, self._size, libc.PROT_NONE,
+                                   libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE)
+        except OSError as e:
+            # the usual cause: capacity x slot size exceeds the 128 TiB of user address space
+            raise OSError(e.errno, f"cannot reserve {capacity} slots of {self._slot_size:#x} "
+                                   f"bytes of address space each: {e.strerror}") from e
         self._slots = [
             Slot(index=i, base=b, vmctx=b + heap_off, stack_base=b + stack_off,
                  stack_top=b + stack_off + L.stack_size,
