@@ -65,7 +65,7 @@ class UnknownExport(Error, LookupError):
         return str(self.args[0])
 
 
-# --- the instance page as typed arrays --------------------------------------------------------------
+# --- the instance page as typed arrays ----------------------------------------------------------
 # Word indices into the page; vmctx fields are at negative offsets from the page's end.
 
 def _w(offset: int) -> int:

@@ -73,24 +73,26 @@ class Fit:
 class MmapRegion:
     """A fixed number of instance slots reserved in one mapping.
 
-    Each slot is laid out as below (offsets from the slot's base; ``L`` = the region's
-    :class:`Limits`). Everything is ``PROT_NONE`` until an instance takes the slot; then only the
-    areas marked RW become accessible, the heap up to its current size::
+    Each slot is laid out as below. Offsets are from the slot's base, with the sizes from the
+    region's :class:`Limits`: H = heap_address_space_size, S = stack_size, G = globals_size,
+    SS = signal_stack_size, T = table_elements x TABLE_ENTRY_SIZE rounded up to a page.
+    Everything is ``PROT_NONE`` until an instance takes the slot; then only the areas marked RW
+    become accessible, the heap up to its current size::
 
-        +0                          instance page (INSTANCE_PAGE_SIZE)        RW
-                                      INST_* host fields | table descriptors | runtime data (VMCTX_*)
-        +4 KiB          = vmctx     heap (L.heap_address_space_size)          RW up to memory_size
-                                      any i32 address + u32 offset lands here or on the next page
-        +4 KiB + HAS                stack guard page                          never accessible
-        +8 KiB + HAS                stack (L.stack_size), grows down          RW
-                                      stack_limit = stack base + L.hostcall_reservation
-                                      stack top (initial rsp) at the end
-        ...                         globals (L.globals_size), 8 bytes each    RW
-        ...                         guard page                                never accessible
-        ...                         signal stack (L.signal_stack_size)        reserved, see below
-        ...                         table entries (L.table_elements x 16 B)   RW for initial entries
-        ...                         guard page                                never accessible
-        = slot size, where the next slot's instance page starts
+        offset                       area                                    access
+        +0                           instance page                           RW
+                                       INST_* fields | table descriptors | runtime data (VMCTX_*)
+        +4K            = vmctx       heap address space (H)                  RW up to memory_size
+                                       any i32 address + u32 offset lands in it or on the next page
+        +4K+H                        stack guard page                        never
+        +8K+H                        stack (S), grows down                   RW
+                                       stack limit = its base + hostcall_reservation
+        +8K+H+S                      globals (G), 8 bytes each               RW
+        +8K+H+S+G                    guard page                              never
+        +12K+H+S+G                   signal stack (SS)                       reserved, see below
+        +12K+H+S+G+SS                table entries (T)                       RW for initial entries
+        +12K+H+S+G+SS+T              guard page                              never
+        +16K+H+S+G+SS+T              = slot size: the next slot's instance page
 
     The heap's guard page doubles as the stack's: a heap access past the reserved space and a
     stack overflow both land on it.
