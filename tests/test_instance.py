@@ -332,6 +332,8 @@ def test_run_cannot_be_reentered(module):
             inst.run("nop")
         with pytest.raises(RuntimeError, match="while it runs"):
             inst.close()
+        with pytest.raises(RuntimeError, match="is running"):
+            region.close()
         inst.heap[0] = 1
         worker.join()
         assert result == [0] and inst.state == State.READY
