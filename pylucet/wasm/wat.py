@@ -181,7 +181,7 @@ _SYNTAX_KEYWORDS = set("""
     assert_uninstantiable assert_return_canonical_nan assert_return_arithmetic_nan
     ref.extern ref.host nan:canonical nan:arithmetic
 """.split())
-_KEYWORDS = _SYNTAX_KEYWORDS | set(_INSTRS) | set(_VALTYPES) | {"select"}
+_KEYWORDS = _SYNTAX_KEYWORDS | set(_INSTRS) | set(_VALTYPES)
 
 # Index spaces, with the spec's words for "duplicate X" and "unknown X".
 FUNC, TABLE, MEMORY, GLOBAL, TYPE, ELEM, DATA, LOCAL = (
@@ -557,26 +557,32 @@ class _Parser:
         self.exports.append(_name(name) + bytes([_EXTERN_KINDS[space]]) + encode_u(idx))
 
     def inline_import(self) -> Optional[bytes]:
+        """``(import "module" "name")`` on a definition: the encoded names, if present."""
         if not self.open("import"):
             return None
-        module, field = self.name(), self.name()
+        names = self.import_names()
         self.close()
-        return _name(module) + _name(field)
+        return names
 
-    def import_field(self) -> None:
-        self.i += 2
-        prefix = self.inline_import_names()
+    def import_names(self) -> bytes:
+        return _name(self.name()) + _name(self.name())
+
+    def extern_kind(self) -> str:
+        """The ``func``/``table``/``memory``/``global`` opening an import or export description."""
         space = self.peek_kw()
         if space not in _EXTERN_KINDS:
             self.unexpected(self.i + 1 if self.k[self.i] == LPAR else self.i)
         self.i += 2
+        return space
+
+    def import_field(self) -> None:
+        self.i += 2
+        prefix = self.import_names()
+        space = self.extern_kind()
         name = self.id_opt()
         self.import_desc(prefix, space, self.next_index(space), name)
         self.close()
         self.close()
-
-    def inline_import_names(self) -> bytes:
-        return _name(self.name()) + _name(self.name())
 
     def import_desc(self, prefix: bytes, space: str, idx: int, name: Optional[str]) -> None:
         """The part after the names of an import, top-level or inline."""
@@ -696,10 +702,7 @@ class _Parser:
     def export_field(self) -> None:
         self.i += 2
         name = self.name()
-        space = self.peek_kw()
-        if space not in _EXTERN_KINDS:
-            self.unexpected(self.i + 1 if self.k[self.i] == LPAR else self.i)
-        self.i += 2
+        space = self.extern_kind()
         self.export_entry(name, space, self.index(space))
         self.close()
         self.close()
