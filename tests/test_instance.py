@@ -421,3 +421,14 @@ def test_run_bits_keeps_nan_payloads(inst):
         inst.run_bits("fmul32", 2**32, 0)
     with pytest.raises(TypeError, match="bits need an int"):
         inst.run_bits("fadd", 1.0, 0)
+
+
+def test_load_refuses_a_header_that_overstates_its_data(tmp_path):
+    import pylucet
+    artifact = bytearray(pylucet.compile('(module (func (export "f")))'))
+    header = artifact.index(b"PYLUCET\0")
+    artifact[header + 16:header + 24] = (1 << 40).to_bytes(8, "little")   # blob_size
+    path = tmp_path / "bad.so"
+    path.write_bytes(bytes(artifact))
+    with pytest.raises(LoadError, match="exceeds the file"):
+        load(path)

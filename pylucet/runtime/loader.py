@@ -169,6 +169,9 @@ def load(path: PathLike) -> LoadedModule:
     except ValueError:
         raise LoadError(f"{path} is not a pylucet artifact: no {MODULE_SYMBOL!r} symbol") from None
     header = serialize.unpack_header(ctypes.string_at(symbol, serialize.HEADER_SIZE))
+    # the blob is mapped from the file: a size beyond the file would read unmapped memory
+    if serialize.HEADER_SIZE + header.blob_size > os.path.getsize(path):
+        raise LoadError(f"{path}: module data size {header.blob_size} exceeds the file")
     data = serialize.loads(ctypes.string_at(symbol + serialize.HEADER_SIZE, header.blob_size))
     base = symbol - header.self_vaddr
     # ctypes never unloads a library; the module does, once it and its instances are gone, so a
