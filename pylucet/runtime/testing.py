@@ -20,7 +20,7 @@ from ..module.spec import (ExportSpec, FunctionSpec, GlobalSpec, HeapSpec, Modul
 from ..module.traps import TrapCode, TrapSite, TrapTable
 from ..wasm.types import ExternKind, FuncType, ValType
 from . import libc
-from .limits import page_round
+from .limits import WASM32_MAX_MEMORY, Limits, page_round
 from .loader import LoadedModule
 
 
@@ -45,8 +45,10 @@ def load_code(code: bytes, data: ModuleData) -> LoadedModule:
 # --- a mock module builder: guest functions in assembly ------------------------------------------
 
 DEFAULT_HEAP = HeapSpec(initial_size=WASM_PAGE_SIZE, max_size=None,
-                        reserved_size=4 << 30, guard_size=4 << 30)
-"""One wasm page to start with, and the 4 GiB + 4 GiB of address space the compiler relies on."""
+                        reserved_size=WASM32_MAX_MEMORY,
+                        guard_size=Limits().heap_address_space_size - WASM32_MAX_MEMORY)
+"""One wasm page to start with, and the 4 GiB + 4 GiB of address space the compiler relies on
+(exactly what the default limits reserve)."""
 
 _ALIGN = 16
 
