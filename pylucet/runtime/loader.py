@@ -17,11 +17,11 @@ import functools
 import os
 import struct
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import LinkError, LoadError
 from ..module import serialize
-from ..module.abi import MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY
+from ..module.abi import GLOBAL_SLOT_SIZE, MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY
 from ..module.spec import FunctionSpec, ModuleData
 from ..wasm.types import ExternKind
 from . import cpu, signals
@@ -67,7 +67,7 @@ class LoadedModule:
         # per-module caches filled by the runtime: Fit per Limits (region), call plans (instance)
         self._fits: Dict[Any, Any] = {}
         self._plans: Dict[Any, Any] = {}
-        self._images: Optional[tuple] = None
+        self._images: Optional[Tuple[bytes, List[bytes]]] = None
         handle = signals.register_code(text_base, text_base + text_size)
         self._finalizer = weakref.finalize(self, _unload, handle, release)
 
@@ -112,11 +112,11 @@ class LoadedModule:
 
     # --- instantiation images -----------------------------------------------------------------
 
-    def images(self) -> tuple:
+    def images(self) -> Tuple[bytes, List[bytes]]:
         """(globals image, [table image, ...]): bytes each instantiation copies in as they are."""
         if self._images is None:
             data = self.data
-            end = max((g.offset + 8 for g in data.globals), default=0)
+            end = max((g.offset + GLOBAL_SLOT_SIZE for g in data.globals), default=0)
             glob = bytearray(end)
             for g in data.globals:
                 struct.pack_into("<Q", glob, g.offset, g.init & 0xFFFF_FFFF_FFFF_FFFF)
