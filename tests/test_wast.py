@@ -149,3 +149,28 @@ def test_malformed_script_reports_position():
     with pytest.raises(MalformedModule) as info:
         parse_wast('(assert_return (invoke "f") (i32.const x))')
     assert info.value.line == 1
+
+
+def test_quoted_text_must_be_utf8():
+    (cmd,) = parse_wast(r'(assert_malformed (module quote "(func) \ff") "malformed UTF-8 encoding")')
+    with pytest.raises(MalformedModule, match="malformed UTF-8 encoding"):
+        cmd.module.wasm()
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("(i32.const -0x8000_0000)", Value("i32", 0x80000000)),
+    ("(i64.const 0x7fff_ffff_ffff_ffff)", Value("i64", 2**63 - 1)),
+    ("(f32.const -nan:0x1)", Value("f32", 0xFF800001)),
+    ("(f64.const 0x1p-1074)", Value("f64", 1)),
+    ("(ref.null func)", Value("funcref", None)),
+])
+def test_argument_values(value, expected):
+    (cmd,) = parse_wast(f'(invoke "f" {value})')
+    assert cmd.action.args == (expected,)
+
+
+@pytest.mark.parametrize("value", ["(i32.const 0x1_0000_0000)", "(f32.const 1e40)", "(i32.const nan:canonical)",
+                                   "(f32.const nan:canonical)", "(ref.func)", "(v64.const 0)"])
+def test_bad_argument_values(value):
+    with pytest.raises(MalformedModule):
+        parse_wast(f'(invoke "f" {value})')
