@@ -186,6 +186,18 @@ def _rss_kib(start: int = 0, end: int = 1 << 64) -> int:
     return total
 
 
+def _mappings(start: int, end: int) -> list:
+    """Permissions of each mapping within [start, end), from /proc/self/maps."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if start <= lo and hi <= end:
+                out.append(perms)
+    return out
+
+
 def _vm_rss_kib() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -214,10 +226,12 @@ def test_lifecycles_do_not_grow_mappings_memory_or_fds(module):
                                   _rss_kib(), _vm_rss_kib())
         assert _rss_kib(lo, hi) == 0                         # closed slots hold no memory
         other = region.new_instance(module)                  # a live neighbour throughout
+        assert len(_mappings(lo, hi)) > 1                    # (its areas split the mapping)
         for i in range(1000):
             cycle(i)
         other.close()
         assert _rss_kib(lo, hi) == 0
+        assert _mappings(lo, hi) == ["---p"]                   # one inaccessible mapping again
         assert _maps_lines() <= maps
         assert len(os.listdir("/proc/self/fd")) == fds
         assert _rss_kib() - rss < 1024 and _vm_rss_kib() - vm_rss < 1024
