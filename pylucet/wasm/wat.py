@@ -168,7 +168,6 @@ _INSTRS: Dict[str, Tuple[bytes, OpInfo]] = {name: (_opcode_bytes(info.code), inf
 _SELECT_T = _opcode_bytes(Op.SELECT_T)
 _BLOCKS = {"block": Op.BLOCK, "loop": Op.LOOP, "if": Op.IF}
 _END, _ELSE = bytes([Op.END]), bytes([Op.ELSE])
-_DATA_OPS = {Op.MEMORY_INIT, Op.DATA_DROP}
 
 _VALTYPES = {t.text: t for t in ValType}
 _REFTYPES = {"funcref": ValType.FUNCREF, "externref": ValType.EXTERNREF}
@@ -931,8 +930,8 @@ class _Parser:
 
     def imm_index(space: str, optional: bool = False):  # type: ignore[misc]
         def read(self: "_Parser", out: bytearray, info: OpInfo) -> None:
-            if info.code in _DATA_OPS:
-                self.uses_data_count = True
+            if space == DATA:
+                self.uses_data_count = True   # data.drop needs the data count section
             out += encode_u(self.index_opt(space) if optional else self.index(space))
         return read
 
