@@ -231,7 +231,12 @@ def test_lifecycles_do_not_grow_mappings_memory_or_fds(module):
             cycle(i)
         other.close()
         assert _rss_kib(lo, hi) == 0
-        assert _mappings(lo, hi) == ["---p"]                   # one inaccessible mapping again
+        # All inaccessible again. The kernel may leave a slot in a few mappings rather than one:
+        # each area first written while split off (instance page + heap, stack + globals,
+        # tables) got its own anon_vma, and mappings with different ones never merge. That is
+        # bounded by the areas, whatever the number of lifecycles.
+        perms = _mappings(lo, hi)
+        assert set(perms) == {"---p"} and len(perms) <= 3 * region.capacity, perms
         assert _maps_lines() <= maps
         assert len(os.listdir("/proc/self/fd")) == fds
         assert _rss_kib() - rss < 1024 and _vm_rss_kib() - vm_rss < 1024
