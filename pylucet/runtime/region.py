@@ -262,7 +262,9 @@ class MmapRegion:
         One ``madvise`` and one ``mprotect`` over the whole slot rather than one per area: the
         kernel skips untouched address space cheaply, whatever the guest touched (including heap
         pages a ``memory.grow`` made accessible from compiled code) is certainly covered, and the
-        areas merge back into a single mapping, so /proc/self/maps does not grow.
+        areas merge back with the reserve around them, so /proc/self/maps does not grow. (Not
+        always into one mapping: areas first written while split off keep distinct anon_vmas,
+        which the kernel never merges; that leaves at most a few mappings per slot, for good.)
         """
         self._live.pop(slot.index, None)
         if self._closed:
