@@ -432,3 +432,12 @@ def test_load_refuses_a_header_that_overstates_its_data(tmp_path):
     path.write_bytes(bytes(artifact))
     with pytest.raises(LoadError, match="exceeds the file"):
         load(path)
+
+
+def test_reset_recovers_from_a_fatal_fault(module):
+    with MmapRegion(1) as region, region.new_instance(module) as inst:
+        with pytest.raises(FatalFault):
+            inst.run("unexplained")
+        inst.reset()
+        assert inst.state == State.READY and inst.run("add", 2, 2) == 4
+        assert inst.run("sum8", *range(9, 17)) == sum(range(9, 17))   # stack arguments still work

@@ -269,3 +269,21 @@ def test_table_descriptors():
     with MmapRegion(1) as region:
         with pytest.raises(LimitsExceeded, match="tables; at most"):
             region.new_instance(make(tables=[TableSpec(ValType.FUNCREF, 0, None)] * 1000))
+
+
+def test_reset_restores_the_initial_state_in_place():
+    with MmapRegion(1) as region:
+        inst = region.new_instance(make(start=MARK_HEAP))
+        inst.heap[8:16] = SECRET.to_bytes(8, "little")
+        inst.heap[0] = 0
+        inst.globals["g"] = SECRET
+        inst.grow_memory(2)
+        inst.run("stain_stack")
+        inst.reset()
+        assert inst.slot_index == 0 and region.free_slots == 0
+        assert inst.memory_pages == 1 and inst.heap[0] == 0x55 and not any(inst.heap[1:])
+        assert inst.globals["g"] == 7 and inst.run("stack_residue") == 0
+        inst.close()
+        assert region.free_slots == 1
+        with pytest.raises(ValueError, match="closed"):
+            inst.reset()

@@ -269,10 +269,13 @@ class MmapRegion:
         self._live.pop(slot.index, None)
         if self._closed:
             return
-        libc.madvise(slot.base, slot.size, libc.MADV_DONTNEED)
-        libc.mprotect(slot.base, slot.size, libc.PROT_NONE)
+        self._wipe(slot)
         with self._lock:
             self._free.append(slot.index)
+
+    def _wipe(self, slot: Slot) -> None:
+        libc.madvise(slot.base, slot.size, libc.MADV_DONTNEED)
+        libc.mprotect(slot.base, slot.size, libc.PROT_NONE)
 
 
 def _fit(data: ModuleData, limits: Limits) -> Fit:
