@@ -38,7 +38,8 @@ class State(enum.IntEnum):
 
         READY --run--> RUNNING --returns or traps--> READY
                                --fault no trap table explains--> FAULTED (refuses to run)
-        READY / FAULTED --close--> CLOSED (the slot is wiped and reused)
+        READY / FAULTED --reset--> READY (wiped and initialised again, same slot)
+        READY / FAULTED --close--> CLOSED (the slot is wiped and returned to the region)
 
     CLOSED is 0 so that a wiped instance page reads as "no instance".
     """
