@@ -248,6 +248,7 @@ def _float_arg(t: ValType, v: Any) -> float:
 
 _stubs: Any = None
 _ensure_altstack: Any = None
+_libcall_words: List[Tuple[int, int]] = []   # (instance page word, libcall address)
 
 
 def _native() -> Any:
@@ -257,6 +258,8 @@ def _native() -> Any:
         from . import signals, stubs
         signals.install()
         _ensure_altstack = signals.ensure_altstack
+        _libcall_words[:] = [(_vw(vmctx_libcall(call)), stubs.STUBS.libcall_address(call))
+                             for call in Libcall]
         _stubs = stubs.STUBS
     return _stubs
 
@@ -290,7 +293,7 @@ class Instance:
     def _initialise(self) -> None:
         """Fill the committed, zeroed slot: runtime data, tables, globals, the initial heap."""
         slot, module, fit = self._slot, self._module, self._fit
-        stubs = _native()
+        _native()
         u = self._page.u64
         u[_MAGIC] = INSTANCE_MAGIC
         u[_STACK_TOP] = slot.stack_top & ~15
@@ -300,11 +303,12 @@ class Instance:
         u[_VM_MEMORY_MAX] = fit.memory_max
         u[_VM_TABLES] = slot.table_descs
         u[_VM_IMPORTS] = 0
-        for call in Libcall:
-            u[_vw(vmctx_libcall(call))] = stubs.libcall_address(call)
+        for word, address in _libcall_words:
+            u[word] = address
 
         globals_image, table_images = module.images()
-        ctypes.memmove(slot.globals, globals_image, len(globals_image))
+        if globals_image:
+            ctypes.memmove(slot.globals, globals_image, len(globals_image))
         for i, (place, image) in enumerate(zip(fit.tables, table_images)):
             desc = slot.table_descs + i * TABLE_DESC_SIZE
             d = (ctypes.c_uint64 * (TABLE_DESC_SIZE // 8)).from_address(desc)
