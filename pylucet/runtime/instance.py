@@ -636,6 +636,10 @@ def _signame(signo: int) -> str:
         return f"signal {signo}"
 
 
+_GLOBAL_CTYPES = {ValType.I32: ctypes.c_int32, ValType.I64: ctypes.c_int64,
+                  ValType.F32: ctypes.c_float, ValType.F64: ctypes.c_double}
+
+
 class Globals:
     """An instance's globals, addressed by index (defined globals, in order) or export name."""
 
@@ -662,11 +666,10 @@ class Globals:
         return (f"global {key!r}", spec)
 
     def _cell(self, spec: Any) -> Any:
-        t = {ValType.I32: ctypes.c_int32, ValType.I64: ctypes.c_int64,
-             ValType.F32: ctypes.c_float, ValType.F64: ctypes.c_double}.get(spec.valtype)
-        if t is None:
+        ctype = _GLOBAL_CTYPES.get(spec.valtype)
+        if ctype is None:
             raise NotImplementedError(f"globals of type {spec.valtype.text} are not supported")
-        return t.from_address(self._instance._slot.globals + spec.offset)
+        return ctype.from_address(self._instance._slot.globals + spec.offset)
 
     def __getitem__(self, key: Union[int, str]) -> Value:
         _, spec = self._locate(key)
@@ -677,16 +680,16 @@ class Globals:
         if not spec.mutable:
             raise ValueError(f"{what} is immutable")
         t = spec.valtype
-        address = self._instance._slot.globals + spec.offset
+        cell = self._cell(spec)
+        slot_word = ctypes.c_uint64.from_address(ctypes.addressof(cell))
         try:
             if t in _INT_TYPES:
                 # masked to the type's width, so an i32's upper half stays zero as at instantiation
-                ctypes.c_uint64.from_address(address).value = _int_arg(t, value)
-            elif t is ValType.F64:
-                ctypes.c_double.from_address(address).value = _float_arg(t, value)
+                slot_word.value = _int_arg(t, value)
             else:
-                ctypes.c_uint64.from_address(address).value = 0
-                self._cell(spec).value = _float_arg(t, value)
+                value = _float_arg(t, value)
+                slot_word.value = 0
+                cell.value = value
         except (TypeError, OverflowError) as e:
             raise type(e)(f"{what}: {e}") from None
 
