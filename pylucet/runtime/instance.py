@@ -306,7 +306,7 @@ class Instance:
         for word, address in _libcall_words:
             u[word] = address
 
-        globals_image, table_images = module.images()
+        globals_image, table_images = module._instance_images()
         if globals_image:
             ctypes.memmove(slot.globals, globals_image, len(globals_image))
         for i, (place, image) in enumerate(zip(fit.tables, table_images)):

@@ -112,7 +112,7 @@ class LoadedModule:
 
     # --- instantiation images -----------------------------------------------------------------
 
-    def images(self) -> Tuple[bytes, List[bytes]]:
+    def _instance_images(self) -> Tuple[bytes, List[bytes]]:
         """(globals image, [table image, ...]): bytes each instantiation copies in as they are."""
         if self._images is None:
             data = self.data
