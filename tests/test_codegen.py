@@ -397,6 +397,8 @@ PROGRAMS = r"""
       (loop (br 0)))
     (if (result i32) (local.get 0) (then (return (i32.const 2)) (i32.const 5)) (else (i32.const 3)))
     (i32.add))
+  (func (export "loop_result") (param i32) (result i32)
+    (i32.add (loop (result i32) (i32.const 1)) (loop $l (result i32) (local.get 0))))
   (func (export "boom") (unreachable))
   (func (export "div_s") (param i32 i32) (result i32) (i32.div_s (local.get 0) (local.get 1)))
   (func (export "rem_s_neg1") (param i32) (result i32) (i32.rem_s (local.get 0) (i32.const -1)))
@@ -579,6 +581,7 @@ def test_control_flow(programs):
         assert programs.run("select", a, b, c) == (a if c else b) + (5 if c < 3 else b)
     assert [programs.run("early_return", x) for x in (0, 1, 2)] == [43, 42, 42]
     assert [programs.run("dead_code", x) for x in (0, 1)] == [4, 2]
+    assert programs.run("loop_result", 41) == 42
 
 
 # --- what the code looks like -----------------------------------------------------------------------

@@ -1031,8 +1031,9 @@ class FunctionCompiler:
             asm.jcc(cc ^ 1, frame.else_label)
         self.ctrl.append(frame)
 
-    def _result_to_rax(self, frame: Ctrl) -> None:
-        if frame.arity:
+    def _result_to_rax(self, count: int) -> None:
+        """Move the ``count`` (0 or 1) values a label takes to where the label expects them."""
+        if count:
             self._move_to(len(self.stack) - 1, RESULT_REG)
 
     def _reset_to(self, frame: Ctrl, with_results: bool) -> None:
@@ -1048,7 +1049,7 @@ class FunctionCompiler:
         frame = self.ctrl[-1]
         asm = self.asm
         if not self.unreachable:
-            self._result_to_rax(frame)
+            self._result_to_rax(len(frame.results))
             asm.jmp(frame.label)
             frame.branched = True
         asm.bind(frame.else_label)
@@ -1061,7 +1062,7 @@ class FunctionCompiler:
         asm = self.asm
         reachable = not self.unreachable
         if reachable:
-            self._result_to_rax(frame)
+            self._result_to_rax(len(frame.results))
         if frame.kind == K_IF:
             asm.bind(frame.else_label)    # if without else: the false edge lands here
             reachable = True
@@ -1081,7 +1082,7 @@ class FunctionCompiler:
 
     def op_br(self, _, depth, off):
         frame = self._branch_target(depth)
-        self._result_to_rax(frame)
+        self._result_to_rax(frame.arity)
         self.asm.jmp(frame.label)
         self.unreachable = True
 
