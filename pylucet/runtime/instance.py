@@ -268,9 +268,9 @@ class Instance:
     """One instantiation of a module in a region slot. Create with
     :meth:`MmapRegion.new_instance`; close (or use as a context manager) to free the slot.
 
-    Closing wipes the slot: views from :attr:`heap` must not be used afterwards (the memory
-    behind them becomes inaccessible and touching it crashes the process), nor after a
-    ``grow_memory`` when they would miss the new pages.
+    Closing wipes the slot. A view from :attr:`heap` that is still alive then reads zeros, and
+    its slot is not reused until the view is dropped. A view keeps the size the heap had when it
+    was taken: after a ``memory.grow``, take a new one to see the new pages.
     """
 
     def __init__(self, region: "MmapRegion", slot: "Slot", module: "LoadedModule", fit: "Fit"):
@@ -510,8 +510,7 @@ class Instance:
     @property
     def heap(self) -> memoryview:
         """The linear memory, writable, as it is now (see the class docstring on lifetime)."""
-        size = self.memory_size
-        return memoryview((ctypes.c_ubyte * size).from_address(self._slot.vmctx)).cast("B")
+        return self._region._heap_view(self._slot, self.memory_size)
 
     def grow_memory(self, pages: int) -> int:
         """Grow the heap by ``pages`` wasm pages; returns the old size in pages.
@@ -554,9 +553,13 @@ class Instance:
         if not self._run_lock.acquire(False):
             raise RuntimeError(f"cannot reset {self!r} while it runs")
         try:
-            self._state = State.CLOSED   # until initialised again: a failure leaves it closed
             region = self._region
-            region._wipe(self._slot)
+            if region._viewed_extent(self._slot.index) > self._fit.initial_heap:
+                # keeping those pages accessible would let the guest reach past its memory
+                raise RuntimeError(f"cannot reset {self!r}: a heap view larger than the initial "
+                                   "heap is still alive (drop it, or close the instance)")
+            self._state = State.CLOSED   # until initialised again: a failure leaves it closed
+            region._wipe(self._slot, keep_heap=region._viewed_extent(self._slot.index))
             try:
                 region._commit(self._slot, self._fit)
                 self._initialise()

@@ -9,10 +9,11 @@ that escapes its slot's accessible pages always faults.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
 from ..errors import LimitsExceeded, RegionFull
 from ..module.abi import (GLOBAL_SLOT_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
@@ -137,6 +138,10 @@ class MmapRegion:
         # popped from the end: slot 0 first, and a slot just freed is reused next (warm caches)
         self._free: List[int] = list(range(capacity - 1, -1, -1))
         self._live: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDictionary()
+        # Heap views handed out per slot (the ctypes arrays behind them), and slots held back
+        # from reuse because a view of their old heap is still alive: see _release.
+        self._views: Dict[int, Dict[int, "weakref.ref[Any]"]] = {}
+        self._quarantined: Set[int] = set()
         self._slot_cache: Dict[int, Any] = {}   # per-slot helpers of the instance module
         self._lock = threading.Lock()
         self._closed = False
@@ -153,6 +158,7 @@ class MmapRegion:
 
     @property
     def free_slots(self) -> int:
+        self._reclaim()
         return len(self._free)
 
     @property
@@ -183,6 +189,8 @@ class MmapRegion:
         fit = module._fits.get(self._limits)
         if fit is None:
             fit = module._fits[self._limits] = self.fit(module.data)
+        if self._quarantined:
+            self._reclaim()
         with self._lock:
             if not self._free:
                 raise RegionFull(self._capacity)
@@ -202,9 +210,11 @@ class MmapRegion:
         return _fit(data, self._limits)
 
     def close(self) -> None:
-        """Unmaps the region. Live instances are closed first; their heap views become invalid.
+        """Unmaps the region. Live instances are closed first.
 
-        Refuses (RuntimeError) while one of its instances is running.
+        Refuses (RuntimeError) while one of its instances is running. A heap view that outlives
+        the region keeps its pages mapped (zeroed) until the process exits, rather than turning
+        into a pointer into unmapped memory.
         """
         if self._closed:
             return
@@ -215,7 +225,13 @@ class MmapRegion:
         for inst in live:
             inst.close()
         self._closed = True
-        libc.munmap(self._base, self._size)
+        kept = sorted((self._slots[i].vmctx, page_round(n))
+                      for i in list(self._views) if (n := self._viewed_extent(i)))
+        start = self._base
+        for at, length in kept:
+            libc.munmap(start, at - start)
+            start = at + length
+        libc.munmap(start, self._base + self._size - start)
 
     def __enter__(self) -> "MmapRegion":
         return self
@@ -265,17 +281,58 @@ class MmapRegion:
         areas merge back with the reserve around them, so /proc/self/maps does not grow. (Not
         always into one mapping: areas first written while split off keep distinct anon_vmas,
         which the kernel never merges; that leaves at most a few mappings per slot, for good.)
+
+        If the host still holds a view of the heap, making those pages inaccessible would turn
+        a stale view into a crash, and reusing the slot would show it the next instance's data.
+        So the pages behind views stay mapped, zeroed, and the slot is quarantined until every
+        view is gone (see :meth:`_reclaim`).
         """
         self._live.pop(slot.index, None)
         if self._closed:
             return
-        self._wipe(slot)
+        viewed = self._viewed_extent(slot.index)
+        self._wipe(slot, keep_heap=viewed)
         with self._lock:
-            self._free.append(slot.index)
+            if viewed:
+                self._quarantined.add(slot.index)
+            else:
+                self._free.append(slot.index)
 
-    def _wipe(self, slot: Slot) -> None:
+    def _wipe(self, slot: Slot, keep_heap: int = 0) -> None:
+        """Zero the whole slot and make it inaccessible, except the first ``keep_heap`` bytes of
+        the heap, which stay readable and writable (zeroed) for views that are still alive."""
         libc.madvise(slot.base, slot.size, libc.MADV_DONTNEED)
         libc.mprotect(slot.base, slot.size, libc.PROT_NONE)
+        if keep_heap:
+            libc.mprotect(slot.vmctx, page_round(keep_heap), _RW)
+
+    # --- heap views ---------------------------------------------------------------------------
+
+    def _heap_view(self, slot: Slot, size: int) -> memoryview:
+        """A writable view of ``size`` bytes of the slot's heap, remembered so that tearing the
+        slot down can tell whether memory behind a view would go away."""
+        array = (ctypes.c_ubyte * size).from_address(slot.vmctx)
+        views = self._views.setdefault(slot.index, {})
+        key = id(array)   # ctypes arrays are unhashable; the id is unique while it lives
+        views[key] = weakref.ref(array, lambda _ref, views=views, key=key: views.pop(key, None))
+        return memoryview(array).cast("B")
+
+    def _viewed_extent(self, index: int) -> int:
+        """Bytes from the heap base that some live view of slot ``index`` still covers."""
+        arrays = [a for ref in list(self._views.get(index, {}).values()) if (a := ref()) is not None]
+        if not arrays:
+            self._views.pop(index, None)
+            return 0
+        return max(ctypes.sizeof(a) for a in arrays)
+
+    def _reclaim(self) -> None:
+        """Return quarantined slots whose views have all been dropped to the free list."""
+        for index in list(self._quarantined):
+            if not self._viewed_extent(index):
+                self._wipe(self._slots[index])
+                with self._lock:
+                    self._quarantined.discard(index)
+                    self._free.append(index)
 
 
 def _fit(data: ModuleData, limits: Limits) -> Fit:
