@@ -78,7 +78,7 @@ MASK = {32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
 
 # control frame kinds
 K_BLOCK, K_LOOP, K_IF, K_ELSE, K_FUNC = range(5)
-_FUSE_FLAGS = (Op.BR_IF, Op.IF, Op.SELECT, Op.SELECT_T)
+_FUSE_FLAGS = (Op.BR_IF, Op.IF, Op.SELECT, Op.SELECT_T, Op.I32_EQZ)
 """Instructions that take a compare's result straight from the flags."""
 
 
@@ -465,6 +465,14 @@ class FunctionCompiler:
         """Whether the next instruction consumes a condition straight from the flags."""
         return self.pc < len(self.instrs) and self.instrs[self.pc][0] in _FUSE_FLAGS
 
+    def _update_target(self) -> int:
+        """The local the next instruction writes, if it lives in a register (else -1)."""
+        if self.pc < len(self.instrs):
+            op, idx, _ = self.instrs[self.pc]
+            if (op == Op.LOCAL_SET or op == Op.LOCAL_TEE) and self.local_reg[idx] >= 0:
+                return idx
+        return -1
+
     def _push_cond(self, cc: int) -> None:
         """Push a condition that is in the flags: as flags if the next instruction wants them,
         else as a 0/1 value."""
@@ -606,6 +614,17 @@ class FunctionCompiler:
         if a[0] == CONST and b[0] == CONST:
             stack.append((CONST, fold(a[1], b[1]) & MASK[w], t))
             return
+        if a[0] == LOCAL or b[0] == LOCAL:
+            idx = self._update_target()
+            if idx >= 0:
+                if b[0] == LOCAL and b[1] == idx and op != X.SUB:
+                    a, b = b, a
+                if a[0] == LOCAL and a[1] == idx and not (b[0] == LOCAL and b[1] == idx):
+                    # `x = x op y`: update x's register in place; the local.set is then a no-op
+                    self._detach_local(idx)
+                    self._alu_operand(op, w, self.local_reg[idx], b)
+                    stack.append(a)
+                    return
         if op != X.SUB and b[0] != CONST and (a[0] == CONST or (a[0] != REG and b[0] == REG)):
             a, b = b, a
         if a[0] != REG and b[0] == CONST and op in (X.ADD, X.SUB):
@@ -753,6 +772,9 @@ class FunctionCompiler:
         e = self.stack.pop()
         if e[0] == CONST:
             self.stack.append((CONST, int(e[1] == 0), I32))
+            return
+        if e[0] == FLAGS:       # eqz of a compare: the opposite compare
+            self._push_cond(e[1] ^ 1)
             return
         mem = self._mem_of(e)
         if mem is not None:
