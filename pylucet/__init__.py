@@ -52,7 +52,9 @@ def load(artifact: Union[str, "os.PathLike[str]", bytes]) -> "LoadedModule":
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(artifact)
-            return _load(path)
+            module = _load(path)
+            module.path = None   # the file is gone: don't name the module after it
+            return module
         finally:
             os.unlink(path)
     return _load(artifact)

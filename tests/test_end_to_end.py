@@ -221,3 +221,13 @@ def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(pylucet.InvalidModule) as info:
         pylucet.compile('(module (func $f (result i32) (i64.const 1)))')
     assert "type mismatch" in str(info.value)
+
+
+def test_unresolved_imports_refuse_to_instantiate():
+    module = pylucet.load(pylucet.compile(
+        '(module (import "env" "log" (func (param i32))) (func (export "f") (result i32) '
+        '(i32.const 1)))'))
+    with pylucet.MmapRegion(1) as region:
+        with pytest.raises(pylucet.LinkError, match=r"env\.log \(func\)"):
+            region.new_instance(module)
+        assert region.free_slots == 1   # nothing was taken

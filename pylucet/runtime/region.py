@@ -15,7 +15,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, List, Set, Tuple
 
-from ..errors import LimitsExceeded, RegionFull
+from ..errors import LimitsExceeded, LinkError, RegionFull
 from ..module.abi import (GLOBAL_SLOT_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
                           RUNTIME_DATA_SIZE, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE)
 from ..module.spec import ModuleData
@@ -186,6 +186,12 @@ class MmapRegion:
             raise TypeError(f"new_instance needs a LoadedModule (from pylucet.load), "
                             f"got {type(module).__name__}")
         self._check_open()
+        if module.data.imports:
+            # nothing can provide imports yet (the linker and hostcalls come later): refuse
+            # here, naming them, rather than let a call through an empty slot fail later
+            names = ", ".join(f"{i.module}.{i.name} ({i.kind.name.lower()})"
+                              for i in module.data.imports)
+            raise LinkError(f"module {module.name!r} has unresolved imports: {names}")
         fit = module._fits.get(self._limits)
         if fit is None:
             fit = module._fits[self._limits] = self.fit(module.data)
