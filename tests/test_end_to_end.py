@@ -231,3 +231,9 @@ def test_unresolved_imports_refuse_to_instantiate():
         with pytest.raises(pylucet.LinkError, match=r"env\.log \(func\)"):
             region.new_instance(module)
         assert region.free_slots == 1   # nothing was taken
+
+
+def test_module_without_functions():
+    module = pylucet.load(pylucet.compile("(module (memory 1) (data (i32.const 8) \"hi\"))"))
+    with pylucet.MmapRegion(1) as region, region.new_instance(module) as inst:
+        assert bytes(inst.heap[8:10]) == b"hi"

@@ -439,3 +439,14 @@ def test_many_functions_quickly():
     wasm = parse_wat(f"(module {funcs})")
     assert time.perf_counter() - start < 3.0
     assert wasm.count(b"\x20\x00\x41") == 2000
+
+
+def test_line_comment_ends_at_carriage_return():
+    """The spec's newline is LF, CR or CRLF: a line comment ended by a bare CR must not swallow
+    the next line (comments.wast)."""
+    from pylucet.wasm.decoder import decode_body, decode_module
+    from pylucet.wasm.opcodes import Op
+    m = decode_module(parse_wat('(module (func (result i32) (i32.const 1) ;; note\r'
+                                ' (return (i32.const 2))))'))
+    ops = [op for op, _, _ in decode_body(m, m.codes[0])]
+    assert Op.RETURN in ops

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
-from ..errors import Unsupported
+from ..errors import MalformedModule, Unsupported
 from ..module.spec import (SPARSE_PAGE_SIZE, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec,
                            ImportSpec, ModuleData, TableSpec, symbol_safe)
 from ..module.abi import FUNC_SYMBOL_PREFIX, WASM_PAGE_SIZE
@@ -80,13 +80,25 @@ def read_source(source: Source) -> bytes:
     if isinstance(source, (bytearray, memoryview)):
         source = bytes(source)
     if isinstance(source, bytes):
-        if source.startswith(b"\0asm"):
-            return source
-        source = source.decode("utf-8")
+        text = _as_text(source)
+        if text is None:
+            return source   # a binary, or bytes that are nothing: the decoder says which
+        source = text
     if not isinstance(source, str):
         raise TypeError(f"cannot compile a {type(source).__name__}: expected bytes, str or a path")
     from ..wasm.wat import parse_wat
     return parse_wat(source)
+
+
+def _as_text(data: bytes) -> Optional[str]:
+    """``data`` as WAT text if it reads as such (UTF-8 starting with '(' or a comment)."""
+    if data.startswith(b"\0asm"):
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if text.lstrip().startswith(("(", ";;")) else None
 
 
 def _looks_like_path(text: str) -> bool:
@@ -98,7 +110,14 @@ def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule
     """Decode, validate and compile ``source`` into machine code plus module data."""
     started = time.perf_counter()
     binary = read_source(source)
-    module = decode_module(binary)
+    try:
+        module = decode_module(binary)
+    except MalformedModule:
+        # Bodies are decoded lazily, one at a time, but the spec reports the first error a
+        # sequential reader meets, which may lie inside a body: only now is it worth looking.
+        decode_module(binary, check_bodies=True)
+        raise
+
     validator = Validator(module)
     validator.validate_module()
     env = ModuleEnv.from_module(module)

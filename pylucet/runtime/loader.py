@@ -68,7 +68,8 @@ class LoadedModule:
         self._fits: Dict[Any, Any] = {}
         self._plans: Dict[Any, Any] = {}
         self._images: Optional[Tuple[bytes, List[bytes]]] = None
-        handle = signals.register_code(text_base, text_base + text_size)
+        # a module without functions has no code that could fault
+        handle = signals.register_code(text_base, text_base + text_size) if text_size else None
         self._finalizer = weakref.finalize(self, _unload, handle, release)
 
     # --- lookups ------------------------------------------------------------------------------
@@ -147,7 +148,8 @@ class LoadedModule:
 
 
 def _unload(handle: Any, release: Optional[Callable[[], None]]) -> None:
-    signals.unregister_code(handle)
+    if handle is not None:
+        signals.unregister_code(handle)
     if release is not None:
         release()
 

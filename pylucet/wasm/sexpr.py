@@ -22,7 +22,7 @@ LPAR, RPAR, ATOM, STRING, RESERVED, EOF = range(6)
 
 _STRING_BODY = r'"(?:[^"\\\x00-\x1f\x7f]|\\[^\x00-\x1f\x7f])*"'
 _TOKEN = re.compile(
-    r"(?:[ \t\n\r]+|;;[^\n]*)*"                          # whitespace and line comments, skipped
+    r"(?:[ \t\n\r]+|;;[^\n\r]*)*"                        # whitespace; line comments end at LF or CR
     r"(?:(\()(?!;)"                                     # 1 (
     r"|(\))"                                            # 2 )
     r"|((?:[^\s()\";]|" + _STRING_BODY + r")+)"         # 3 atom, string or reserved
