@@ -18,7 +18,7 @@ from pylucet.wasm.leb128 import encode_s, encode_u
 from pylucet.wasm.opcodes import Op
 from pylucet.wasm.types import ExternKind, SegmentMode, SizeLimits, ValType
 
-from .conftest import testsuite_path as _suite_root
+from .conftest import suite_path as _suite_root
 
 # --- a minimal .wast reader: just enough for `(module binary "...")` ----------------------------
 

@@ -623,8 +623,8 @@ def test_invalid_wat(text, reason):
 # --- the spec suite's assert_invalid cases and valid modules --------------------------------------
 
 def _suite_dir():
-    from tests.conftest import testsuite_path
-    return testsuite_path() / "spec"
+    from tests.conftest import suite_path
+    return suite_path() / "spec"
 
 
 def _spec_cases():
@@ -702,8 +702,8 @@ def test_spec(ident, kind, text, message):
 
 
 def _wasi_programs():
-    from tests.conftest import testsuite_path
-    return sorted((testsuite_path() / "wasi").glob("*/*.wasm"))
+    from tests.conftest import suite_path
+    return sorted((suite_path() / "wasi").glob("*/*.wasm"))
 
 
 _WASI_PROGRAMS = _wasi_programs()

@@ -18,7 +18,7 @@ from pylucet.wasm.wast import (ANY, NAN_ARITHMETIC, NAN_CANONICAL, ActionCommand
                                AssertUninstantiable, AssertUnlinkable, Get, Invoke, Module, Register,
                                Value, parse_wast)
 
-from .conftest import testsuite_path as _suite_root
+from .conftest import suite_path as _suite_root
 
 try:
     from pylucet.wasm.decoder import decode_module
