@@ -3,27 +3,13 @@
 The design follows V8's Liftoff and wasmtime's Winch: one walk over the instructions, no IR, and
 an *abstract* operand stack so values are not pushed through memory one by one.
 
-Operand stack entries are tuples ``(kind, payload, valtype)``:
+The operand stack is abstract (see ``valuestack``): constants, lazy local reads, registers,
+spill slots and compare results in the flags, so constants fold into immediates, values stay in
+registers, and compare + ``br_if``/``if``/``select`` fuse into ``cmp; jcc``/``cmov``.
 
-``CONST``  a constant not yet materialised (payload: the value, unsigned, masked to its width),
-           so constants fold into immediates and constant expressions fold away;
-``REG``    a value in a scratch register the entry owns (payload: the register);
-``LOCAL``  a lazy ``local.get`` (payload: the local index): read straight from the local's home,
-           copied only if the local is written while the entry is still on the stack;
-``SLOT``   a value spilled to the frame slot of its stack position (payload: that position);
-``FLAGS``  the result of a compare still in the CPU flags (payload: the condition code). Only
-           made when the very next instruction (``br_if``, ``if``, ``select``) consumes it, so
-           compare + branch fuse into ``cmp; jcc`` and compare + select into ``cmp; cmov``.
-
-Registers. ``valtype`` decides the register class: i32/i64 (and, later, references) live in
-general purpose registers; f32/f64/v128 will live in xmm registers with their own free mask,
-their own spill width and xmm0 as result register, without changing how entries are handled.
-Scratch values use the caller-saved registers in ``SCRATCH``; ``r11`` is never allocated and
-serves as a short-lived temporary inside one instruction's code. Locals: a cheap pre-scan counts
-each local's uses (a use inside loops counts more) and the busiest i32/i64 locals get the
-callee-saved registers in ``LOCAL_REGS`` for the whole function (so calls never disturb them);
-the other locals live in frame slots. An i32 in a 64-bit register is always zero-extended (every
-i32 result is written by a 32-bit instruction), so it can index the heap directly.
+Locals: a cheap pre-scan counts each local's uses (a use inside loops counts more) and the
+busiest i32/i64 locals get the callee-saved registers in ``LOCAL_REGS`` for the whole function
+(so calls never disturb them); the other locals live in frame slots.
 
 Merge strategy (the canonical state at every label). On entry to ``block``/``loop``/``if``,
 every entry on the operand stack that is a register or a lazy local is spilled to its slot;
@@ -50,7 +36,7 @@ each trap names its wasm instruction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Set, Tuple
 
 from ..errors import Unsupported
 from ..module.abi import (TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY, TABLE_ENTRY_SIZE,
@@ -60,21 +46,17 @@ from ..module.traps import TrapCode, TrapSite
 from ..wasm.opcodes import OPS, Op
 from ..wasm.types import FunctionBody, FuncType, ValType
 from .env import ModuleEnv
+from .valuestack import (CONST, FLAGS, I32, I64, INT_TYPES, LOCAL, MASK, REG, ValueStack,
+                         signed as _signed, width as _width)
 from .x86_64 import encoding as X
-from .x86_64.encoding import NO_INDEX, Assembler, fits_i32
+from .x86_64.encoding import NO_INDEX, fits_i32
 from .x86_64.registers import (CC_A, CC_AE, CC_B, CC_BE, CC_E, CC_G, CC_GE, CC_L, CC_LE, CC_NE,
-                               CC_O, R8, R9, R10, R11, R12, R13, R14, R15, RAX, RBP, RBX, RCX,
-                               RDI, RDX, RSI, RSP, SWAPPED_CC)
+                               CC_O, R8, R9, R10, R11, R12, R13, R14, R15, RAX, RBP, RBX, RCX, RDI,
+                               RDX, RSI, RSP, SWAPPED_CC)
 
-CONST, REG, LOCAL, SLOT, FLAGS = range(5)
-
-I32, I64 = ValType.I32, ValType.I64
-INT_TYPES = (I32, I64)
-SCRATCH = (RAX, RCX, RDX, RSI, RDI, R8, R9, R10)
 LOCAL_REGS = (RBX, R15, R12, R13, RBP)
 ARG_REGS = (RDI, RSI, RDX, RCX, R8, R9)
 RESULT_REG = RAX
-MASK = {32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
 
 # control frame kinds
 K_BLOCK, K_LOOP, K_IF, K_ELSE, K_FUNC = range(5)
@@ -94,14 +76,6 @@ def compile_function(env: ModuleEnv, func_index: int, body: FunctionBody,
                      instrs: list) -> CompiledFunction:
     """Machine code for defined function ``func_index`` from its validated instructions."""
     return FunctionCompiler(env, func_index, body, instrs).compile()
-
-
-def _width(t: ValType) -> int:
-    return 64 if t == I64 else 32
-
-
-def _signed(v: int, w: int) -> int:
-    return v - (1 << w) if v >> (w - 1) else v
 
 
 def _require_int(types, what: str) -> None:
@@ -129,7 +103,7 @@ class Ctrl:
         return 0 if self.kind == K_LOOP else len(self.results)
 
 
-class FunctionCompiler:
+class FunctionCompiler(ValueStack):
     def __init__(self, env: ModuleEnv, func_index: int, body: FunctionBody, instrs: list):
         self.env = env
         self.func_index = func_index
@@ -141,17 +115,13 @@ class FunctionCompiler:
         _require_int(body.locals, "locals")
         if len(ftype.results) > 1:
             raise Unsupported("multiple results are not supported yet")
+        super().__init__()
         self.ftype = ftype
         self.local_types = ftype.params + body.locals
-        self.asm = Assembler()
-        self.stack: List[tuple] = []
-        self.used = 0                 # bit mask of scratch registers owned by entries
         self.ctrl: List[Ctrl] = []
         self.unreachable = False
         self.skip_depth = 0
         self.pc = 0
-        self.rsp_adjust = 0
-        self.max_slots = 0
         self.max_outgoing = 0
         self.traps: List[TrapSite] = []
         self.trap_stubs: List[Tuple[int, TrapCode, int]] = []
@@ -191,14 +161,6 @@ class FunctionCompiler:
             self.local_disp[i] = 8 * slot
         self.frame_locals = in_frame
         self.spill_base = 8 * len(in_frame)
-
-    def _local_mem(self, idx: int) -> X.Mem:
-        return (RSP, NO_INDEX, 1, self.local_disp[idx] + self.rsp_adjust)
-
-    def _slot_mem(self, pos: int) -> X.Mem:
-        if pos >= self.max_slots:
-            self.max_slots = pos + 1
-        return (RSP, NO_INDEX, 1, self.spill_base + 8 * pos + self.rsp_adjust)
 
     def _prologue(self) -> None:
         asm = self.asm
@@ -325,142 +287,6 @@ class FunctionCompiler:
             for t in targets:
                 asm.table_entry(t, base)
 
-    # --- register allocation ---------------------------------------------------------------
-    def _alloc(self) -> int:
-        used = self.used
-        for r in SCRATCH:
-            if not used & (1 << r):
-                self.used = used | (1 << r)
-                return r
-        # out of registers: spill the deepest register entry (the value needed last)
-        stack = self.stack
-        for i, e in enumerate(stack):
-            if e[0] == REG:
-                reg = e[1]
-                self._spill(i)
-                self.used |= 1 << reg
-                return reg
-        raise AssertionError("no scratch register left")
-
-    def _free(self, reg: int) -> None:
-        self.used &= ~(1 << reg)
-
-    def _spill(self, i: int) -> None:
-        """Move stack entry ``i`` (a register or lazy local) to its frame slot."""
-        kind, val, t = self.stack[i]
-        w = _width(t)
-        if kind == REG:
-            self.asm.mov_mr(w, self._slot_mem(i), val)
-            self.used &= ~(1 << val)
-        elif kind == LOCAL:
-            reg = self.local_reg[val]
-            if reg < 0:
-                self.asm.mov_rm(w, R11, self._local_mem(val))
-                reg = R11
-            self.asm.mov_mr(w, self._slot_mem(i), reg)
-        else:
-            return
-        self.stack[i] = (SLOT, i, t)
-
-    def _spill_all(self, kinds=(REG, LOCAL)) -> None:
-        for i, e in enumerate(self.stack):
-            if e[0] in kinds:
-                self._spill(i)
-
-    def _evict(self, reg: int) -> None:
-        """Make ``reg`` free for a fixed use: move its owner to another register or its slot."""
-        if not self.used & (1 << reg):
-            return
-        stack = self.stack
-        for i in range(len(stack) - 1, -1, -1):
-            e = stack[i]
-            if e[0] == REG and e[1] == reg:
-                free = self._free_scratch()
-                if free >= 0:
-                    self.asm.mov_rr(64, free, reg)
-                    self.used |= 1 << free
-                    stack[i] = (REG, free, e[2])
-                    self._free(reg)
-                else:
-                    self._spill(i)
-                return
-        raise AssertionError(f"register {reg} is in use but owned by no entry")
-
-    def _free_scratch(self) -> int:
-        for r in SCRATCH:
-            if not self.used & (1 << r):
-                return r
-        return -1
-
-    def _load(self, e: tuple, reg: int) -> None:
-        """Put the value of entry ``e`` (not a register entry) into ``reg`` (movs only: the flags
-        survive)."""
-        kind, val, t = e
-        w = _width(t)
-        asm = self.asm
-        if kind == CONST:
-            asm.mov_ri(w, reg, val)
-        elif kind == LOCAL:
-            home = self.local_reg[val]
-            if home >= 0:
-                asm.mov_rr(w, reg, home)
-            else:
-                asm.mov_rm(w, reg, self._local_mem(val))
-        elif kind == SLOT:
-            asm.mov_rm(w, reg, self._slot_mem(val))
-        elif kind == FLAGS:
-            asm.setcc(val, reg)
-            asm.movzx_rr(8, reg, reg)
-        else:
-            asm.mov_rr(w, reg, val)
-
-    def _take(self, e: tuple) -> int:
-        """A scratch register the caller owns, holding the value of the popped entry ``e``."""
-        if e[0] == REG:
-            return e[1]
-        reg = self._alloc()
-        self._load(e, reg)
-        return reg
-
-    def _reg_of(self, e: tuple) -> Tuple[int, bool]:
-        """A register holding ``e``'s value without copying a register-resident local:
-        (register, whether the caller owns it and must free or reuse it)."""
-        kind = e[0]
-        if kind == REG:
-            return e[1], True
-        if kind == LOCAL:
-            home = self.local_reg[e[1]]
-            if home >= 0:
-                return home, False
-        return self._take(e), True
-
-    def _mem_of(self, e: tuple) -> Optional[X.Mem]:
-        """The memory operand holding ``e``'s value, if it is in memory."""
-        kind = e[0]
-        if kind == SLOT:
-            return self._slot_mem(e[1])
-        if kind == LOCAL and self.local_reg[e[1]] < 0:
-            return self._local_mem(e[1])
-        return None
-
-    def _move_to(self, i: int, reg: int) -> None:
-        """Put stack entry ``i`` into the fixed register ``reg`` (which it then owns)."""
-        e = self.stack[i]
-        if e[0] == REG and e[1] == reg:
-            return
-        self._evict(reg)
-        self.used |= 1 << reg
-        self._load(e, reg)
-        if e[0] == REG:
-            self._free(e[1])
-        self.stack[i] = (REG, reg, e[2])
-
-    def _pop_free(self) -> tuple:
-        e = self.stack.pop()
-        if e[0] == REG:
-            self.used &= ~(1 << e[1])
-        return e
-
     def _fuse_next(self) -> bool:
         """Whether the next instruction consumes a condition straight from the flags."""
         return self.pc < len(self.instrs) and self.instrs[self.pc][0] in _FUSE_FLAGS
@@ -484,61 +310,12 @@ class FunctionCompiler:
             self.asm.movzx_rr(8, reg, reg)
             self.stack.append((REG, reg, I32))
 
-    def _test(self, e: tuple) -> int:
-        """Set the flags from a popped i32 condition; returns the condition code for 'true'."""
-        if e[0] == FLAGS:
-            return e[1]
-        mem = self._mem_of(e)
-        if mem is not None:
-            self.asm.alu_mi(X.CMP, 32, mem, 0)
-        else:
-            reg, owned = self._reg_of(e)
-            self.asm.test_rr(32, reg, reg)
-            if owned:
-                self._free(reg)
-        return CC_NE
-
-    # --- operands ----------------------------------------------------------------------------
-    def _alu_operand(self, op: int, w: int, dst: int, e: tuple) -> None:
-        """``op dst, <e>`` with ``e`` as an immediate, register or memory operand."""
-        asm = self.asm
-        kind, val = e[0], e[1]
-        if kind == CONST:
-            imm = _signed(val, w)
-            if fits_i32(imm):
-                asm.alu_ri(op, w, dst, imm)
-            else:
-                asm.mov_ri(64, R11, val)
-                asm.alu_rr(op, w, dst, R11)
-            return
-        mem = self._mem_of(e)
-        if mem is not None:
-            asm.alu_rm(op, w, dst, mem)
-            return
-        src, owned = self._reg_of(e)
-        asm.alu_rr(op, w, dst, src)
-        if owned:
-            self._free(src)
-
     # --- constants, locals, globals ----------------------------------------------------------
     def op_const(self, w, imm, off):
         self.stack.append((CONST, imm & MASK[w], I64 if w == 64 else I32))
 
     def op_local_get(self, _, idx, off):
         self.stack.append((LOCAL, idx, self.local_types[idx]))
-
-    def _detach_local(self, idx: int) -> None:
-        """Lazy reads of local ``idx`` still on the stack must keep the old value: copy them."""
-        stack = self.stack
-        for i, e in enumerate(stack):
-            if e[0] == LOCAL and e[1] == idx:
-                free = self._free_scratch()
-                if free >= 0:
-                    self.used |= 1 << free
-                    self._load(e, free)
-                    stack[i] = (REG, free, e[2])
-                else:
-                    self._spill(i)
 
     def op_local_set(self, tee, idx, off):
         e = self.stack.pop()
