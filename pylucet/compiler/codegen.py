@@ -1,15 +1,16 @@
 """Single-pass code generation: one validated function body in, x86-64 machine code out.
 
-The design follows V8's Liftoff and wasmtime's Winch: one walk over the instructions, no IR, and
-an *abstract* operand stack so values are not pushed through memory one by one.
-
-The operand stack is abstract (see ``valuestack``): constants, lazy local reads, registers,
-spill slots and compare results in the flags, so constants fold into immediates, values stay in
-registers, and compare + ``br_if``/``if``/``select`` fuse into ``cmp; jcc``/``cmov``.
+The design follows V8's Liftoff and wasmtime's Winch: one walk over the instructions, no IR, a
+dispatch table from opcode to handler, and an *abstract* operand stack (see ``valuestack``):
+constants, lazy local reads, registers, spill slots and compare results in the flags. So
+constants fold into immediates, values stay in registers, compare (or its ``eqz``) +
+``br_if``/``if``/``select`` fuse into ``cmp; jcc``/``cmov``, and ``x = x op y`` on a register
+local updates that register in place. Handlers may peek at the next instruction for these
+fusions; nothing else looks ahead.
 
 Locals: a cheap pre-scan counts each local's uses (a use inside loops counts more) and the
 busiest i32/i64 locals get the callee-saved registers in ``LOCAL_REGS`` for the whole function
-(so calls never disturb them); the other locals live in frame slots.
+(so calls never disturb them); the other locals live in frame slots; unused ones get nothing.
 
 Merge strategy (the canonical state at every label). On entry to ``block``/``loop``/``if``,
 every entry on the operand stack that is a register or a lazy local is spilled to its slot;
