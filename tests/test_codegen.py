@@ -613,3 +613,50 @@ def test_unsupported():
         compile_module("(module (func (param f64)))")
     with pytest.raises(Unsupported):
         compile_module('(module (import "m" "f" (func $f)) (func (call $f)))')
+
+
+ARGS_EVERYWHERE = r"""
+(module (memory 1 10)
+  (type $m (func (param i32 i64 i32 i64 i32 i64 i32 i64 i32) (result i64)))
+  (table 2 funcref) (elem (i32.const 0) $many)
+  (func $many (type $m)
+    (i64.add (i64.add (i64.add (i64.extend_i32_u (local.get 0)) (i64.mul (local.get 1) (i64.const 3)))
+                      (i64.add (i64.extend_i32_s (local.get 2)) (i64.mul (local.get 3) (i64.const 5))))
+      (i64.add (i64.add (i64.extend_i32_u (local.get 4)) (i64.mul (local.get 5) (i64.const 7)))
+        (i64.add (i64.mul (i64.extend_i32_u (local.get 6)) (local.get 7))
+                 (i64.mul (i64.extend_i32_s (local.get 8)) (i64.const 11))))))
+  (func (export "f") (param $x i32) (result i64)
+    (local $a i32) (local $b i64) (local $c i32) (local $d i64) (local $e i32) (local $f i64)
+    (local $g i32) (local $h i64)
+    (local.set $a (i32.add (local.get $x) (i32.const 1))) (local.set $b (i64.const -7))
+    (local.set $c (i32.const 9)) (local.set $d (i64.extend_i32_u (local.get $x)))
+    (local.set $e (i32.const -3)) (local.set $f (i64.const 0x100000000))
+    (local.set $g (i32.mul (local.get $x) (local.get $x))) (local.set $h (i64.const 12345))
+    (i64.add
+      (i64.add (i64.extend_i32_u (local.get $x)) (i64.extend_i32_u (memory.grow (i32.const 1))))
+      (i64.add
+        (call $many (local.get $a) (local.get $b) (local.get $c) (local.get $d) (local.get $e)
+                    (local.get $f) (local.get $g) (local.get $h) (local.get $a))
+        (i64.add (i64.extend_i32_u (i32.add (local.get $a) (memory.size)))
+          (call_indirect (type $m) (local.get $g) (local.get $h) (local.get $e) (local.get $f)
+             (local.get $c) (local.get $d) (local.get $a) (local.get $b) (local.get $x)
+             (i32.and (local.get $x) (i32.const 0)))))))
+)"""
+
+
+def test_stack_arguments_from_frame_locals_across_growth(region):
+    """Nine-argument calls (three on the stack), direct and indirect, fed from locals of which
+    some live in frame slots, with values held across a memory.grow libcall."""
+    def many(*p):
+        p0, p1, p2, p3, p4, p5, p6, p7, p8 = p
+        return (p0 + 3 * p1 + sx(p2, 32) + 5 * p3 + p4 + 7 * p5 + p6 * p7 + 11 * sx(p8, 32))
+
+    with instance(region, ARGS_EVERYWHERE) as inst:
+        pages = 1
+        for x in (0, 1, 5, 1000, 0xFFFFFFFF):
+            a, b, c, d, e, f, g, h = ((x + 1) & mask(32), -7, 9, x, 0xFFFFFFFD, 1 << 32,
+                                      (x * x) & mask(32), 12345)
+            expected = (x + pages + many(a, b, c, d, e, f, g, h, a) + ((a + pages + 1) & mask(32))
+                        + many(g, h, e, f, c, d, a, b, x))
+            pages += 1
+            assert inst.run_bits("f", x) == (expected & mask(64),), x
