@@ -30,8 +30,6 @@ class ModuleEnv:
     global_types: List[ValType]
     global_offsets: List[int]
     """Byte offset of each global in the globals area."""
-    num_tables: int
-    has_memory: bool
 
     @classmethod
     def from_module(cls, module: Module) -> "ModuleEnv":
@@ -64,8 +62,6 @@ class ModuleEnv:
             num_imported_funcs=module.num_imported_funcs,
             global_types=global_types,
             global_offsets=offsets,
-            num_tables=len(module.all_tables()),
-            has_memory=bool(module.all_memories()),
         )
 
     def block_type(self, blocktype: object) -> Tuple[Tuple[ValType, ...], Tuple[ValType, ...]]:
