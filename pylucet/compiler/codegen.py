@@ -61,6 +61,7 @@ RESULT_REG = RAX
 
 # control frame kinds
 K_BLOCK, K_LOOP, K_IF, K_ELSE, K_FUNC = range(5)
+_NOP7 = b"\x0f\x1f\x80\x00\x00\x00\x00"
 _FUSE_FLAGS = (Op.BR_IF, Op.IF, Op.SELECT, Op.SELECT_T, Op.I32_EQZ)
 """Instructions that take a compare's result straight from the flags."""
 
@@ -124,6 +125,7 @@ class FunctionCompiler(ValueStack):
         self.skip_depth = 0
         self.pc = 0
         self.max_outgoing = 0
+        self.makes_calls = False
         self.traps: List[TrapSite] = []
         self.trap_stubs: List[Tuple[int, TrapCode, int]] = []
         self.jump_tables: List[Tuple[int, List[int]]] = []
@@ -219,9 +221,14 @@ class FunctionCompiler(ValueStack):
         asm = self.asm
         pushed = 8 * len(self.saved_regs)
         frame = self.spill_base + 8 * self.max_slots
-        frame += (-(8 + pushed + frame)) % 16
-        asm.patch_i32(self.patch_sub, frame)
-        asm.patch_i32(self.patch_add, frame)
+        if self.makes_calls:   # the SysV convention wants rsp 16-byte aligned at each call
+            frame += (-(8 + pushed + frame)) % 16
+        if frame:
+            asm.patch_i32(self.patch_sub, frame)
+            asm.patch_i32(self.patch_add, frame)
+        else:   # no frame after all: the 7-byte sub/add become one 7-byte nop each
+            for pos in (self.patch_sub, self.patch_add):
+                asm.code[pos - 3:pos + 4] = _NOP7
         asm.patch_i32(self.patch_stack_check, -(frame + pushed + self.max_outgoing))
         for pos, known in self.arg_fixups:
             asm.patch_i32(pos, frame + known)
@@ -700,6 +707,7 @@ class FunctionCompiler(ValueStack):
         self._move_to(len(stack) - 1, RDI)
         stack.pop()
         self._spill_all((REG,))
+        self.makes_calls = True
         self.asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(Libcall.MEMORY_GROW)))
         self.asm.mov_rr(32, RAX, RAX)   # host code need not zero-extend its i32 result
         self.used = 1 << RAX
@@ -771,6 +779,7 @@ class FunctionCompiler(ValueStack):
                     asm.mov_mr(64, dst, R11)
         self._parallel_move([(ARG_REGS[i], args[i]) for i in range(nreg)])
         del stack[first:]
+        self.makes_calls = True
         emit_call()
         if outgoing:
             asm.alu_ri(X.ADD, 64, RSP, outgoing)
