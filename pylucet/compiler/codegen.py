@@ -349,9 +349,11 @@ class FunctionCompiler(ValueStack):
             if kind == CONST and fits_i32(_signed(val, w)):
                 asm.mov_mi(w, mem, val if w == 32 else _signed(val, w))
             else:
-                reg, owned = self._reg_of(e) if kind != CONST else (R11, False)
                 if kind == CONST:
                     asm.mov_ri(64, R11, val)
+                    reg, owned = R11, False
+                else:
+                    reg, owned = self._reg_of(e)
                 asm.mov_mr(w, mem, reg)
                 if owned:
                     self._free(reg)
