@@ -23,7 +23,7 @@ from pylucet.module.abi import WASM_PAGE_SIZE
 from pylucet.runtime import libc, signals
 from pylucet.runtime.stubs import ENTER_FAULTED, ENTER_RETURNED, MAX_CODE_RANGES, STUBS
 
-from .test_stubs import FakeInstance, Guest
+from .test_stubs import FakeInstance, Guest, inst  # noqa: F401  (inst is a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,14 +81,6 @@ def faulty():
     guest = Guest(_FAULTY)
     yield guest
     guest.close()
-
-
-@pytest.fixture
-def inst():
-    signals.install()
-    i = FakeInstance()
-    yield i
-    i.close()
 
 
 def _assert_usable(inst: FakeInstance, faulty: Guest) -> None:
