@@ -85,7 +85,8 @@ def read_source(source: Source) -> bytes:
             return source   # a binary, or bytes that are nothing: the decoder says which
         source = text
     if not isinstance(source, str):
-        raise TypeError(f"cannot compile a {type(source).__name__}: expected bytes, str or a path")
+        raise TypeError(f"cannot compile {type(source).__name__!r} objects: expected wasm bytes, "
+                        "WAT text or a path")
     from ..wasm.wat import parse_wat
     return parse_wat(source)
 

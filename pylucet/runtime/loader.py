@@ -143,7 +143,8 @@ class LoadedModule:
 
     def __repr__(self) -> str:
         where = f" from {self.path}" if self.path else ""
-        return (f"<LoadedModule {self.name!r}{where}: {len(self.data.functions)} functions, "
+        n = len(self.data.functions)
+        return (f"<LoadedModule {self.name!r}{where}: {n} function{'' if n == 1 else 's'}, "
                 f"{len(self._exports)} exported, code at {self.text_base:#x}>")
 
 
