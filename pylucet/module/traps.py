@@ -29,6 +29,10 @@ class TrapCode(enum.IntEnum):
     Interrupt = 9
     Unreachable = 10
 
+    def __str__(self) -> str:
+        # IntEnum prints as a bare number from Python 3.11 on; a trap code should read as itself
+        return self.name
+
     @property
     def message(self) -> str:
         """The WebAssembly spec test suite's wording for this trap (used by ``assert_trap``)."""
