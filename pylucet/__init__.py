@@ -41,6 +41,9 @@ _RUNTIME_NAMES = ("Limits", "MmapRegion", "Instance", "LoadedModule")
 def load(artifact: Union[str, "os.PathLike[str]", bytes]) -> "LoadedModule":
     """Load a compiled shared object from a path, or from its bytes.
 
+    The sandbox holds for code pylucet compiled; the artifact itself is native code that
+    ``dlopen`` maps and runs, so load only artifacts you compiled or trust, as with Lucet.
+
     Bytes go through a uniquely named temporary file that is unlinked right after ``dlopen``:
     glibc recognises an already-loaded object by its path, so a reused name (such as a recycled
     ``/proc/self/fd/N`` of a memfd) could hand back a different, older module.
