@@ -234,3 +234,49 @@ def test_rip_relative_lea_and_jump_table():
         insn = next(_MD.disasm(bytes(asm.code), 0))
         assert insn.mnemonic == "lea" and insn.op_str == f"{gpr_name(r)}, [rip + 3]"
         assert int.from_bytes(asm.code[base:base + 4], "little") == 4
+
+
+def X(reg):
+    return ("reg", f"xmm{reg}")
+
+
+SSE_OPS = {E.SQRTS: "sqrt", E.ADDS: "add", E.MULS: "mul", E.SUBS: "sub", E.MINS: "min",
+           E.DIVS: "div", E.MAXS: "max"}
+BITWISE = {E.ANDPS: "andps", E.ANDNPS: "andnps", E.ORPS: "orps", E.XORPS: "xorps"}
+
+
+def test_sse_arithmetic_and_moves():
+    for fw in (32, 64):
+        sfx = "ss" if fw == 32 else "sd"
+        other = "sd" if fw == 32 else "ss"
+        for a, b in itertools.product(REGS, REGS):
+            for op, name in SSE_OPS.items():
+                check(lambda s: s.sse_op(op, fw, a, b), name + sfx, X(a), X(b))
+            check(lambda s: s.sse_op(E.CVT_PRECISION, fw, a, b), f"cvt{sfx}2{other}", X(a), X(b))
+            check(lambda s: s.ucomis(fw, a, b), "ucomi" + sfx, X(a), X(b))
+            for mode in (E.ROUND_NEAREST, E.ROUND_FLOOR, E.ROUND_CEIL, E.ROUND_TRUNC):
+                check(lambda s: s.rounds(fw, a, b, mode), "round" + sfx, X(a), X(b), I(mode, 8))
+        for r, mem in itertools.product((0, 7, 8, 15), some_mems()):
+            check(lambda s: s.sse_op(E.MOVS_LOAD, fw, r, mem), "mov" + sfx, X(r), M(mem, fw // 8))
+            check(lambda s: s.sse_op(E.MOVS_STORE, fw, r, mem), "mov" + sfx, M(mem, fw // 8), X(r))
+            check(lambda s: s.sse_op(E.ADDS, fw, r, mem), "add" + sfx, X(r), M(mem, fw // 8))
+            check(lambda s: s.ucomis(fw, r, mem), "ucomi" + sfx, X(r), M(mem, fw // 8))
+            check(lambda s: s.rounds(fw, r, mem, 9), "round" + sfx, X(r), M(mem, fw // 8), I(9, 8))
+    for a, b in itertools.product(REGS, REGS):
+        check(lambda s: s.movaps(a, b), "movaps", X(a), X(b))
+        for op, name in BITWISE.items():
+            check(lambda s: s.bitwise_ps(op, a, b), name, X(a), X(b))
+
+
+def test_sse_conversions_and_gpr_moves():
+    for fw, w, a, b in itertools.product((32, 64), (32, 64), REGS, REGS):
+        sfx = "ss" if fw == 32 else "sd"
+        check(lambda s: s.cvtsi2s(fw, w, a, b), "cvtsi2" + sfx, X(a), R(b, w))
+        check(lambda s: s.cvtts2si(w, fw, a, b), f"cvtt{sfx}2si", R(a, w), X(b))
+    for w, a, b in itertools.product((32, 64), REGS, REGS):
+        name = "movd" if w == 32 else "movq"
+        check(lambda s: s.movd_xr(w, a, b), name, X(a), R(b, w))
+        check(lambda s: s.movd_rx(w, a, b), name, R(a, w), X(b))
+    for w, mem in itertools.product((32, 64), some_mems()):
+        check(lambda s: s.movd_xr(w, 3, mem), "movd" if w == 32 else "movq", X(3), M(mem, w // 8))
+        check(lambda s: s.cvtsi2s(64, w, 3, mem), "cvtsi2sd", X(3), M(mem, w // 8))

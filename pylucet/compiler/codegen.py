@@ -36,6 +36,8 @@ each trap names its wasm instruction.
 
 from __future__ import annotations
 
+import re
+import struct
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Set, Tuple
 
@@ -47,17 +49,19 @@ from ..module.traps import TrapCode, TrapSite
 from ..wasm.opcodes import OPS, Op
 from ..wasm.types import FunctionBody, FuncType, ValType
 from .env import ModuleEnv
-from .valuestack import (CONST, FLAGS, I32, I64, INT_TYPES, LOCAL, MASK, REG, ValueStack,
-                         signed as _signed, width as _width)
+from .valuestack import (CONST, F32, F64, FLAGS, FLOAT_TYPES, I32, I64, INT_TYPES, LOCAL, MASK,
+                         REG, XTMP, ValueStack, signed as _signed, width as _width)
 from .x86_64 import encoding as X
 from .x86_64.encoding import NO_INDEX, fits_i32
 from .x86_64.registers import (CC_A, CC_AE, CC_B, CC_BE, CC_E, CC_G, CC_GE, CC_L, CC_LE, CC_NE,
-                               CC_O, R8, R9, R10, R11, R12, R13, R14, R15, RAX, RBP, RBX, RCX, RDI,
-                               RDX, RSI, RSP, SWAPPED_CC)
+                               CC_NP, CC_O, CC_P, CC_S, R8, R9, R10, R11, R12, R13, R14, R15, RAX, RBP, RBX, RCX, RDI,
+                               RDX, RSI, RSP, SWAPPED_CC, XMM)
 
 LOCAL_REGS = (RBX, R15, R12, R13, RBP)
 ARG_REGS = (RDI, RSI, RDX, RCX, R8, R9)
+FLOAT_ARG_REGS = XMM[:8]
 RESULT_REG = RAX
+FLOAT_RESULT_REG = XMM[0]
 
 # control frame kinds
 K_BLOCK, K_LOOP, K_IF, K_ELSE, K_FUNC = range(5)
@@ -80,10 +84,31 @@ def compile_function(env: ModuleEnv, func_index: int, body: FunctionBody,
     return FunctionCompiler(env, func_index, body, instrs).compile()
 
 
-def _require_int(types, what: str) -> None:
+def _require_num(types, what: str) -> None:
     for t in types:
-        if t not in INT_TYPES:
+        if t not in INT_TYPES and t not in FLOAT_TYPES:
             raise Unsupported(f"{t.text} {what} are not supported yet")
+
+
+def _result_reg(t: ValType) -> int:
+    return FLOAT_RESULT_REG if t in FLOAT_TYPES else RESULT_REG
+
+
+def _arg_homes(params) -> List[int]:
+    """Where each argument travels per SysV: a register (of its class) or, as ``-1 - k``, the
+    k-th 8-byte stack argument."""
+    homes, nint, nfloat, nstack = [], 0, 0, 0
+    for t in params:
+        if t in FLOAT_TYPES and nfloat < len(FLOAT_ARG_REGS):
+            homes.append(FLOAT_ARG_REGS[nfloat])
+            nfloat += 1
+        elif t not in FLOAT_TYPES and nint < len(ARG_REGS):
+            homes.append(ARG_REGS[nint])
+            nint += 1
+        else:
+            homes.append(-1 - nstack)
+            nstack += 1
+    return homes
 
 
 class Ctrl:
@@ -112,9 +137,9 @@ class FunctionCompiler(ValueStack):
         self.body = body
         self.instrs = instrs
         ftype = env.func_types[func_index]
-        _require_int(ftype.params, "parameters")
-        _require_int(ftype.results, "results")
-        _require_int(body.locals, "locals")
+        _require_num(ftype.params, "parameters")
+        _require_num(ftype.results, "results")
+        _require_num(body.locals, "locals")
         if len(ftype.results) > 1:
             raise Unsupported("multiple results are not supported yet")
         super().__init__()
@@ -152,14 +177,16 @@ class FunctionCompiler(ValueStack):
             elif op == end and loops:
                 if loops.pop():
                     weight = 8 ** min(loops.count(True), 4)
-        ranked = sorted((i for i in range(n) if uses[i]), key=lambda i: -uses[i])
+        # every xmm register is caller-saved, so float locals always live in the frame
+        types = self.local_types
+        ranked = sorted((i for i in range(n) if uses[i] and types[i] in INT_TYPES),
+                        key=lambda i: -uses[i])
         self.local_reg = [-1] * n
         self.local_disp = [0] * n
         for i, reg in zip(ranked, LOCAL_REGS):
             self.local_reg[i] = reg
         self.saved_regs = [r for r in LOCAL_REGS if r in self.local_reg]
-        in_frame = [i for i in ranked[len(LOCAL_REGS):]]
-        in_frame.sort()
+        in_frame = sorted(i for i in range(n) if uses[i] and self.local_reg[i] < 0)
         for slot, i in enumerate(in_frame):
             self.local_disp[i] = 8 * slot
         self.frame_locals = in_frame
@@ -179,19 +206,19 @@ class FunctionCompiler(ValueStack):
         # parameters to their homes
         params = self.ftype.params
         self.arg_fixups = []
-        for i, t in enumerate(params):
+        for i, (t, home) in enumerate(zip(params, _arg_homes(params))):
             reg, w = self.local_reg[i], _width(t)
             in_frame = i in self.frame_locals_set
             if reg < 0 and not in_frame:
                 continue
-            if i < len(ARG_REGS):
+            if home >= 0:
                 if reg >= 0:
-                    asm.mov_rr(w, reg, ARG_REGS[i])
+                    asm.mov_rr(w, reg, home)
                 else:
-                    asm.mov_mr(w, self._local_mem(i), ARG_REGS[i])
+                    self._store_reg(t, self._local_mem(i), home)
             else:
                 # incoming stack argument: its offset depends on the frame size (patched)
-                known = 8 * len(self.saved_regs) + 8 + 8 * (i - len(ARG_REGS))
+                known = 8 * len(self.saved_regs) + 8 + 8 * (-1 - home)
                 dst = reg if reg >= 0 else R11
                 asm.mov_rm(w, dst, (RSP, NO_INDEX, 1, 0x1000))
                 self.arg_fixups.append((asm.disp32_pos(), known))
@@ -342,37 +369,40 @@ class FunctionCompiler(ValueStack):
                 asm.alu_rr(X.XOR, 32, home, home)
             elif kind == REG:
                 asm.mov_rr(w, home, val)
+                self._free(val)
             else:
                 self._load(e, home)
         else:
             mem = self._local_mem(idx)
             if kind == CONST and fits_i32(_signed(val, w)):
                 asm.mov_mi(w, mem, val if w == 32 else _signed(val, w))
+            elif kind == CONST:
+                asm.mov_ri(64, R11, val)
+                asm.mov_mr(w, mem, R11)
             else:
-                if kind == CONST:
-                    asm.mov_ri(64, R11, val)
-                    reg, owned = R11, False
-                else:
-                    reg, owned = self._reg_of(e)
-                asm.mov_mr(w, mem, reg)
+                reg, owned = self._reg_of(e)
+                self._store_reg(t, mem, reg)
                 if owned:
-                    self._free(reg)
-        if kind == REG:
-            self._free(val)
+                    self._free(reg, t)
         if tee:
             self.stack.append((LOCAL, idx, t))
 
     def _global_type(self, idx: int) -> ValType:
         t = self.env.global_types[idx]
-        if t not in INT_TYPES:
-            raise Unsupported(f"{t.text} globals are not supported yet")
+        _require_num((t,), "globals")
         return t
 
     def op_global_get(self, _, idx, off):
         t = self._global_type(idx)
-        reg = self._alloc()
-        self.asm.mov_rm(64, reg, (R14, NO_INDEX, 1, VMCTX_GLOBALS))
-        self.asm.mov_rm(_width(t), reg, (reg, NO_INDEX, 1, self.env.global_offsets[idx]))
+        reg = self._alloc(t)
+        asm = self.asm
+        base = R11 if t in FLOAT_TYPES else reg
+        asm.mov_rm(64, base, (R14, NO_INDEX, 1, VMCTX_GLOBALS))
+        mem = (base, NO_INDEX, 1, self.env.global_offsets[idx])
+        if t in FLOAT_TYPES:
+            asm.sse_op(X.MOVS_LOAD, _width(t), reg, mem)
+        else:
+            asm.mov_rm(_width(t), reg, mem)
         self.stack.append((REG, reg, t))
 
     def op_global_set(self, _, idx, off):
@@ -380,15 +410,16 @@ class FunctionCompiler(ValueStack):
         w = _width(t)
         e = self.stack.pop()
         asm = self.asm
-        asm.mov_rm(64, R11, (R14, NO_INDEX, 1, VMCTX_GLOBALS))
         mem = (R11, NO_INDEX, 1, self.env.global_offsets[idx])
         if e[0] == CONST and fits_i32(_signed(e[1], w)):
+            asm.mov_rm(64, R11, (R14, NO_INDEX, 1, VMCTX_GLOBALS))
             asm.mov_mi(w, mem, _signed(e[1], w))
             return
-        reg, owned = self._reg_of(e)
-        asm.mov_mr(w, mem, reg)
+        reg, owned = self._reg_of(e)     # before r11 is taken: a float constant needs it
+        asm.mov_rm(64, R11, (R14, NO_INDEX, 1, VMCTX_GLOBALS))
+        self._store_reg(t, mem, reg)
         if owned:
-            self._free(reg)
+            self._free(reg, t)
 
     # --- integer arithmetic ------------------------------------------------------------------
     def op_alu(self, arg, imm, off):
@@ -620,7 +651,7 @@ class FunctionCompiler(ValueStack):
 
     def op_select(self, _, imm, off):
         if imm is not None:
-            _require_int(imm, "select operands")
+            _require_num(imm, "select operands")
         stack = self.stack
         c = stack.pop()
         if c[0] == CONST:
@@ -628,7 +659,7 @@ class FunctionCompiler(ValueStack):
             a = self._pop_free()
             keep = a if c[1] else b
             if keep[0] == REG:
-                self.used |= 1 << keep[1]
+                self._alloc_fixed(keep[1], keep[2])
             stack.append(keep)
             return
         cc = self._test(c)          # from here on only movs until the cmov
@@ -637,6 +668,15 @@ class FunctionCompiler(ValueStack):
         t = a[2]
         w = _width(t)
         dst = self._take(a)
+        if t in FLOAT_TYPES:        # no cmov for xmm registers: branch around a move
+            keep = self.asm.new_label()
+            self.asm.jcc(cc, keep)
+            self._load(b, dst)
+            if b[0] == REG:
+                self._free(b[1], t)
+            self.asm.bind(keep)
+            stack.append((REG, dst, t))
+            return
         mem = self._mem_of(b)
         if mem is not None:
             self.asm.cmov_rm(cc ^ 1, w, dst, mem)
@@ -646,6 +686,262 @@ class FunctionCompiler(ValueStack):
             if owned:
                 self._free(src)
         stack.append((REG, dst, t))
+
+    # --- floating point ----------------------------------------------------------------------
+    # Float values live in xmm registers; a float operand that is in memory is used in place
+    # where the instruction reads only the scalar (never by packed forms, which read 16 bytes).
+    def op_fconst(self, t, imm, off):
+        self.stack.append((CONST, imm & MASK[_width(t)], t))
+
+    def _fsrc(self, e: tuple) -> Tuple[object, int]:
+        """A scalar source operand for float entry ``e`` (memory or xmm register), and the
+        register the caller must free (or -1)."""
+        mem = self._mem_of(e)
+        if mem is not None:
+            return mem, -1
+        reg = self._take(e)
+        return reg, reg
+
+    def op_farith(self, arg, imm, off):
+        """add, sub, mul, div: the hardware's NaN propagation is what the spec allows."""
+        op, fw = arg
+        b = self.stack.pop()
+        a = self.stack.pop()
+        dst = self._take(a)
+        src, tmp = self._fsrc(b)
+        self.asm.sse_op(op, fw, dst, src)
+        if tmp >= 0:
+            self._free(tmp, b[2])
+        self.stack.append((REG, dst, a[2]))
+
+    def op_funary(self, arg, imm, off):
+        """sqrt, and ceil/floor/trunc/nearest as roundss/roundsd with a fixed mode."""
+        fw, mode = arg
+        e = self.stack.pop()
+        src, tmp = self._fsrc(e)
+        dst = tmp if tmp >= 0 else self._alloc(e[2])
+        if mode is None:
+            self.asm.sse_op(X.SQRTS, fw, dst, src)
+        else:
+            self.asm.rounds(fw, dst, src, mode)
+            self.features.add("sse4.1")
+        self.stack.append((REG, dst, e[2]))
+
+    def op_fsign(self, arg, imm, off):
+        """abs, neg, copysign: pure sign-bit operations, so NaN payloads pass unchanged."""
+        name, fw = arg
+        sign = 1 << (fw - 1)
+        stack = self.stack
+        b = stack.pop() if name == "copysign" else None
+        a = stack.pop()
+        t = a[2]
+        if name == "copysign" and b[0] == CONST:   # the sign is known: it is abs or -abs
+            name = "neg_abs" if b[1] & sign else "abs"
+            b = None
+        if a[0] == CONST and b is None:
+            fold = {"abs": lambda v: v & ~sign, "neg": lambda v: v ^ sign,
+                    "neg_abs": lambda v: v | sign}[name]
+            stack.append((CONST, fold(a[1]), t))
+            return
+        asm = self.asm
+        dst = self._take(a)
+        if name == "neg":
+            self._fconst(fw, XTMP, sign)
+            asm.bitwise_ps(X.XORPS, dst, XTMP)
+        elif name == "neg_abs":
+            self._fconst(fw, XTMP, sign)
+            asm.bitwise_ps(X.ORPS, dst, XTMP)
+        else:
+            self._fconst(fw, XTMP, MASK[fw] ^ sign)
+            asm.bitwise_ps(X.ANDPS, dst, XTMP)
+            if b is not None:   # copysign: or in b's sign bit
+                src = self._take(b)
+                asm.bitwise_ps(X.ANDNPS, XTMP, src)
+                asm.bitwise_ps(X.ORPS, dst, XTMP)
+                self._free(src, t)
+        stack.append((REG, dst, t))
+
+    def op_fminmax(self, arg, imm, off):
+        """min/max: NaN if either operand is; -0 < +0. minss/maxss alone get both wrong (they
+        return the second operand), so those cases go first."""
+        fw, is_max = arg
+        b = self.stack.pop()
+        a = self.stack.pop()
+        asm = self.asm
+        dst = self._take(a)
+        src = self._take(b)
+        nan, ordinary, done = asm.new_label(), asm.new_label(), asm.new_label()
+        asm.ucomis(fw, dst, src)
+        asm.jcc(CC_P, nan)
+        asm.jcc(CC_NE, ordinary)
+        # equal: only +0/-0 can differ; the bitwise and/or picks the right zero
+        asm.bitwise_ps(X.ANDPS if is_max else X.ORPS, dst, src)
+        asm.jmp(done)
+        asm.bind(nan)
+        asm.sse_op(X.ADDS, fw, dst, src)   # a quiet NaN
+        asm.jmp(done)
+        asm.bind(ordinary)
+        asm.sse_op(X.MAXS if is_max else X.MINS, fw, dst, src)
+        asm.bind(done)
+        self._free(src, b[2])
+        self.stack.append((REG, dst, a[2]))
+
+    def op_fcompare(self, arg, imm, off):
+        """ucomis sets CF, ZF and PF for NaN, so 'above' conditions are false when unordered;
+        lt/le compare the other way round to use them. eq/ne need PF as well and are made
+        into a 0/1 value (fused as its ``ne 0``)."""
+        cc, fw = arg
+        b = self.stack.pop()
+        a = self.stack.pop()
+        if cc == CC_B or cc == CC_BE:
+            a, b = b, a
+            cc = SWAPPED_CC[cc]
+        asm = self.asm
+        ra = self._take(a)
+        src, tmp = self._fsrc(b)
+        asm.ucomis(fw, ra, src)
+        self._free(ra, a[2])
+        if tmp >= 0:
+            self._free(tmp, b[2])
+        if cc != CC_E and cc != CC_NE:
+            self._push_cond(cc)
+            return
+        r = self._alloc()
+        asm.setcc(CC_NP, R11)
+        asm.setcc(CC_E, r)
+        asm.movzx_rr(8, r, r)
+        asm.alu_rr(X.AND, 32, r, R11)     # ordered and equal
+        if cc == CC_NE:
+            asm.alu_ri(X.XOR, 32, r, 1)
+        if self._fuse_next():
+            self._free(r)
+            self.stack.append((FLAGS, CC_NE, I32))
+        else:
+            self.stack.append((REG, r, I32))
+
+    def op_fprecision(self, fw, imm, off):
+        """promote/demote from precision ``fw`` to the other."""
+        e = self.stack.pop()
+        t = F32 if fw == 64 else F64
+        src, tmp = self._fsrc(e)
+        dst = tmp if tmp >= 0 else self._alloc(t)
+        self.asm.sse_op(X.CVT_PRECISION, fw, dst, src)
+        self.stack.append((REG, dst, t))
+
+    def op_fconvert(self, arg, imm, off):
+        """Integer to float, correctly rounded. An unsigned i32 converts as a (zero-extended)
+        i64; an unsigned i64 with the top bit set is halved, keeping the lost bit as a sticky
+        bit so the one rounding stays correct, converted and doubled."""
+        t, iw, signed = arg
+        fw = _width(t)
+        e = self.stack.pop()
+        asm = self.asm
+        dst = self._alloc(t)
+        if iw == 64 and not signed:
+            r = self._take(e)
+            big, done = asm.new_label(), asm.new_label()
+            asm.test_rr(64, r, r)
+            asm.jcc(CC_S, big)
+            asm.cvtsi2s(fw, 64, dst, r)
+            asm.jmp(done)
+            asm.bind(big)
+            asm.mov_rr(64, R11, r)
+            asm.shift_ri(X.SHR, 64, R11, 1)
+            asm.alu_ri(X.AND, 32, r, 1)
+            asm.alu_rr(X.OR, 64, R11, r)
+            asm.cvtsi2s(fw, 64, dst, R11)
+            asm.sse_op(X.ADDS, fw, dst, dst)
+            asm.bind(done)
+            self._free(r)
+        else:
+            mem = self._mem_of(e)
+            if mem is not None and not signed:   # the slot's upper half is not known zero
+                asm.mov_rm(32, R11, mem)
+                asm.cvtsi2s(fw, 64, dst, R11)
+            elif mem is not None:
+                asm.cvtsi2s(fw, iw, dst, mem)
+            else:
+                reg, owned = self._reg_of(e)   # an i32 in a register is zero-extended
+                asm.cvtsi2s(fw, iw if signed else 64, dst, reg)
+                if owned:
+                    self._free(reg)
+        self.stack.append((REG, dst, t))
+
+    def op_trunc(self, arg, imm, off):
+        """Float to integer, trapping or saturating. NaN and the range are checked first
+        against exact bounds (see ``_trunc_bounds``); then cvtts2si only sees values whose
+        truncation fits. Unsigned i32 converts as i64; unsigned i64 of 2^63 or more converts
+        x - 2^63 and sets the top bit back."""
+        t, fw, signed, sat = arg
+        iw = _width(t)
+        low, low_cc, high = _trunc_bounds(iw, fw, signed)
+        e = self.stack.pop()
+        asm = self.asm
+        x = self._take(e)
+        r = self._alloc()
+        if sat:
+            done = asm.new_label()
+            nan_to = overflow_to = done
+            asm.mov_ri(32, r, 0)
+        else:
+            nan_to = self._trap_label(TrapCode.BadConversionToInteger, off)
+            overflow_to = self._trap_label(TrapCode.IntegerOverflow, off)
+        asm.ucomis(fw, x, x)
+        asm.jcc(CC_P, nan_to)
+        if sat and signed:
+            asm.mov_ri(iw, r, 1 << (iw - 1))
+        self._fconst(fw, XTMP, low)
+        asm.ucomis(fw, x, XTMP)
+        asm.jcc(low_cc, overflow_to)
+        if sat:
+            asm.mov_ri(iw, r, MASK[iw] >> 1 if signed else MASK[iw])
+        self._fconst(fw, XTMP, high)
+        asm.ucomis(fw, x, XTMP)
+        asm.jcc(CC_AE, overflow_to)
+        if iw == 64 and not signed:
+            small, fin = asm.new_label(), asm.new_label()
+            self._fconst(fw, XTMP, _float_bits(fw, 2.0 ** 63))
+            asm.ucomis(fw, x, XTMP)
+            asm.jcc(CC_B, small)
+            asm.sse_op(X.SUBS, fw, x, XTMP)
+            asm.cvtts2si(64, fw, r, x)
+            asm.mov_ri(64, R11, 1 << 63)
+            asm.alu_rr(X.XOR, 64, r, R11)
+            asm.jmp(fin)
+            asm.bind(small)
+            asm.cvtts2si(64, fw, r, x)
+            asm.bind(fin)
+        else:
+            asm.cvtts2si(iw if signed else 64, fw, r, x)
+        if sat:
+            asm.bind(done)
+        self._free(x, e[2])
+        self.stack.append((REG, r, t))
+
+    def op_reinterpret(self, t, imm, off):
+        """The same bits in the other register class."""
+        e = self.stack.pop()
+        if e[0] == CONST:
+            self.stack.append((CONST, e[1], t))
+            return
+        w = _width(t)
+        asm = self.asm
+        dst = self._alloc(t)
+        mem = self._mem_of(e)
+        if mem is not None:
+            if t in FLOAT_TYPES:
+                asm.sse_op(X.MOVS_LOAD, w, dst, mem)
+            else:
+                asm.mov_rm(w, dst, mem)
+        else:
+            reg, owned = self._reg_of(e)
+            if t in FLOAT_TYPES:
+                asm.movd_xr(w, dst, reg)
+            else:
+                asm.movd_rx(w, dst, reg)
+            if owned:
+                self._free(reg, e[2])
+        self.stack.append((REG, dst, t))
 
     # --- memory ------------------------------------------------------------------------------
     def _address(self, e: tuple, offset: int) -> Tuple[X.Mem, int]:
@@ -668,10 +964,18 @@ class FunctionCompiler(ValueStack):
     def op_load(self, arg, memarg, off):
         t, size, signed = arg
         mem, owned = self._address(self.stack.pop(), memarg[1])
-        dst = owned if owned >= 0 else self._alloc()
         asm = self.asm
-        self._trap_here(TrapCode.HeapOutOfBounds, off)
         w = _width(t)
+        if t in FLOAT_TYPES:
+            dst = self._alloc(t)
+            self._trap_here(TrapCode.HeapOutOfBounds, off)
+            asm.sse_op(X.MOVS_LOAD, w, dst, mem)
+            if owned >= 0:
+                self._free(owned)
+            self.stack.append((REG, dst, t))
+            return
+        dst = owned if owned >= 0 else self._alloc()
+        self._trap_here(TrapCode.HeapOutOfBounds, off)
         if size == 8 or (size == 4 and not signed):
             asm.mov_rm(size * 8, dst, mem)
         elif signed:
@@ -683,18 +987,24 @@ class FunctionCompiler(ValueStack):
     def op_store(self, size, memarg, off):
         stack = self.stack
         v = stack.pop()
-        mem, owned = self._address(stack.pop(), memarg[1])
         w = size * 8
         asm = self.asm
         if v[0] == CONST and (w < 64 or fits_i32(_signed(v[1], 64))):
+            mem, owned = self._address(stack.pop(), memarg[1])
             self._trap_here(TrapCode.HeapOutOfBounds, off)
             asm.mov_mi(w, mem, v[1] if w < 64 else _signed(v[1], 64))
         else:
+            # the value first: a float constant goes through r11, which the address may need
+            t = v[2]
             reg, vowned = self._reg_of(v)
+            mem, owned = self._address(stack.pop(), memarg[1])
             self._trap_here(TrapCode.HeapOutOfBounds, off)
-            asm.mov_mr(w, mem, reg)
+            if t in FLOAT_TYPES:
+                asm.sse_op(X.MOVS_STORE, w, reg, mem)
+            else:
+                asm.mov_mr(w, mem, reg)
             if vowned:
-                self._free(reg)
+                self._free(reg, t)
         if owned >= 0:
             self._free(owned)
 
@@ -713,6 +1023,7 @@ class FunctionCompiler(ValueStack):
         self.asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(Libcall.MEMORY_GROW)))
         self.asm.mov_rr(32, RAX, RAX)   # host code need not zero-extend its i32 result
         self.used = 1 << RAX
+        self.xused = 0
         stack.append((REG, RAX, I32))
 
     # --- calls -------------------------------------------------------------------------------
@@ -727,7 +1038,7 @@ class FunctionCompiler(ValueStack):
         env = self.env
         type_id = env.type_ids[type_index]
         ftype = env.types[type_id]
-        _require_int(ftype.params, "parameters")
+        _require_num(ftype.params, "parameters")
         stack = self.stack
         self._move_to(len(stack) - 1, R10)
         stack.pop()
@@ -751,8 +1062,8 @@ class FunctionCompiler(ValueStack):
         """Arguments per the SysV convention, the call, and the result in rax. Everything but
         the arguments that lives in a scratch register is spilled first (caller-saved);
         r10 and r11 are free for the call target and temporaries."""
-        _require_int(ftype.params, "parameters")
-        _require_int(ftype.results, "results")
+        _require_num(ftype.params, "parameters")
+        _require_num(ftype.results, "results")
         if len(ftype.results) > 1:
             raise Unsupported("multiple results are not supported yet")
         asm = self.asm
@@ -763,60 +1074,74 @@ class FunctionCompiler(ValueStack):
             if stack[i][0] == REG:
                 self._spill(i)
         args = stack[first:]
-        nreg = min(nargs, len(ARG_REGS))
+        homes = _arg_homes(ftype.params)
+        nstack = sum(1 for h in homes if h < 0)
         outgoing = 0
-        if nargs > nreg:
-            outgoing = (8 * (nargs - nreg) + 15) & ~15
+        if nstack:
+            outgoing = (8 * nstack + 15) & ~15
             self.max_outgoing = max(self.max_outgoing, outgoing)
             asm.alu_ri(X.SUB, 64, RSP, outgoing)
             self.rsp_adjust = outgoing
-            for k, e in enumerate(args[nreg:]):
-                dst = (RSP, NO_INDEX, 1, 8 * k)
-                if e[0] == CONST and (e[2] == I32 or fits_i32(_signed(e[1], 64))):
-                    asm.mov_mi(_width(e[2]), dst, _signed(e[1], _width(e[2])))
+            for e, home in zip(args, homes):
+                if home >= 0:
+                    continue
+                dst = (RSP, NO_INDEX, 1, 8 * (-1 - home))
+                w = _width(e[2])
+                if e[0] == CONST and (w == 32 or fits_i32(_signed(e[1], 64))):
+                    asm.mov_mi(w, dst, _signed(e[1], w))
                 elif e[0] == REG:
-                    asm.mov_mr(64, dst, e[1])
-                else:
-                    self._load(e, R11)
+                    self._store_reg(e[2], dst, e[1])
+                elif e[0] == CONST:
+                    asm.mov_ri(64, R11, e[1])
                     asm.mov_mr(64, dst, R11)
-        self._parallel_move([(ARG_REGS[i], args[i]) for i in range(nreg)])
+                else:
+                    if e[2] in FLOAT_TYPES:   # bits are bits: memory to memory through r11
+                        asm.mov_rm(w, R11, self._mem_of(e))
+                    else:
+                        self._load(e, R11)
+                    asm.mov_mr(64, dst, R11)
+        in_regs = [(home, e) for e, home in zip(args, homes) if home >= 0]
+        self._parallel_move([m for m in in_regs if m[1][2] not in FLOAT_TYPES], False)
+        self._parallel_move([m for m in in_regs if m[1][2] in FLOAT_TYPES], True)
+        for dst, e in in_regs:
+            if e[0] != REG:
+                self._load(e, dst)
         del stack[first:]
         self.makes_calls = True
         emit_call()
         if outgoing:
             asm.alu_ri(X.ADD, 64, RSP, outgoing)
             self.rsp_adjust = 0
+        self.used = self.xused = 0
         if ftype.results:
-            self.used = 1 << RAX
-            stack.append((REG, RAX, ftype.results[0]))
-        else:
-            self.used = 0
+            t = ftype.results[0]
+            self._alloc_fixed(_result_reg(t), t)
+            stack.append((REG, _result_reg(t), t))
 
-    def _parallel_move(self, moves: List[Tuple[int, tuple]]) -> None:
-        """Load each (destination register, entry) pair at once, breaking cycles with r11."""
-        asm = self.asm
+    def _parallel_move(self, moves: List[Tuple[int, tuple]], xmm: bool) -> None:
+        """Move each (destination register, register entry) pair at once, breaking cycles with
+        r11 or xmm15."""
+        mov = self.asm.movaps if xmm else (lambda d, s: self.asm.mov_rr(64, d, s))
+        tmp = XTMP if xmm else R11
         pending = [(dst, e[1]) for dst, e in moves if e[0] == REG and e[1] != dst]
         while pending:
             sources = {src for _, src in pending}
             for k, (dst, src) in enumerate(pending):
                 if dst not in sources:
-                    asm.mov_rr(64, dst, src)
+                    mov(dst, src)
                     del pending[k]
                     break
             else:
                 dst, src = pending[0]
-                asm.mov_rr(64, R11, src)
-                pending[0] = (dst, R11)
-        for dst, e in moves:
-            if e[0] != REG:
-                self._load(e, dst)
+                mov(tmp, src)
+                pending[0] = (dst, tmp)
 
     # --- control flow ------------------------------------------------------------------------
     def _block_results(self, blocktype) -> tuple:
         params, results = self.env.block_type(blocktype)
         if params or len(results) > 1:
             raise Unsupported("multi-value blocks are not supported yet")
-        _require_int(results, "block results")
+        _require_num(results, "block results")
         return results
 
     def op_block(self, kind, blocktype, off):
@@ -842,25 +1167,28 @@ class FunctionCompiler(ValueStack):
             asm.jcc(cc ^ 1, frame.else_label)
         self.ctrl.append(frame)
 
-    def _result_to_rax(self, count: int) -> None:
-        """Move the ``count`` (0 or 1) values a label takes to where the label expects them."""
+    def _result_to_reg(self, count: int, below: int = 0) -> None:
+        """Move the ``count`` (0 or 1) values a label takes, ``below`` entries down the stack,
+        to where the label expects them: rax, or xmm0 for a float."""
         if count:
-            self._move_to(len(self.stack) - 1, RESULT_REG)
+            i = len(self.stack) - 1 - below
+            self._move_to(i, _result_reg(self.stack[i][2]))
 
     def _reset_to(self, frame: Ctrl, with_results: bool) -> None:
         """The canonical state at a label of ``frame``: the entries below it, plus its result
         in rax."""
         del self.stack[frame.height:]
-        self.used = 0
+        self.used = self.xused = 0
         if with_results and frame.results:
-            self.used = 1 << RESULT_REG
-            self.stack.append((REG, RESULT_REG, frame.results[0]))
+            t = frame.results[0]
+            self._alloc_fixed(_result_reg(t), t)
+            self.stack.append((REG, _result_reg(t), t))
 
     def op_else(self, _, imm, off):
         frame = self.ctrl[-1]
         asm = self.asm
         if not self.unreachable:
-            self._result_to_rax(len(frame.results))
+            self._result_to_reg(len(frame.results))
             asm.jmp(frame.label)
             frame.branched = True
         asm.bind(frame.else_label)
@@ -873,7 +1201,7 @@ class FunctionCompiler(ValueStack):
         asm = self.asm
         reachable = not self.unreachable
         if reachable:
-            self._result_to_rax(len(frame.results))
+            self._result_to_reg(len(frame.results))
         if frame.kind == K_IF:
             asm.bind(frame.else_label)    # if without else: the false edge lands here
             reachable = True
@@ -893,7 +1221,7 @@ class FunctionCompiler(ValueStack):
 
     def op_br(self, _, depth, off):
         frame = self._branch_target(depth)
-        self._result_to_rax(frame.arity)
+        self._result_to_reg(frame.arity)
         self.asm.jmp(frame.label)
         self.unreachable = True
 
@@ -910,7 +1238,7 @@ class FunctionCompiler(ValueStack):
                 self.op_br(None, depth, off)
             return
         if frame.arity:
-            self._move_to(len(stack) - 2, RESULT_REG)   # movs only: flags survive
+            self._result_to_reg(1, 1)   # movs only: flags survive
         cc = self._test(stack.pop())
         self.asm.jcc(cc, frame.label)
 
@@ -920,7 +1248,7 @@ class FunctionCompiler(ValueStack):
         dflt = self._branch_target(default)
         stack = self.stack
         if dflt.arity:
-            self._move_to(len(stack) - 2, RESULT_REG)
+            self._result_to_reg(1, 1)
         idx = stack.pop()
         asm = self.asm
         if idx[0] == CONST:
@@ -961,6 +1289,26 @@ def _rot(v: int, n: int, w: int, left: bool) -> int:
     if not left:
         n = (w - n) % w
     return ((v << n) | (v >> (w - n))) & MASK[w]
+
+
+def _float_bits(fw: int, v: float) -> int:
+    return int.from_bytes(struct.pack("<f" if fw == 32 else "<d", v), "little")
+
+
+def _trunc_bounds(iw: int, fw: int, signed: bool) -> Tuple[int, int, int]:
+    """(low bound bits, condition meaning 'x is below the range' after ``ucomis x, low``,
+    high bound bits): x truncates into range iff low < x < high exactly, with high = 2^(iw-1)
+    or 2^iw and low = -2^(iw-1) - 1 or -1. When low is not representable, the largest float
+    below the range is -2^(iw-1) itself minus a whole ulp, so ``x >= -2^(iw-1)`` is the same
+    test."""
+    high = _float_bits(fw, 2.0 ** (iw - 1 if signed else iw))
+    if not signed:
+        return _float_bits(fw, -1.0), CC_BE, high
+    low = -(1 << (iw - 1)) - 1
+    mantissa = 24 if fw == 32 else 53
+    if low.bit_length() <= mantissa:      # exactly representable
+        return _float_bits(fw, float(low)), CC_BE, high
+    return _float_bits(fw, float(low + 1)), CC_B, high
 
 
 _FC = FunctionCompiler
@@ -1048,6 +1396,56 @@ def _build_dispatch() -> Dict[int, tuple]:
             table[code] = (_FC.op_eqz, w)
         elif info.name in _CONVERSIONS:
             table[code] = (_FC.op_convert, _CONVERSIONS[info.name])
+    table.update(_float_dispatch())
+    return table
+
+
+_FARITH = {"add": X.ADDS, "sub": X.SUBS, "mul": X.MULS, "div": X.DIVS}
+_FUNARY = {"sqrt": None, "ceil": X.ROUND_CEIL, "floor": X.ROUND_FLOOR, "trunc": X.ROUND_TRUNC,
+           "nearest": X.ROUND_NEAREST}
+_FCOMPARES = {"eq": CC_E, "ne": CC_NE, "lt": CC_B, "gt": CC_A, "le": CC_BE, "ge": CC_AE}
+_TYPES = {"i32": I32, "i64": I64, "f32": F32, "f64": F64}
+
+
+def _float_dispatch() -> Dict[int, tuple]:
+    """op -> (handler, argument) for every instruction that involves a float."""
+    table: Dict[int, tuple] = {}
+    for code, info in OPS.items():
+        name = info.name
+        prefix, _, base = name.partition(".")
+        if prefix in ("f32", "f64"):
+            t = _TYPES[prefix]
+            fw = _width(t)
+            if info.access_size:
+                if info.results:
+                    table[code] = (_FC.op_load, (t, info.access_size, False))
+                else:
+                    table[code] = (_FC.op_store, info.access_size)
+            elif base == "const":
+                table[code] = (_FC.op_fconst, t)
+            elif base in _FARITH:
+                table[code] = (_FC.op_farith, (_FARITH[base], fw))
+            elif base in _FUNARY:
+                table[code] = (_FC.op_funary, (fw, _FUNARY[base]))
+            elif base in ("abs", "neg", "copysign"):
+                table[code] = (_FC.op_fsign, (base, fw))
+            elif base in ("min", "max"):
+                table[code] = (_FC.op_fminmax, (fw, base == "max"))
+            elif base in _FCOMPARES:
+                table[code] = (_FC.op_fcompare, (_FCOMPARES[base], fw))
+            elif base in ("demote_f64", "promote_f32"):
+                table[code] = (_FC.op_fprecision, 96 - fw)
+            elif base.startswith("convert_"):
+                m = re.fullmatch(r"convert_i(32|64)_([su])", base)
+                table[code] = (_FC.op_fconvert, (t, int(m[1]), m[2] == "s"))
+            elif base.startswith("reinterpret_"):
+                table[code] = (_FC.op_reinterpret, t)
+            continue
+        m = re.fullmatch(r"(i32|i64)\.trunc(_sat)?_f(32|64)_([su])", name)
+        if m:
+            table[code] = (_FC.op_trunc, (_TYPES[m[1]], int(m[3]), m[4] == "s", bool(m[2])))
+        elif re.fullmatch(r"i(32|64)\.reinterpret_f(32|64)", name):
+            table[code] = (_FC.op_reinterpret, _TYPES[prefix])
     return table
 
 

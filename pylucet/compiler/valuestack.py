@@ -12,10 +12,13 @@ Operand stack entries are tuples ``(kind, payload, valtype)``:
            made when the very next instruction consumes it (see ``codegen``).
 
 Registers. ``valtype`` decides the register class: i32/i64 (and, later, references) live in
-general purpose registers; f32/f64/v128 will live in xmm registers with their own free mask,
-their own spill width and xmm0 as result register, without changing how entries are handled.
-Scratch values use the caller-saved registers in ``SCRATCH``; ``r11`` is never allocated and
-serves as a short-lived temporary inside one instruction's code. An i32 in a 64-bit register is
+general purpose registers; f32/f64 live in xmm registers, with their own free mask (``xused``)
+and xmm0 as result register; entries are handled alike otherwise. Scratch values use the
+caller-saved registers in ``SCRATCH`` and ``XSCRATCH``; ``r11`` and ``xmm15`` are never
+allocated and serve as short-lived temporaries inside one instruction's code. A float constant
+is materialised through ``r11``, so no value may be waiting in ``r11`` when one is loaded.
+Bits are bits in memory: a float moves between memory locations through ``r11`` like an
+integer of its width. An i32 in a 64-bit register is
 always zero-extended (every i32 result is written by a 32-bit instruction), so it can index the
 heap directly.
 
@@ -31,18 +34,21 @@ from typing import List, Optional, Tuple
 from ..wasm.types import ValType
 from .x86_64 import encoding as X
 from .x86_64.encoding import NO_INDEX, Assembler, fits_i32
-from .x86_64.registers import CC_NE, R8, R9, R10, R11, RAX, RCX, RDI, RDX, RSI, RSP
+from .x86_64.registers import CC_NE, R8, R9, R10, R11, RAX, RCX, RDI, RDX, RSI, RSP, XMM
 
 CONST, REG, LOCAL, SLOT, FLAGS = range(5)
 
-I32, I64 = ValType.I32, ValType.I64
+I32, I64, F32, F64 = ValType.I32, ValType.I64, ValType.F32, ValType.F64
 INT_TYPES = (I32, I64)
+FLOAT_TYPES = (F32, F64)
 SCRATCH = (RAX, RCX, RDX, RSI, RDI, R8, R9, R10)
+XSCRATCH = XMM[:15]
+XTMP = XMM[15]
 MASK = {32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
 
 
 def width(t: ValType) -> int:
-    return 64 if t == I64 else 32
+    return 64 if t == I64 or t == F64 else 32
 
 
 def signed(v: int, w: int) -> int:
@@ -61,6 +67,7 @@ class ValueStack:
         self.asm = Assembler()
         self.stack: List[tuple] = []
         self.used = 0                 # bit mask of scratch registers owned by entries
+        self.xused = 0                # the same for xmm registers
         self.local_reg: List[int] = []   # home register of each local, or -1
         self.local_disp: List[int] = []  # frame offset of each frame-resident local
         self.spill_base = 0
@@ -75,57 +82,84 @@ class ValueStack:
             self.max_slots = pos + 1
         return (RSP, NO_INDEX, 1, self.spill_base + 8 * pos + self.rsp_adjust)
 
-    def _alloc(self) -> int:
-        used = self.used
-        for r in SCRATCH:
+    def _alloc(self, t: ValType = I32) -> int:
+        """A free scratch register of ``t``'s class, now owned by the caller."""
+        fl = t in FLOAT_TYPES
+        r = self._free_scratch(t)
+        if r < 0:
+            # out of registers: spill the deepest register entry (the value needed last)
+            for i, e in enumerate(self.stack):
+                if e[0] == REG and (e[2] in FLOAT_TYPES) == fl:
+                    r = e[1]
+                    self._spill(i)
+                    break
+            else:
+                raise AssertionError("no scratch register left")
+        if fl:
+            self.xused |= 1 << r
+        else:
+            self.used |= 1 << r
+        return r
+
+    def _free(self, reg: int, t: ValType = I32) -> None:
+        if t in FLOAT_TYPES:
+            self.xused &= ~(1 << reg)
+        else:
+            self.used &= ~(1 << reg)
+
+    def _owned(self, reg: int, t: ValType) -> bool:
+        return bool((self.xused if t in FLOAT_TYPES else self.used) & (1 << reg))
+
+    def _free_scratch(self, t: ValType = I32) -> int:
+        if t in FLOAT_TYPES:
+            regs, used = XSCRATCH, self.xused
+        else:
+            regs, used = SCRATCH, self.used
+        for r in regs:
             if not used & (1 << r):
-                self.used = used | (1 << r)
-                return r
-        # out of registers: spill the deepest register entry (the value needed last)
-        stack = self.stack
-        for i, e in enumerate(stack):
-            if e[0] == REG:
-                reg = e[1]
-                self._spill(i)
-                self.used |= 1 << reg
-                return reg
-        raise AssertionError("no scratch register left")
-
-    def _free(self, reg: int) -> None:
-        self.used &= ~(1 << reg)
-
-    def _free_scratch(self) -> int:
-        for r in SCRATCH:
-            if not self.used & (1 << r):
                 return r
         return -1
 
-    def _evict(self, reg: int) -> None:
-        """Make ``reg`` free for a fixed use: move its owner to another register or its slot."""
-        if not self.used & (1 << reg):
+    def _mov_reg(self, t: ValType, dst: int, src: int) -> None:
+        if t in FLOAT_TYPES:
+            self.asm.movaps(dst, src)
+        else:
+            self.asm.mov_rr(64, dst, src)
+
+    def _evict(self, reg: int, t: ValType = I32) -> None:
+        """Make ``reg`` (of ``t``'s class) free for a fixed use: move its owner to another
+        register or its slot."""
+        if not self._owned(reg, t):
             return
+        fl = t in FLOAT_TYPES
         stack = self.stack
         for i in range(len(stack) - 1, -1, -1):
             e = stack[i]
-            if e[0] == REG and e[1] == reg:
-                free = self._free_scratch()
+            if e[0] == REG and e[1] == reg and (e[2] in FLOAT_TYPES) == fl:
+                free = self._free_scratch(t)
                 if free >= 0:
-                    self.asm.mov_rr(64, free, reg)
-                    self.used |= 1 << free
+                    self._mov_reg(t, free, reg)
+                    self._alloc_fixed(free, t)
                     stack[i] = (REG, free, e[2])
-                    self._free(reg)
+                    self._free(reg, t)
                 else:
                     self._spill(i)
                 return
         raise AssertionError(f"register {reg} is in use but owned by no entry")
+
+    def _alloc_fixed(self, reg: int, t: ValType) -> None:
+        if t in FLOAT_TYPES:
+            self.xused |= 1 << reg
+        else:
+            self.used |= 1 << reg
 
     def _spill(self, i: int) -> None:
         """Move stack entry ``i`` (a register or lazy local) to its frame slot."""
         kind, val, t = self.stack[i]
         w = width(t)
         if kind == REG:
-            self.asm.mov_mr(w, self._slot_mem(i), val)
-            self.used &= ~(1 << val)
+            self._store_reg(t, self._slot_mem(i), val)
+            self._free(val, t)
         elif kind == LOCAL:
             reg = self.local_reg[val]
             if reg < 0:
@@ -141,12 +175,35 @@ class ValueStack:
             if e[0] in kinds:
                 self._spill(i)
 
+    def _store_reg(self, t: ValType, mem: X.Mem, reg: int) -> None:
+        """Store register ``reg`` holding a ``t``."""
+        if t in FLOAT_TYPES:
+            self.asm.sse_op(X.MOVS_STORE, width(t), reg, mem)
+        else:
+            self.asm.mov_mr(width(t), mem, reg)
+
+    def _fconst(self, fw: int, reg: int, bits: int) -> None:
+        """Float bits into xmm ``reg`` through r11 (no flags touched)."""
+        if bits == 0:
+            self.asm.bitwise_ps(X.XORPS, reg, reg)
+        else:
+            self.asm.mov_ri(fw, R11, bits)
+            self.asm.movd_xr(fw, reg, R11)
+
     def _load(self, e: tuple, reg: int) -> None:
         """Put the value of entry ``e`` (not a register entry) into ``reg`` (movs only: the flags
         survive)."""
         kind, val, t = e
         w = width(t)
         asm = self.asm
+        if t in FLOAT_TYPES:
+            if kind == CONST:
+                self._fconst(w, reg, val)
+            elif kind == REG:
+                asm.movaps(reg, val)
+            else:
+                asm.sse_op(X.MOVS_LOAD, w, reg, self._mem_of(e))
+            return
         if kind == CONST:
             asm.mov_ri(w, reg, val)
         elif kind == LOCAL:
@@ -167,7 +224,7 @@ class ValueStack:
         """A scratch register the caller owns, holding the value of the popped entry ``e``."""
         if e[0] == REG:
             return e[1]
-        reg = self._alloc()
+        reg = self._alloc(e[2])
         self._load(e, reg)
         return reg
 
@@ -197,17 +254,18 @@ class ValueStack:
         e = self.stack[i]
         if e[0] == REG and e[1] == reg:
             return
-        self._evict(reg)
-        self.used |= 1 << reg
+        t = e[2]
+        self._evict(reg, t)
+        self._alloc_fixed(reg, t)
         self._load(e, reg)
         if e[0] == REG:
-            self._free(e[1])
-        self.stack[i] = (REG, reg, e[2])
+            self._free(e[1], t)
+        self.stack[i] = (REG, reg, t)
 
     def _pop_free(self) -> tuple:
         e = self.stack.pop()
         if e[0] == REG:
-            self.used &= ~(1 << e[1])
+            self._free(e[1], e[2])
         return e
 
     def _detach_local(self, idx: int) -> None:
@@ -215,9 +273,9 @@ class ValueStack:
         stack = self.stack
         for i, e in enumerate(stack):
             if e[0] == LOCAL and e[1] == idx:
-                free = self._free_scratch()
+                free = self._free_scratch(e[2])
                 if free >= 0:
-                    self.used |= 1 << free
+                    self._alloc_fixed(free, e[2])
                     self._load(e, free)
                     stack[i] = (REG, free, e[2])
                 else:

@@ -32,6 +32,15 @@ NOT, NEG, MUL, IMUL1, DIV, IDIV = 2, 3, 4, 5, 6, 7
 ROL, ROR, SHL, SHR, SAR = 0, 1, 4, 5, 7
 # F3 0F xx bit counting instructions.
 POPCNT, TZCNT, LZCNT = 0xB8, 0xBC, 0xBD
+# SSE scalar operations: the byte after 0F; an F3 (single) or F2 (double) prefix picks the
+# precision. MOVS_LOAD/MOVS_STORE are movss/movsd to and from memory, CVT_PRECISION converts
+# from the given precision to the other one (cvtss2sd / cvtsd2ss).
+MOVS_LOAD, MOVS_STORE, SQRTS, ADDS, MULS, CVT_PRECISION, SUBS, MINS, DIVS, MAXS = (
+    0x10, 0x11, 0x51, 0x58, 0x59, 0x5A, 0x5C, 0x5D, 0x5E, 0x5F)
+# Packed-single bitwise operations (0F xx, no prefix): scalar code only reads the low lane.
+ANDPS, ANDNPS, ORPS, XORPS = 0x54, 0x55, 0x56, 0x57
+# roundss/roundsd rounding modes (imm8); bit 3 suppresses the precision exception.
+ROUND_NEAREST, ROUND_FLOOR, ROUND_CEIL, ROUND_TRUNC = 8, 9, 10, 11
 
 _SCALE_BITS = {1: 0, 2: 1, 4: 2, 8: 3}
 
@@ -233,6 +242,53 @@ class Assembler:
 
     def cmov_rm(self, cc: int, w: int, dst: int, mem: Mem) -> None:
         self._rm(0, w, bytes((0x0F, 0x40 | cc)), dst, mem)
+
+    # --- SSE -----------------------------------------------------------------------------------
+    # ``fw`` (32 or 64) is the float precision, ``w`` the integer width; ``src`` may be an xmm
+    # register or a memory operand.
+    def _sse(self, prefix: int, w: int, opcode: bytes, reg: int, src) -> None:
+        if type(src) is int:
+            self._rr(prefix, w, opcode, reg, src)
+        else:
+            self._rm(prefix, w, opcode, reg, src)
+
+    def sse_op(self, op: int, fw: int, dst: int, src) -> None:
+        """A scalar SSE operation ``op{ss,sd} dst, src`` (``MOVS_STORE``: ``dst`` is the
+        register stored and ``src`` the memory operand)."""
+        self._sse(0xF3 if fw == 32 else 0xF2, 32, bytes((0x0F, op)), dst, src)
+
+    def bitwise_ps(self, op: int, dst: int, src) -> None:
+        """andps / andnps / orps / xorps: whole-register bit operations that do not touch the
+        flags."""
+        self._sse(0, 32, bytes((0x0F, op)), dst, src)
+
+    def movaps(self, dst: int, src: int) -> None:
+        self._rr(0, 32, b"\x0f\x28", dst, src)
+
+    def movd_xr(self, w: int, dst: int, src) -> None:
+        """movd/movq xmm, r/m32 or r/m64 (the rest of the register is zeroed)."""
+        self._sse(0x66, w, b"\x0f\x6e", dst, src)
+
+    def movd_rx(self, w: int, dst: int, src: int) -> None:
+        """movd/movq r32 or r64, xmm (a 32-bit move zero-extends)."""
+        self._rr(0x66, w, b"\x0f\x7e", src, dst)
+
+    def ucomis(self, fw: int, a: int, b) -> None:
+        """Unordered compare: ZF, PF, CF = 1, 1, 1 for NaN, else as an unsigned ``cmp a, b``."""
+        self._sse(0x66 if fw == 64 else 0, 32, b"\x0f\x2e", a, b)
+
+    def cvtsi2s(self, fw: int, w: int, dst: int, src) -> None:
+        """Signed ``w``-bit integer to float, rounded per MXCSR (round to nearest even)."""
+        self._sse(0xF3 if fw == 32 else 0xF2, w, b"\x0f\x2a", dst, src)
+
+    def cvtts2si(self, w: int, fw: int, dst: int, src) -> None:
+        """Float to signed ``w``-bit integer, truncating; out of range gives 1 << (w - 1)."""
+        self._sse(0xF3 if fw == 32 else 0xF2, w, b"\x0f\x2c", dst, src)
+
+    def rounds(self, fw: int, dst: int, src, mode: int) -> None:
+        """roundss / roundsd (SSE4.1) with an immediate rounding mode."""
+        self._sse(0x66, 32, b"\x0f\x3a\x0a" if fw == 32 else b"\x0f\x3a\x0b", dst, src)
+        self.code.append(mode)
 
     # --- moves -------------------------------------------------------------------------------
     def mov_rr(self, w: int, dst: int, src: int) -> None:
