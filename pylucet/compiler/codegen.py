@@ -11,12 +11,14 @@ fusions; nothing else looks ahead.
 Locals: a cheap pre-scan counts each local's uses (a use inside loops counts more) and the
 busiest i32/i64 locals get the callee-saved registers in ``LOCAL_REGS`` for the whole function
 (so calls never disturb them); the other locals live in frame slots; unused ones get nothing.
+Float locals always live in the frame: every xmm register is caller-saved, so a register home
+would have to be saved around each call.
 
 Merge strategy (the canonical state at every label). On entry to ``block``/``loop``/``if``,
 every entry on the operand stack that is a register or a lazy local is spilled to its slot;
 constants stay. Code inside a block cannot touch the entries below it, so at every label the
 entries under the block are the same constants and slots on every path, every scratch register
-is free, and the block's single result (if any) is in ``rax``. A branch therefore only moves
+is free, and the block's single result (if any) is in ``rax`` (``xmm0`` for a float). A branch therefore only moves
 its result into ``rax`` and jumps, and ``br_table`` needs no per-target code. Registers are also
 spilled at calls (they are caller-saved) and when the allocator runs out.
 
@@ -28,6 +30,12 @@ Frame (``rsp``-relative, 16-byte aligned at calls)::
 Its size is only known after the body, so the prologue's ``sub rsp``, the epilogue's ``add rsp``
 and the stack limit check are patched at the end. Outgoing stack arguments are pushed below it
 for the duration of a call (``rsp_adjust``).
+
+Floats: SSE scalar instructions, with the wasm rules x86 lacks spelled out: min/max and the
+float-to-integer conversions check NaN and their edge cases with ``ucomis`` first, and abs/neg/
+copysign are sign-bit masks so NaN payloads pass unchanged. A float compare fuses like an
+integer one (its 'above' conditions are false when unordered); ``eq``/``ne``, which also need
+the parity flag, become a 0/1 value first.
 
 Traps: heap accesses and divisions fault on purpose and get a trap site at their own offset;
 explicit checks jump to out-of-line ``ud2`` stubs at the end of the function, one per check so
