@@ -61,19 +61,18 @@ def test_min_max_and_sign_ops(region, w):
       (func (export "neg") (param {t}) (result {t}) (t.neg (local.get 0)))
       (func (export "copysign") (param {t} {t}) (result {t})
         (t.copysign (local.get 0) (local.get 1)))
-      (func (export "copysign_neg") (param {t}) (result {t}) (t.copysign (local.get 0) (t.const -1)))
+      (func (export "copysign_neg") (param {t}) (result {t})
+        (t.copysign (local.get 0) (t.const -1)))
     )""".replace("t.", f"{t}.")
     B = lambda v: bits(w, v)   # noqa: E731
     nan = F32_NAN_PAYLOAD if w == 32 else F64_NAN_PAYLOAD
     sign = 1 << (w - 1)
     with run_module(region, wat) as inst:
-        for a, b in ((1.0, 2.0), (2.0, 1.0), (-0.0, 0.0), (0.0, -0.0), (-5.0, math.inf)):
-            assert inst.run_bits("min", B(a), B(b)) == (B(min(a, b) if a != b else -0.0 if
-                                                          math.copysign(1, a) < 0 or
-                                                          math.copysign(1, b) < 0 else a),)
-            assert inst.run_bits("max", B(a), B(b)) == (B(max(a, b) if a != b else 0.0 if
-                                                          math.copysign(1, a) > 0 or
-                                                          math.copysign(1, b) > 0 else a),)
+        for a, b, lo, hi in ((1.0, 2.0, 1.0, 2.0), (2.0, 1.0, 1.0, 2.0),
+                             (-0.0, 0.0, -0.0, 0.0), (0.0, -0.0, -0.0, 0.0),
+                             (-0.0, -0.0, -0.0, -0.0), (-5.0, math.inf, -5.0, math.inf)):
+            assert inst.run_bits("min", B(a), B(b)) == (B(lo),)
+            assert inst.run_bits("max", B(a), B(b)) == (B(hi),)
         for a, b in ((nan, B(1.0)), (B(1.0), nan), (nan, nan), (B(-0.0), nan)):
             for op in ("min", "max"):
                 assert is_nan(w, inst.run_bits(op, a, b)[0])
@@ -190,9 +189,11 @@ def _round_int_to_f32(n: int) -> float:
     return -float(n) if neg else float(n)
 
 
-U64_CASES = [0, 1, (1 << 63) - 1, 1 << 63, (1 << 63) + 1, (1 << 64) - 1, 0x8000_0000_0000_0401,
-             0x8000_0000_0000_0400, 0x8000_0000_0000_0C00, 0x8000_0080_0000_0001, 0x8000_0080_0000_0000,
-             0x8000_0180_0000_0000, 0xFFFF_FFFF_7FFF_FFFF, 0x0020_0000_0000_0001, 0xFFFF_FF7F_FFFF_FFFF]
+U64_CASES = [0, 1, (1 << 63) - 1, 1 << 63, (1 << 63) + 1, (1 << 64) - 1,
+             # ties and near-ties at the f64 and f32 rounding positions, with the top bit set
+             0x8000_0000_0000_0401, 0x8000_0000_0000_0400, 0x8000_0000_0000_0C00,
+             0x8000_0080_0000_0001, 0x8000_0080_0000_0000, 0x8000_0180_0000_0000,
+             0xFFFF_FFFF_7FFF_FFFF, 0x0020_0000_0000_0001, 0xFFFF_FF7F_FFFF_FFFF]
 
 
 def test_integer_to_float_rounding(region):
@@ -311,5 +312,6 @@ def test_register_pressure_and_calls(region):
 
 
 def test_rounding_records_sse41():
-    compiled = compile_module("(module (func (param f32) (result f32) (f32.nearest (local.get 0))))")
+    compiled = compile_module(
+        "(module (func (param f32) (result f32) (f32.nearest (local.get 0))))")
     assert "sse4.1" in compiled.data.features

@@ -18,9 +18,9 @@ Merge strategy (the canonical state at every label). On entry to ``block``/``loo
 every entry on the operand stack that is a register or a lazy local is spilled to its slot;
 constants stay. Code inside a block cannot touch the entries below it, so at every label the
 entries under the block are the same constants and slots on every path, every scratch register
-is free, and the block's single result (if any) is in ``rax`` (``xmm0`` for a float). A branch therefore only moves
-its result into ``rax`` and jumps, and ``br_table`` needs no per-target code. Registers are also
-spilled at calls (they are caller-saved) and when the allocator runs out.
+is free, and the block's single result (if any) is in ``rax`` (``xmm0`` for a float). A branch
+therefore only moves its result there and jumps, and ``br_table`` needs no per-target code.
+Registers are also spilled at calls (they are caller-saved) and when the allocator runs out.
 
 Frame (``rsp``-relative, 16-byte aligned at calls)::
 
@@ -62,8 +62,8 @@ from .valuestack import (CONST, F32, F64, FLAGS, FLOAT_TYPES, I32, I64, INT_TYPE
 from .x86_64 import encoding as X
 from .x86_64.encoding import NO_INDEX, fits_i32
 from .x86_64.registers import (CC_A, CC_AE, CC_B, CC_BE, CC_E, CC_G, CC_GE, CC_L, CC_LE, CC_NE,
-                               CC_NP, CC_O, CC_P, CC_S, R8, R9, R10, R11, R12, R13, R14, R15, RAX, RBP, RBX, RCX, RDI,
-                               RDX, RSI, RSP, SWAPPED_CC, XMM)
+                               CC_NP, CC_O, CC_P, CC_S, R8, R9, R10, R11, R12, R13, R14, R15, RAX,
+                               RBP, RBX, RCX, RDI, RDX, RSI, RSP, SWAPPED_CC, XMM)
 
 LOCAL_REGS = (RBX, R15, R12, R13, RBP)
 ARG_REGS = (RDI, RSI, RDX, RCX, R8, R9)

@@ -16,11 +16,10 @@ general purpose registers; f32/f64 live in xmm registers, with their own free ma
 and xmm0 as result register; entries are handled alike otherwise. Scratch values use the
 caller-saved registers in ``SCRATCH`` and ``XSCRATCH``; ``r11`` and ``xmm15`` are never
 allocated and serve as short-lived temporaries inside one instruction's code. A float constant
-is materialised through ``r11``, so no value may be waiting in ``r11`` when one is loaded.
-Bits are bits in memory: a float moves between memory locations through ``r11`` like an
-integer of its width. An i32 in a 64-bit register is
-always zero-extended (every i32 result is written by a 32-bit instruction), so it can index the
-heap directly.
+is materialised through ``r11``, so no value may be waiting in ``r11`` when one is loaded; and
+bits are bits in memory, so a float moves between memory locations through ``r11`` like an
+integer of its width. An i32 in a 64-bit register is always zero-extended (every i32 result is
+written by a 32-bit instruction), so it can index the heap directly.
 
 Every helper here emits only moves (never ``xor r, r`` or other flag-writing instructions)
 unless it says otherwise, so a compare's flags survive operand shuffling up to their ``jcc`` or
@@ -84,10 +83,10 @@ class ValueStack:
 
     def _alloc(self, t: ValType = I32) -> int:
         """A free scratch register of ``t``'s class, now owned by the caller."""
-        fl = t in FLOAT_TYPES
         r = self._free_scratch(t)
         if r < 0:
             # out of registers: spill the deepest register entry (the value needed last)
+            fl = t in FLOAT_TYPES
             for i, e in enumerate(self.stack):
                 if e[0] == REG and (e[2] in FLOAT_TYPES) == fl:
                     r = e[1]
@@ -95,10 +94,7 @@ class ValueStack:
                     break
             else:
                 raise AssertionError("no scratch register left")
-        if fl:
-            self.xused |= 1 << r
-        else:
-            self.used |= 1 << r
+        self._alloc_fixed(r, t)
         return r
 
     def _free(self, reg: int, t: ValType = I32) -> None:
