@@ -194,6 +194,14 @@ def test_stack_and_calls():
     check(lambda s: s.ud2(), "ud2")
 
 
+def test_string_instructions():
+    rdi, rsi = ("mem", "rdi", None, 1, 0, 1), ("mem", "rsi", None, 1, 0, 1)
+    check(lambda s: s.rep_movsb(), "rep movsb", rdi, rsi)
+    check(lambda s: s.rep_stosb(), "rep stosb", rdi, R(0, 8))
+    check(lambda s: s.std(), "std")
+    check(lambda s: s.cld(), "cld")
+
+
 def test_jumps_and_labels():
     # forward references are rel32 and patched at bind; backward ones use rel8 when in reach
     for cc in range(16):

@@ -39,7 +39,9 @@ the parity flag, become a 0/1 value first.
 
 Traps: heap accesses and divisions fault on purpose and get a trap site at their own offset;
 explicit checks jump to out-of-line ``ud2`` stubs at the end of the function, one per check so
-each trap names its wasm instruction.
+each trap names its wasm instruction. The bulk memory range checks are explicit too (nothing
+may be written before the trap), but their stubs read an out-of-bounds heap byte instead of
+``ud2``: the runtime believes a heap trap only for a fault inside the heap's address space.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import Unsupported
 from ..module.abi import (TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY, TABLE_ENTRY_SIZE,
@@ -160,7 +162,7 @@ class FunctionCompiler(ValueStack):
         self.max_outgoing = 0
         self.makes_calls = False
         self.traps: List[TrapSite] = []
-        self.trap_stubs: List[Tuple[int, TrapCode, int]] = []
+        self.trap_stubs: List[Tuple[int, TrapCode, int, Optional[X.Mem]]] = []
         self.jump_tables: List[Tuple[int, List[int]]] = []
         self.calls: List[Tuple[int, int]] = []
         self.features: Set[str] = set()
@@ -268,9 +270,12 @@ class FunctionCompiler(ValueStack):
         for pos, known in self.arg_fixups:
             asm.patch_i32(pos, frame + known)
 
-    def _trap_label(self, code: TrapCode, wasm_offset: int) -> int:
+    def _trap_label(self, code: TrapCode, wasm_offset: int,
+                    probe: Optional[X.Mem] = None) -> int:
+        """Where a failed check jumps: a stub that faults with ``code``, by ``ud2`` or, given
+        ``probe``, by reading that (out-of-bounds, never mapped) heap address."""
         label = self.asm.new_label()
-        self.trap_stubs.append((label, code, wasm_offset))
+        self.trap_stubs.append((label, code, wasm_offset, probe))
         return label
 
     def _trap_here(self, code: TrapCode, wasm_offset: int) -> None:
@@ -319,10 +324,12 @@ class FunctionCompiler(ValueStack):
 
     def _emit_out_of_line(self) -> None:
         asm = self.asm
-        for label, code, wasm_offset in self.trap_stubs:
+        for label, code, wasm_offset, probe in self.trap_stubs:
             asm.bind(label)
             self._trap_here(code, wasm_offset)
-            asm.ud2()
+            if probe is not None:
+                asm.movzx_rm(8, R11, probe)
+            asm.ud2()   # after a probe: reached only if it was mapped, and then a fatal fault
         for table, targets in self.jump_tables:
             asm.code += b"\xcc" * (-len(asm.code) % 4)
             asm.bind(table)
@@ -1034,6 +1041,75 @@ class FunctionCompiler(ValueStack):
         self.xused = 0
         stack.append((REG, RAX, I32))
 
+    # Bulk memory: the string instructions with their fixed registers. Both ranges are checked
+    # before a byte is written, so a trap leaves memory untouched and ``rep movsb``/``rep stosb``
+    # never fault (they need no trap site).
+    def _bulk_operands(self, regs: Tuple[int, int, int]) -> None:
+        """Pop the three i32 operands into the fixed registers ``regs`` (deepest operand first),
+        which the caller owns and frees."""
+        stack = self.stack
+        first = len(stack) - 3
+        for i, reg in enumerate(regs):
+            self._move_to(first + i, reg)
+        del stack[first:]
+
+    def _range_trap(self, off: int) -> int:
+        """The trap stub for ``_check_heap_range``: its probe is the range's last byte, at
+        r11 - 1, which the failed check proved to lie at or past the end of the heap."""
+        return self._trap_label(TrapCode.HeapOutOfBounds, off, (R14, R11, 1, -1))
+
+    def _check_heap_range(self, start: int, trap: int) -> None:
+        """Jump to ``trap`` unless ``start`` + ``rcx`` (left in r11) is at most the current heap
+        size. Both are zero-extended i32s, so the 64-bit sum cannot wrap; an empty range may
+        start at the very end but not past it."""
+        asm = self.asm
+        asm.lea(64, R11, (start, RCX, 1, 0))
+        asm.alu_rm(X.CMP, 64, R11, (R14, NO_INDEX, 1, VMCTX_MEMORY_SIZE))
+        asm.jcc(CC_A, trap)
+
+    def op_memory_copy(self, _, imm, off):
+        """memmove: when the destination overlaps the source from above, copy backwards
+        (``std``), or the first bytes written would overwrite source bytes not yet read."""
+        self._bulk_operands((RDI, RSI, RCX))
+        asm = self.asm
+        trap = self._range_trap(off)
+        self._check_heap_range(RDI, trap)
+        self._check_heap_range(RSI, trap)
+        asm.lea(64, RDI, (R14, RDI, 1, 0))
+        asm.lea(64, RSI, (R14, RSI, 1, 0))
+        forward, done = asm.new_label(), asm.new_label()
+        asm.mov_rr(64, R11, RDI)
+        asm.alu_rr(X.SUB, 64, R11, RSI)
+        asm.alu_rr(X.CMP, 64, R11, RCX)
+        asm.jcc(CC_AE, forward)          # backwards only if 0 <= dst - src < n
+        asm.lea(64, RDI, (RDI, RCX, 1, -1))
+        asm.lea(64, RSI, (RSI, RCX, 1, -1))
+        asm.std()
+        asm.rep_movsb()
+        asm.cld()                        # compiled code and its callers rely on DF = 0
+        asm.jmp(done)
+        asm.bind(forward)
+        asm.rep_movsb()
+        asm.bind(done)
+        for reg in (RDI, RSI, RCX):
+            self._free(reg)
+
+    def op_memory_fill(self, _, imm, off):
+        """``rep stosb`` stores al: the low 8 bits of the value, as the spec wants."""
+        self._bulk_operands((RDI, RAX, RCX))
+        self._check_heap_range(RDI, self._range_trap(off))
+        self.asm.lea(64, RDI, (R14, RDI, 1, 0))
+        self.asm.rep_stosb()
+        for reg in (RDI, RAX, RCX):
+            self._free(reg)
+
+    def op_table_size(self, _, table, off):
+        reg = self._alloc()
+        length = table * TABLE_DESC_SIZE + TABLE_DESC["length"]
+        self.asm.mov_rm(64, reg, (R14, NO_INDEX, 1, VMCTX_TABLES))
+        self.asm.mov_rm(32, reg, (reg, NO_INDEX, 1, length))   # at most 2^32 - 1 elements
+        self.stack.append((REG, reg, I32))
+
     # --- calls -------------------------------------------------------------------------------
     def op_call(self, _, callee, off):
         if callee < self.env.num_imported_funcs:
@@ -1365,7 +1441,8 @@ _CONTROL = {
     Op.LOCAL_GET: (_FC.op_local_get, None), Op.LOCAL_SET: (_FC.op_local_set, False),
     Op.LOCAL_TEE: (_FC.op_local_set, True), Op.GLOBAL_GET: (_FC.op_global_get, None),
     Op.GLOBAL_SET: (_FC.op_global_set, None), Op.MEMORY_SIZE: (_FC.op_memory_size, None),
-    Op.MEMORY_GROW: (_FC.op_memory_grow, None),
+    Op.MEMORY_GROW: (_FC.op_memory_grow, None), Op.MEMORY_COPY: (_FC.op_memory_copy, None),
+    Op.MEMORY_FILL: (_FC.op_memory_fill, None), Op.TABLE_SIZE: (_FC.op_table_size, None),
     Op.I32_CONST: (_FC.op_const, 32), Op.I64_CONST: (_FC.op_const, 64),
 }
 

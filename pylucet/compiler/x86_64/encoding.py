@@ -422,5 +422,20 @@ class Assembler:
     def ud2(self) -> None:
         self.code += b"\x0f\x0b"
 
+    # --- string instructions -------------------------------------------------------------------
+    # Fixed operands: rdi (destination), rsi (source), rcx (count), al (fill byte); the
+    # direction flag picks upward (cld) or downward (std) addresses. SysV code expects DF clear.
+    def rep_movsb(self) -> None:
+        self.code += b"\xf3\xa4"
+
+    def rep_stosb(self) -> None:
+        self.code += b"\xf3\xaa"
+
+    def std(self) -> None:
+        self.code.append(0xFD)
+
+    def cld(self) -> None:
+        self.code.append(0xFC)
+
     def int3(self) -> None:
         self.code.append(0xCC)
