@@ -61,6 +61,11 @@ CONTEXT_REGS = ("rbx", "rsp", "rbp", "r12", "r13", "r14", "r15")
 """Registers a context switch saves: the SysV callee-saved set plus rsp."""
 
 GUEST_INT_ARG_REGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
+# Results. A function with one result returns it in rax (integers, references) or xmm0 (floats).
+# A function with several results returns all of them through a *return area*: the caller passes
+# its address as a hidden first integer argument (in rdi, shifting the others along), and the
+# callee stores result i at offset RESULT_SLOT_SIZE * i before returning. One rule for any count
+# and mix of types keeps callers, callees and the runtime's entry path simple.
 GUEST_FLOAT_ARG_REGS = tuple(f"xmm{i}" for i in range(8))
 ENTRY_MAX_STACK_ARGS = 1024      # wasm allows 1000 params; the rest of 1024 is headroom
 
@@ -153,6 +158,9 @@ TABLE_ENTRY_SIZE = TABLE_ENTRY["_end"]
 NULL_TYPE_ID = 0xFFFF_FFFF_FFFF_FFFF
 """Signature ids are indices into the module's canonical (deduplicated) list of function types."""
 
+RESULT_SLOT_SIZE = 8
+"""Bytes per result in a return area (v128 results, later, will take two slots, aligned)."""
+
 GLOBAL_SLOT_SIZE = 8
 """Scalar globals take 8 bytes each in the globals area; v128 (later) will take 16, aligned."""
 
@@ -186,6 +194,7 @@ def asm_equates() -> str:
     for call in Libcall:
         lines.append((f"LIBCALL_{call.name}", vmctx_libcall(call)))
     for name in ("PAGE_SIZE", "WASM_PAGE_SIZE", "WASM_MAX_PAGES", "INSTANCE_PAGE_SIZE",
-                 "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "ENTRY_MAX_STACK_ARGS"):
+                 "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "ENTRY_MAX_STACK_ARGS",
+                 "RESULT_SLOT_SIZE"):
         lines.append((name, globals()[name]))
     return "".join(f".equ {n}, {v}\n" for n, v in lines)
