@@ -52,15 +52,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import Unsupported
-from ..module.abi import (TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY, TABLE_ENTRY_SIZE,
-                          VMCTX_GLOBALS, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
+from ..module.abi import (RESULT_SLOT_SIZE, TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY,
+                          TABLE_ENTRY_SIZE, VMCTX_GLOBALS, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
                           Libcall, vmctx_libcall)
 from ..module.traps import TrapCode, TrapSite
 from ..wasm.opcodes import OPS, Op
 from ..wasm.types import FunctionBody, FuncType, ValType
 from .env import ModuleEnv
 from .valuestack import (CONST, F32, F64, FLAGS, FLOAT_TYPES, I32, I64, INT_TYPES, LOCAL, MASK,
-                         REG, XTMP, ValueStack, signed as _signed, width as _width)
+                         REG, SLOT, XTMP, ValueStack, signed as _signed, width as _width)
 from .x86_64 import encoding as X
 from .x86_64.encoding import NO_INDEX, fits_i32
 from .x86_64.registers import (CC_A, CC_AE, CC_B, CC_BE, CC_E, CC_G, CC_GE, CC_L, CC_LE, CC_NE,
@@ -104,10 +104,11 @@ def _result_reg(t: ValType) -> int:
     return FLOAT_RESULT_REG if t in FLOAT_TYPES else RESULT_REG
 
 
-def _arg_homes(params) -> List[int]:
+def _arg_homes(params, return_area: bool = False) -> List[int]:
     """Where each argument travels per SysV: a register (of its class) or, as ``-1 - k``, the
-    k-th 8-byte stack argument."""
-    homes, nint, nfloat, nstack = [], 0, 0, 0
+    k-th 8-byte stack argument. With ``return_area`` the hidden return-area pointer takes rdi
+    and the integer arguments shift along."""
+    homes, nint, nfloat, nstack = [], int(return_area), 0, 0
     for t in params:
         if t in FLOAT_TYPES and nfloat < len(FLOAT_ARG_REGS):
             homes.append(FLOAT_ARG_REGS[nfloat])
@@ -124,20 +125,32 @@ def _arg_homes(params) -> List[int]:
 class Ctrl:
     """One entry of the control stack: a block, loop, if/else or the function body."""
 
-    __slots__ = ("kind", "label", "else_label", "height", "results", "branched")
+    __slots__ = ("kind", "label", "else_label", "height", "params", "results", "branched",
+                 "param_entries")
 
-    def __init__(self, kind: int, label: int, height: int, results: tuple, else_label: int = -1):
+    def __init__(self, kind: int, label: int, height: int, results: tuple, else_label: int = -1,
+                 params: tuple = ()):
         self.kind = kind
         self.label = label            # where a branch to this frame goes
         self.else_label = else_label
-        self.height = height          # operand stack height at entry
+        self.height = height          # operand stack height at entry, below the params
+        self.params = params
         self.results = results
         self.branched = False         # some branch targets the end label
+        self.param_entries: List[tuple] = []   # an if's params as at entry, for its else arm
 
-    @property
-    def arity(self) -> int:
-        """Values a branch to this frame carries (a loop's label takes its parameters)."""
-        return 0 if self.kind == K_LOOP else len(self.results)
+    def label_types(self, at_end: bool = False) -> tuple:
+        """Types of the values a branch to this frame carries (a loop's label takes its
+        parameters), or, ``at_end``, that its end leaves."""
+        return self.params if self.kind == K_LOOP and not at_end else self.results
+
+    def in_slots(self, at_end: bool = False) -> bool:
+        """Whether the branch label (or the end) wants its values in their stack-position
+        slots rather than in rax/xmm0: several values always do, and so does a loop's
+        parameter, because the loop head was entered with its params in their slots."""
+        if self.kind == K_LOOP and not at_end:
+            return bool(self.params)
+        return len(self.results) > 1
 
 
 class FunctionCompiler(ValueStack):
@@ -150,9 +163,8 @@ class FunctionCompiler(ValueStack):
         _require_num(ftype.params, "parameters")
         _require_num(ftype.results, "results")
         _require_num(body.locals, "locals")
-        if len(ftype.results) > 1:
-            raise Unsupported("multiple results are not supported yet")
         super().__init__()
+        self.return_area = len(ftype.results) > 1
         self.ftype = ftype
         self.local_types = ftype.params + body.locals
         self.ctrl: List[Ctrl] = []
@@ -200,7 +212,9 @@ class FunctionCompiler(ValueStack):
         for slot, i in enumerate(in_frame):
             self.local_disp[i] = 8 * slot
         self.frame_locals = in_frame
-        self.spill_base = 8 * len(in_frame)
+        # the hidden return-area pointer (several results) is kept in the frame, above the slots
+        self.ret_disp = 8 * len(in_frame)
+        self.spill_base = 8 * (len(in_frame) + int(self.return_area))
 
     def _prologue(self) -> None:
         asm = self.asm
@@ -213,10 +227,12 @@ class FunctionCompiler(ValueStack):
             asm.push(r)
         asm.alu_ri(X.SUB, 64, RSP, 0x1000)
         self.patch_sub = len(asm.code) - 4
+        if self.return_area:
+            asm.mov_mr(64, (RSP, NO_INDEX, 1, self.ret_disp), ARG_REGS[0])
         # parameters to their homes
         params = self.ftype.params
         self.arg_fixups = []
-        for i, (t, home) in enumerate(zip(params, _arg_homes(params))):
+        for i, (t, home) in enumerate(zip(params, _arg_homes(params, self.return_area))):
             reg, w = self.local_reg[i], _width(t)
             in_frame = i in self.frame_locals_set
             if reg < 0 and not in_frame:
@@ -1148,8 +1164,6 @@ class FunctionCompiler(ValueStack):
         r10 and r11 are free for the call target and temporaries."""
         _require_num(ftype.params, "parameters")
         _require_num(ftype.results, "results")
-        if len(ftype.results) > 1:
-            raise Unsupported("multiple results are not supported yet")
         asm = self.asm
         stack = self.stack
         nargs = len(ftype.params)
@@ -1158,7 +1172,8 @@ class FunctionCompiler(ValueStack):
             if stack[i][0] == REG:
                 self._spill(i)
         args = stack[first:]
-        homes = _arg_homes(ftype.params)
+        multi = len(ftype.results) > 1
+        homes = _arg_homes(ftype.params, multi)
         nstack = sum(1 for h in homes if h < 0)
         outgoing = 0
         if nstack:
@@ -1191,13 +1206,21 @@ class FunctionCompiler(ValueStack):
             if e[0] != REG:
                 self._load(e, dst)
         del stack[first:]
+        if multi:
+            # the return area is the slots the results will occupy: result i lands in the slot
+            # of stack position first + i, which is where the abstract stack then finds it
+            self._slot_mem(first + len(ftype.results) - 1)
+            asm.lea(64, ARG_REGS[0], self._slot_mem(first))
         self.makes_calls = True
         emit_call()
         if outgoing:
             asm.alu_ri(X.ADD, 64, RSP, outgoing)
             self.rsp_adjust = 0
         self.used = self.xused = 0
-        if ftype.results:
+        if multi:
+            for k, t in enumerate(ftype.results):
+                stack.append((SLOT, first + k, t))
+        elif ftype.results:
             t = ftype.results[0]
             self._alloc_fixed(_result_reg(t), t)
             stack.append((REG, _result_reg(t), t))
@@ -1221,26 +1244,32 @@ class FunctionCompiler(ValueStack):
                 pending[0] = (dst, tmp)
 
     # --- control flow ------------------------------------------------------------------------
-    def _block_results(self, blocktype) -> tuple:
+    def _block_type(self, blocktype) -> Tuple[tuple, tuple]:
         params, results = self.env.block_type(blocktype)
-        if params or len(results) > 1:
-            raise Unsupported("multi-value blocks are not supported yet")
+        _require_num(params, "block parameters")
         _require_num(results, "block results")
-        return results
+        return params, results
 
     def op_block(self, kind, blocktype, off):
-        results = self._block_results(blocktype)
+        params, results = self._block_type(blocktype)
         self._spill_all()
+        height = len(self.stack) - len(params)
         label = self.asm.new_label()
-        self.ctrl.append(Ctrl(kind, label, len(self.stack), results))
+        frame = Ctrl(kind, label, height, results, params=params)
+        self.ctrl.append(frame)
         if kind == K_LOOP:
+            # a branch back carries the params into their slots, so they start there too
+            for k in range(len(params)):
+                self._store_slot(self.stack[height + k], height + k)
+                self.stack[height + k] = (SLOT, height + k, params[k])
             self.asm.bind(label)
 
     def op_if(self, _, blocktype, off):
-        results = self._block_results(blocktype)
+        params, results = self._block_type(blocktype)
         c = self.stack.pop()
         asm = self.asm
-        frame = Ctrl(K_IF, asm.new_label(), len(self.stack), results, asm.new_label())
+        frame = Ctrl(K_IF, asm.new_label(), len(self.stack) - len(params), results,
+                     asm.new_label(), params)
         if c[0] == CONST:
             self._spill_all()
             if not c[1]:
@@ -1249,22 +1278,70 @@ class FunctionCompiler(ValueStack):
             cc = self._test(c)
             self._spill_all()            # movs only: the flags survive
             asm.jcc(cc ^ 1, frame.else_label)
+        # constants and slots only: still valid where the else arm starts, whatever the then
+        # arm does to the slots (that code is not on the path to the else arm)
+        frame.param_entries = self.stack[frame.height:]
         self.ctrl.append(frame)
 
-    def _result_to_reg(self, count: int, below: int = 0) -> None:
-        """Move the ``count`` (0 or 1) values a label takes, ``below`` entries down the stack,
-        to where the label expects them: rax, or xmm0 for a float."""
-        if count:
+    def _store_slot(self, e: tuple, pos: int) -> None:
+        """Store entry ``e``'s value into the slot of stack position ``pos``, emitting moves
+        only and changing no state (so it may run on one path of a branch)."""
+        kind, val, t = e
+        w = _width(t)
+        asm = self.asm
+        if kind == SLOT and val == pos:
+            return
+        mem = self._slot_mem(pos)
+        if kind == REG:
+            self._store_reg(t, mem, val)
+        elif kind == CONST and fits_i32(_signed(val, w)):
+            asm.mov_mi(w, mem, val if w == 32 else _signed(val, w))
+        elif kind == LOCAL and self.local_reg[val] >= 0:
+            asm.mov_mr(w, mem, self.local_reg[val])
+        else:   # bits are bits: memory or a constant through r11
+            if kind == CONST:
+                asm.mov_ri(64, R11, val)
+            elif kind == FLAGS:
+                asm.setcc(val, R11)
+                asm.movzx_rr(8, R11, R11)
+            else:
+                asm.mov_rm(w, R11, self._mem_of(e))
+            asm.mov_mr(w, mem, R11)
+
+    def _values_to_slots(self, frame: Ctrl, n: int, below: int = 0) -> None:
+        """Store the ``n`` values ``below`` entries down the stack into the slots of the
+        positions where ``frame``'s label keeps them. The sources are at those positions or
+        higher, so storing in ascending order never overwrites a value not yet read."""
+        stack = self.stack
+        first = len(stack) - below - n
+        for k in range(n):
+            self._store_slot(stack[first + k], frame.height + k)
+
+    def _to_label(self, frame: Ctrl, at_end: bool = False, below: int = 0) -> None:
+        """Put the values a label of ``frame`` (its branch label, or ``at_end`` its end) takes,
+        ``below`` entries down the stack, where the label expects them: their slots, or
+        rax/xmm0 for a single value."""
+        types = frame.label_types(at_end)
+        if frame.in_slots(at_end):
+            self._values_to_slots(frame, len(types), below)
+        elif types:
             i = len(self.stack) - 1 - below
             self._move_to(i, _result_reg(self.stack[i][2]))
 
     def _reset_to(self, frame: Ctrl, with_results: bool) -> None:
-        """The canonical state at a label of ``frame``: the entries below it, plus its result
-        in rax."""
+        """The canonical state at a label of ``frame``: the entries below it, plus its results
+        in their slots or rax/xmm0."""
         del self.stack[frame.height:]
         self.used = self.xused = 0
-        if with_results and frame.results:
-            t = frame.results[0]
+        results = frame.results
+        if not with_results or not results:
+            return
+        if frame.in_slots(True):
+            for k, t in enumerate(results):
+                self._slot_mem(frame.height + k)
+                self.stack.append((SLOT, frame.height + k, t))
+        else:
+            t = results[0]
             self._alloc_fixed(_result_reg(t), t)
             self.stack.append((REG, _result_reg(t), t))
 
@@ -1272,20 +1349,24 @@ class FunctionCompiler(ValueStack):
         frame = self.ctrl[-1]
         asm = self.asm
         if not self.unreachable:
-            self._result_to_reg(len(frame.results))
+            self._to_label(frame, True)
             asm.jmp(frame.label)
             frame.branched = True
         asm.bind(frame.else_label)
         frame.kind = K_ELSE
         self._reset_to(frame, False)
+        self.stack.extend(frame.param_entries)
         self.unreachable = False
 
     def op_end(self, _, imm, off):
+        if self.ctrl[-1].kind == K_IF and self.ctrl[-1].params:
+            # an if without else passes its params on as results: an empty else arm does that
+            self.op_else(None, None, off)
         frame = self.ctrl.pop()
         asm = self.asm
         reachable = not self.unreachable
         if reachable:
-            self._result_to_reg(len(frame.results))
+            self._to_label(frame, True)
         if frame.kind == K_IF:
             asm.bind(frame.else_label)    # if without else: the false edge lands here
             reachable = True
@@ -1295,6 +1376,11 @@ class FunctionCompiler(ValueStack):
         self._reset_to(frame, reachable)
         self.unreachable = not reachable
         if frame.kind == K_FUNC:
+            if reachable and self.return_area:
+                asm.mov_rm(64, R11, (RSP, NO_INDEX, 1, self.ret_disp))
+                for k, e in enumerate(self.stack):
+                    asm.mov_rm(_width(e[2]), RAX, self._mem_of(e))   # i32 zero-extended
+                    asm.mov_mr(64, (R11, NO_INDEX, 1, RESULT_SLOT_SIZE * k), RAX)
             self._epilogue()
 
     def _branch_target(self, depth: int) -> Ctrl:
@@ -1305,7 +1391,7 @@ class FunctionCompiler(ValueStack):
 
     def op_br(self, _, depth, off):
         frame = self._branch_target(depth)
-        self._result_to_reg(frame.arity)
+        self._to_label(frame)
         self.asm.jmp(frame.label)
         self.unreachable = True
 
@@ -1321,8 +1407,19 @@ class FunctionCompiler(ValueStack):
             if c[1]:
                 self.op_br(None, depth, off)
             return
-        if frame.arity:
-            self._result_to_reg(1, 1)   # movs only: flags survive
+        types = frame.label_types()
+        if frame.in_slots():
+            # the target slots may hold values the fall-through path still needs: store only
+            # on the taken path
+            cc = self._test(stack.pop())
+            skip = self.asm.new_label()
+            self.asm.jcc(cc ^ 1, skip)
+            self._values_to_slots(frame, len(types))
+            self.asm.jmp(frame.label)
+            self.asm.bind(skip)
+            return
+        if types:
+            self._to_label(frame, below=1)   # movs only: flags survive
         cc = self._test(stack.pop())
         self.asm.jcc(cc, frame.label)
 
@@ -1331,8 +1428,11 @@ class FunctionCompiler(ValueStack):
         frames = [self._branch_target(d) for d in depths]
         dflt = self._branch_target(default)
         stack = self.stack
-        if dflt.arity:
-            self._result_to_reg(1, 1)
+        if any(f.in_slots() for f in frames + [dflt]):
+            self._br_table_stubs(frames, dflt)
+            return
+        if dflt.label_types():
+            self._to_label(dflt, below=1)
         idx = stack.pop()
         asm = self.asm
         if idx[0] == CONST:
@@ -1352,6 +1452,54 @@ class FunctionCompiler(ValueStack):
             self.jump_tables.append((table, [f.label for f in frames]))
         else:
             asm.jmp(dflt.label)
+        self.unreachable = True
+
+    def _br_table_stubs(self, frames: List[Ctrl], dflt: Ctrl) -> None:
+        """br_table when some target keeps its values in slots: the targets' heights differ,
+        so each distinct target gets a stub that puts the values in place and jumps on."""
+        asm = self.asm
+        stack = self.stack
+        idx = stack.pop()
+        if idx[0] == CONST:
+            target = frames[idx[1]] if idx[1] < len(frames) else dflt
+            self._to_label(target)
+            asm.jmp(target.label)
+            self.unreachable = True
+            return
+        reg = self._take(idx)
+        self._free(reg)
+        stubs: Dict[int, int] = {}
+        for f in frames + [dflt]:
+            if id(f) not in stubs:
+                stubs[id(f)] = asm.new_label()
+        if frames:
+            asm.alu_ri(X.CMP, 32, reg, len(frames))
+            asm.jcc(CC_AE, stubs[id(dflt)])
+            table = asm.new_label()
+            asm.lea_label(R11, table)
+            asm.movsx_rm(64, 32, reg, (R11, reg, 4, 0))
+            asm.alu_rr(X.ADD, 64, reg, R11)
+            asm.jmp_r(reg)
+            self.jump_tables.append((table, [stubs[id(f)] for f in frames]))
+        else:
+            asm.jmp(stubs[id(dflt)])
+        done = set()
+        for f in frames + [dflt]:
+            if id(f) in done:
+                continue
+            done.add(id(f))
+            asm.bind(stubs[id(f)])
+            types = f.label_types()
+            if f.in_slots():
+                self._values_to_slots(f, len(types))
+            elif types:   # a copy into rax/xmm0 on this path only: the state stays as it is
+                e = stack[-1]
+                dst = _result_reg(e[2])
+                if e[0] == REG:
+                    self._mov_reg(e[2], dst, e[1])
+                else:
+                    self._load(e, dst)
+            asm.jmp(f.label)
         self.unreachable = True
 
     def op_unreachable(self, _, imm, off):

@@ -141,11 +141,12 @@ class _Plan:
     """One guest function's calling convention, worked out once per module and function.
 
     Arguments go to the next free GPR (integers) or XMM register (floats), in order, and the
-    rest to the stack, first argument first, 8 bytes each; results come back in rax, rdx
-    (integers) and xmm0, xmm1 (floats), as in the SysV ABI the guest code follows.
+    rest to the stack, first argument first, 8 bytes each. One result comes back in rax
+    (integers) or xmm0 (floats); several come back through a return area (``module.abi``).
     """
 
-    __slots__ = ("name", "func_index", "type", "address", "params", "nstack", "results")
+    __slots__ = ("name", "func_index", "type", "address", "params", "nstack", "results",
+                 "return_area")
 
     def __init__(self, name: str, func_index: int, ftype: FuncType, address: int):
         self.name = name
@@ -153,7 +154,11 @@ class _Plan:
         self.type = ftype
         self.address = address
         params: List[Tuple[ValType, bool, int]] = []   # (type, on stack?, word index)
-        ngpr = nxmm = nstack = 0
+        # several results come back through a return area whose address is a hidden first
+        # integer argument (see module.abi), so the declared integer arguments shift along
+        self.return_area = len(ftype.results) > 1
+        ngpr = 1 if self.return_area else 0
+        nxmm = nstack = 0
         for t in ftype.params:
             if t in _INT_TYPES:
                 if ngpr < len(GUEST_INT_ARG_REGS):
@@ -173,6 +178,14 @@ class _Plan:
         self.params = tuple(params)
         self.nstack = nstack
         results: List[Tuple[ValType, int]] = []
+        if self.return_area:   # word i of the return area (RESULT_SLOT_SIZE bytes each)
+            for k, t in enumerate(ftype.results):
+                if not (t in _INT_TYPES or t.is_float):
+                    raise NotImplementedError(f"{name}: results of type {t.text} are not "
+                                              "supported by run() yet")
+                results.append((t, k))
+            self.results = tuple(results)
+            return
         int_regs, float_regs = [_RET_RAX, _RET_RDX], [_RET_XMM0, _RET_XMM1]
         for t in ftype.results:
             regs = int_regs if t in _INT_TYPES else float_regs if t.is_float else None
@@ -283,6 +296,7 @@ class Instance:
         self._run_lock = threading.Lock()
         self._state = State.CLOSED
         self._stack_args: Optional[_Words] = None
+        self._return_area: Optional[_Words] = None
         self._heap_end = slot.vmctx + region.limits.heap_address_space_size
         page = region._slot_cache.get(slot.index)
         if page is None:   # the views depend only on the address: build them once per slot
@@ -407,6 +421,10 @@ class Instance:
             except (TypeError, OverflowError) as e:
                 raise type(e)(f"{plan.name}: argument {k}: {e}") from None
             u = page.u64
+            out = page
+            if plan.return_area:
+                out = self._return_words()
+                u[_ENTRY_GPR] = out.address
             u[_ENTRY_FUNC] = plan.address
             u[_ENTRY_NSTACK] = plan.nstack
             _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
@@ -422,7 +440,7 @@ class Instance:
                                    f"(status {status})")
             results = plan.results
             if raw:
-                return tuple(page.u64[i] & _BITS_MASK[t] for t, i in results)
+                return tuple(out.u64[i] & _BITS_MASK[t] for t, i in results)
             if len(results) == 1:
                 t, i = results[0]
                 if t is _I32:
@@ -432,7 +450,7 @@ class Instance:
                 return _read(page, t, i)
             if not results:
                 return None
-            return tuple(_read(page, t, i) for t, i in results)
+            return tuple(_read(out, t, i) for t, i in results)
         finally:
             self._run_lock.release()
 
@@ -442,6 +460,15 @@ class Instance:
             self._stack_args = _Words(ctypes.addressof(self._buffer), ENTRY_MAX_STACK_ARGS)
         self._page.u64[_ENTRY_STACK] = self._stack_args.address   # (a reset wipes the page)
         return self._stack_args
+
+    def _return_words(self) -> _Words:
+        """The return area for functions with several results: one buffer per instance, big
+        enough for any function type (wasm allows at most 1000 results)."""
+        if self._return_area is None:
+            self._return_buffer = (ctypes.c_uint64 * ENTRY_MAX_STACK_ARGS)()
+            self._return_area = _Words(ctypes.addressof(self._return_buffer),
+                                       ENTRY_MAX_STACK_ARGS)
+        return self._return_area
 
     def _explain_fault(self) -> Error:
         """Turn the fault the signal handler recorded into a Trap, or a FatalFault that
