@@ -16,16 +16,30 @@ would have to be saved around each call.
 
 Merge strategy (the canonical state at every label). On entry to ``block``/``loop``/``if``,
 every entry on the operand stack that is a register or a lazy local is spilled to its slot;
-constants stay. Code inside a block cannot touch the entries below it, so at every label the
-entries under the block are the same constants and slots on every path, every scratch register
-is free, and the block's single result (if any) is in ``rax`` (``xmm0`` for a float). A branch
-therefore only moves its result there and jumps, and ``br_table`` needs no per-target code.
+constants stay. The block's params (the entries on top at entry) belong to the block; the
+entries under them cannot be touched by code inside, so at every label they are the same
+constants and slots on every path, and every scratch register is free. A label's values sit on
+top: a single one in ``rax`` (``xmm0`` for a float), so a branch only moves it there and jumps
+and ``br_table`` needs no per-target code; several values in the slots of their stack positions
+(from the block's height up), where a branch stores them. A loop's label takes its params, and
+always in their slots, which its entry fills. A branch stores into slots that values still live
+on the fall-through path may occupy, so ``br_if`` does that only on its taken path, and a
+``br_table`` with such a target gets a small stub per target. An ``if``'s params are constants
+and slots after the entry spill, so its else arm starts from the same entries; an ``if`` with
+params and no ``else`` gets an empty else arm that passes them on.
 Registers are also spilled at calls (they are caller-saved) and when the allocator runs out.
+
+Several results. Per ``module.abi``, a function with several results gets a hidden return-area
+pointer in ``rdi``, which the prologue keeps in the frame; its end (the function body's label)
+has the results in slots 0..n-1 like any multi-value label, and copies them to the area. A caller
+passes, as the area, the slots where the results will sit on its own operand stack, so they
+arrive in place with no copying.
 
 Frame (``rsp``-relative, 16-byte aligned at calls)::
 
     [incoming stack arguments]  [return address]  [pushed callee-saved registers]
-    [operand stack slots, one per stack position] [locals living in the frame]   <- rsp
+    [operand stack slots, one per stack position] [return-area pointer, if several results]
+    [locals living in the frame]   <- rsp
 
 Its size is only known after the body, so the prologue's ``sub rsp``, the epilogue's ``add rsp``
 and the stack limit check are patched at the end. Outgoing stack arguments are pushed below it
@@ -53,8 +67,8 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import Unsupported
 from ..module.abi import (RESULT_SLOT_SIZE, TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY,
-                          TABLE_ENTRY_SIZE, VMCTX_GLOBALS, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
-                          Libcall, vmctx_libcall)
+                          TABLE_ENTRY_SIZE, VMCTX_GLOBALS, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT,
+                          VMCTX_TABLES, Libcall, vmctx_libcall)
 from ..module.traps import TrapCode, TrapSite
 from ..wasm.opcodes import OPS, Op
 from ..wasm.types import FunctionBody, FuncType, ValType
@@ -1159,9 +1173,10 @@ class FunctionCompiler(ValueStack):
         self._call(ftype, lambda: asm.call_r(R10))
 
     def _call(self, ftype: FuncType, emit_call: Callable[[], None]) -> None:
-        """Arguments per the SysV convention, the call, and the result in rax. Everything but
-        the arguments that lives in a scratch register is spilled first (caller-saved);
-        r10 and r11 are free for the call target and temporaries."""
+        """Arguments per the SysV convention, the call, and the result in rax/xmm0 (several:
+        in the slots the return area pointed at). Everything but the arguments that lives in a
+        scratch register is spilled first (caller-saved); r10 and r11 are free for the call
+        target and temporaries."""
         _require_num(ftype.params, "parameters")
         _require_num(ftype.results, "results")
         asm = self.asm
