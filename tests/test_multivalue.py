@@ -232,3 +232,75 @@ def test_blocks(region):
         assert inst.run("if_results", 0) == (2.5, 2)
         assert inst.run("return_nested", 1) == (40, 41)
         assert inst.run("return_nested", 0) == (50, 0)
+
+
+FLOATS = r"""
+(module
+  ;; Fibonacci in a pair of f64 loop params with an i32 between them; br_if 1 returns the
+  ;; top one straight from the loop
+  (func (export "fib") (param i32) (result f64)
+    (f64.const 0) (local.get 0) (f64.const 1)
+    (loop $l (param f64 i32 f64) (result f64 i32 f64)
+      (local.set 0 (i32.sub (local.get 0) (i32.const 1)))
+      (br_if 1 (i32.lt_s (local.get 0) (i32.const 0)))
+      (call $step)
+      (br $l))
+    (drop) (drop))
+  ;; the same, leaving the loop with all three values through an enclosing block
+  (func (export "fib_block") (param i32) (result f64)
+    (block $done (result f64 i32 f64)
+      (f64.const 0) (local.get 0) (f64.const 1)
+      (loop $l (param f64 i32 f64) (result f64 i32 f64)
+        (local.set 0 (i32.sub (local.get 0) (i32.const 1)))
+        (br_if $done (i32.lt_s (local.get 0) (i32.const 0)))
+        (call $step)
+        (br $l)))
+    (drop) (drop))
+  (func $step (param f64 i32 f64) (result f64 i32 f64)
+    (local.get 2) (local.get 1) (f64.add (local.get 0) (local.get 2)))
+  ;; values computed into xmm registers and constants, carried out by br_table and br_if
+  (func (export "fsel") (param i32 f32) (result f32 f64)
+    (block $a (result f32 f64)
+      (block $b (result f32 f64)
+        (f32.mul (local.get 1) (f32.const 2))
+        (f64.promote_f32 (f32.add (local.get 1) (f32.const 1)))
+        (br_if $a (i32.eq (local.get 0) (i32.const 7)))
+        (local.get 0)
+        (br_table $b $a))
+      (f64.add (f64.const 0.25))
+      (local.set 1 (f32.const 0))
+      (return))
+    (f64.neg))
+)
+"""
+
+
+def test_float_labels(region):
+    with _instance(region, FLOATS) as inst:
+        a, b = 0, 1
+        for n in range(10):
+            assert inst.run("fib", n) == float(b)
+            assert inst.run("fib_block", n) == float(a)
+            a, b = b, a + b
+        assert inst.run("fsel", 0, 1.5) == (3.0, 2.75)
+        assert inst.run("fsel", 1, 1.5) == (3.0, -2.5)
+        assert inst.run("fsel", 7, 1.5) == (3.0, -2.5)
+
+
+def test_run_entry_points(region):
+    """run, run_bits and run_func_index share one return area per instance; a wrong call
+    is refused before it reaches the guest."""
+    wat = """(module
+      (func (export "three") (param i64) (result i64 i32 f32)
+        (local.get 0) (i32.wrap_i64 (local.get 0)) (f32.convert_i64_s (local.get 0)))
+      (func (export "none")))"""
+    with _instance(region, wat) as inst:
+        assert inst.run("three", -2) == (-2, -2, -2.0)
+        assert inst.run_func_index(0, 5) == (5, 5, 5.0)
+        assert inst.run_bits("three", 3) == (3, 3, struct.unpack("<I", struct.pack("<f", 3.0))[0])
+        assert inst.run("none") is None
+        with pytest.raises(TypeError):
+            inst.run("three")
+        with pytest.raises(TypeError):
+            inst.run("three", 1, 2)
+        assert inst.run("three", 1 << 40) == (1 << 40, 0, float(1 << 40))
