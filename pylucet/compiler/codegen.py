@@ -26,8 +26,8 @@ always in their slots, which its entry fills. A branch stores into slots that va
 on the fall-through path may occupy, so ``br_if`` does that only on its taken path, and a
 ``br_table`` with such a target gets a small stub per target. An ``if``'s params are constants
 and slots after the entry spill, so its else arm starts from the same entries; an ``if`` with
-params and no ``else`` gets an empty else arm that passes them on.
-Registers are also spilled at calls (they are caller-saved) and when the allocator runs out.
+params and no ``else`` gets an empty else arm that passes them on. Registers are also spilled
+at calls (they are caller-saved) and when the allocator runs out.
 
 Several results. Per ``module.abi``, a function with several results gets a hidden return-area
 pointer in ``rdi``, which the prologue keeps in the frame; its end (the function body's label)
@@ -226,7 +226,7 @@ class FunctionCompiler(ValueStack):
         for slot, i in enumerate(in_frame):
             self.local_disp[i] = 8 * slot
         self.frame_locals = in_frame
-        # the hidden return-area pointer (several results) is kept in the frame, above the slots
+        # the hidden return-area pointer (several results) sits between the locals and slots
         self.ret_disp = 8 * len(in_frame)
         self.spill_base = 8 * (len(in_frame) + int(self.return_area))
 
