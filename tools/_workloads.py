@@ -42,4 +42,8 @@ FIB = """(module (func $fib (export "fib") (param i32) (result i32)
     (else (i32.add (call $fib (i32.sub (local.get 0) (i32.const 1)))
                    (call $fib (i32.sub (local.get 0) (i32.const 2))))))))"""
 
-NOP = '(module (memory 1) (func (export "nop")) (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))'
+NOP = """(module (memory 1)
+  (func (export "nop"))
+  (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1)))
+  (func (export "oob") (result i32) (i32.load (i32.const -1)))
+  (func (export "unreachable") (unreachable)))"""

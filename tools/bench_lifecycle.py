@@ -31,6 +31,18 @@ def per_call(fn: Callable[[], object], n: int) -> float:
     return statistics.median(runs)
 
 
+def _trapping(fn, *args) -> None:
+    """Call ``fn`` and swallow the trap it must raise (wasmtime's or pylucet's)."""
+    try:
+        fn(*args)
+    except Exception as e:   # noqa: BLE001 - both libraries' trap types
+        if "trap" not in type(e).__name__.lower() and "unreachable" not in str(e) \
+                and "out of bounds" not in str(e):
+            raise
+    else:
+        raise AssertionError(f"{fn} did not trap")
+
+
 def bench_pylucet() -> Dict[str, float]:
     nop = pylucet.load(pylucet.compile(NOP))
     fib = pylucet.load(pylucet.compile(FIB))
@@ -58,6 +70,8 @@ def bench_pylucet() -> Dict[str, float]:
     inst = region.new_instance(nop)
     out["call nop (round trip)"] = per_call(lambda: inst.run("nop"), 20000)
     out["call add(i32, i32)"] = per_call(lambda: inst.run("add", 1, 2), 20000)
+    out["trap: heap out of bounds"] = per_call(lambda: _trapping(inst.run, "oob"), 2000)
+    out["trap: unreachable"] = per_call(lambda: _trapping(inst.run, "unreachable"), 2000)
     inst.close()
     f = region.new_instance(fib)
     out["fib(20)"] = per_call(lambda: f.run("fib", 20), 20)
@@ -85,6 +99,9 @@ def bench_wasmtime() -> Dict[str, float]:
     f_add = inst.exports(store)["add"]
     out["call nop (round trip)"] = per_call(lambda: f_nop(store), 20000)
     out["call add(i32, i32)"] = per_call(lambda: f_add(store, 1, 2), 20000)
+    f_oob, f_unreachable = inst.exports(store)["oob"], inst.exports(store)["unreachable"]
+    out["trap: heap out of bounds"] = per_call(lambda: _trapping(f_oob, store), 2000)
+    out["trap: unreachable"] = per_call(lambda: _trapping(f_unreachable, store), 2000)
     fstore = wasmtime.Store(engine)
     f_fib = wasmtime.Instance(fstore, fib, []).exports(fstore)["fib"]
     out["fib(20)"] = per_call(lambda: f_fib(fstore, 20), 20)
