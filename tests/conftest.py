@@ -21,3 +21,23 @@ def testsuite() -> Path:
     if not path.is_dir():
         pytest.skip(f"conformance data not found at {path} (set PYLUCET_TESTSUITE to run these)")
     return path
+
+
+@pytest.fixture(scope="module")
+def region():
+    """A small region shared by one test file's compiled snippets."""
+    from pylucet.runtime import MmapRegion
+    with MmapRegion(2) as r:
+        yield r
+
+
+def instantiate(region, wat: str):
+    """Compile ``wat`` and instantiate its machine code straight away through the mock loader
+    (no ELF, no dlopen), so code generation tests stay fast. The instance is a context manager;
+    ``inst.compiled`` is the compiler's output, for tests that look at the code."""
+    from pylucet.compiler.driver import compile_module
+    from pylucet.runtime.testing import load_code
+    compiled = compile_module(wat)
+    inst = region.new_instance(load_code(compiled.text, compiled.data))
+    inst.compiled = compiled
+    return inst

@@ -10,29 +10,15 @@ registers, frame slots, immediates on either side, and both constant (folded at 
 from __future__ import annotations
 
 import itertools
-from contextlib import contextmanager
 
 import pytest
 
 from pylucet import Trap, TrapCode, Unsupported
 from pylucet.compiler.driver import compile_module, read_source
-from pylucet.runtime import MmapRegion
-from pylucet.runtime.testing import load_code
+
+from .conftest import instantiate as instance
 
 
-@pytest.fixture(scope="module")
-def region():
-    with MmapRegion(2) as r:
-        yield r
-
-
-@contextmanager
-def instance(region, wat: str):
-    compiled = compile_module(wat)
-    module = load_code(compiled.text, compiled.data)
-    with region.new_instance(module) as inst:
-        inst.compiled = compiled
-        yield inst
 
 
 # --- a model of the integer operators ---------------------------------------------------------------

@@ -10,30 +10,17 @@ has to evict), with other values held across the instruction.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import pytest
 
 from pylucet import Trap, TrapCode
-from pylucet.compiler.driver import compile_module, read_source
-from pylucet.runtime import MmapRegion
-from pylucet.runtime.testing import load_code
+from pylucet.compiler.driver import read_source
+
+from .conftest import instantiate as instance
 
 PAGE = 65536
 
 
-@pytest.fixture(scope="module")
-def region():
-    with MmapRegion(2) as r:
-        yield r
-
-
-@contextmanager
-def instance(region, wat: str):
-    compiled = compile_module(wat)
-    module = load_code(compiled.text, compiled.data)
-    with region.new_instance(module) as inst:
-        yield inst
 
 
 def _held(k: int) -> str:

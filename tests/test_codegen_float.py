@@ -12,20 +12,10 @@ import pytest
 
 from pylucet import Trap, TrapCode
 from pylucet.compiler.driver import compile_module
-from pylucet.runtime import MmapRegion
-from pylucet.runtime.testing import load_code
+
+from .conftest import instantiate as run_module
 
 
-@pytest.fixture(scope="module")
-def region():
-    with MmapRegion(2) as r:
-        yield r
-
-
-def run_module(region, wat):
-    compiled = compile_module(wat)
-    module = load_code(compiled.text, compiled.data)
-    return region.new_instance(module)
 
 
 def f32(v: float) -> int:

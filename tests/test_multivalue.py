@@ -15,20 +15,9 @@ import struct
 import pytest
 
 from pylucet import Trap, TrapCode
-from pylucet.compiler.driver import compile_module
-from pylucet.runtime import MmapRegion
-from pylucet.runtime.testing import load_code
 
+from .conftest import instantiate as _instance
 
-@pytest.fixture(scope="module")
-def region():
-    with MmapRegion(2) as r:
-        yield r
-
-
-def _instance(region, wat: str):
-    compiled = compile_module(wat)
-    return region.new_instance(load_code(compiled.text, compiled.data))
 
 
 CALLS = r"""
