@@ -13,7 +13,7 @@ operator exactly where the reference interpreter does.
 from __future__ import annotations
 
 import re
-from typing import List, NoReturn
+from typing import List, NoReturn, Optional
 
 from ..errors import MalformedModule
 
@@ -159,3 +159,48 @@ def decode_string(tok: str, text: str = "", offset: int = 0) -> bytes:
 __all__ = ["LPAR", "RPAR", "ATOM", "STRING", "RESERVED", "EOF", "Tokens", "WatError", "fail",
            "decode_string"]
 
+
+
+ID_RE = re.compile(r"\$[0-9A-Za-z!#$%&'*+\-./:<=>?@\\^_`|~]+\Z")
+"""A valid identifier: '$' and one or more of the spec's idchars."""
+
+
+class Cursor:
+    """A position in a token stream, with the primitives that both the module parser (wat.py)
+    and the script reader (wast.py) read tokens with, so they agree on what an id or a string
+    is and on how an error is reported."""
+
+    def __init__(self, toks: Tokens):
+        self.toks = toks
+        self.k = toks.kinds
+        self.v = toks.vals
+        self.i = 0
+
+    def error(self, reason: str, i: Optional[int] = None) -> NoReturn:
+        fail(self.toks.text, self.toks.offs[self.i if i is None else i], reason)
+
+    def unexpected(self, i: Optional[int] = None) -> NoReturn:
+        i = self.i if i is None else i
+        if self.k[i] == EOF:
+            self.error("unexpected end of input", i)
+        self.error(f"unexpected token {self.v[i]}", i)
+
+    def close(self) -> None:
+        if self.k[self.i] != RPAR:
+            self.unexpected()
+        self.i += 1
+
+    def id_opt(self) -> Optional[str]:
+        tok = self.v[self.i]
+        if self.k[self.i] == ATOM and tok[0] == "$":
+            if not ID_RE.match(tok):
+                self.unexpected()
+            self.i += 1
+            return tok
+        return None
+
+    def string(self) -> bytes:
+        if self.k[self.i] != STRING:
+            self.unexpected()
+        self.i += 1
+        return self.toks.string(self.i - 1)

@@ -18,9 +18,9 @@ import bisect
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import List, NoReturn, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
-from .sexpr import ATOM, EOF, LPAR, RPAR, STRING, Tokens, fail
+from .sexpr import ATOM, EOF, LPAR, STRING, Cursor, Tokens
 from .wat import F32, F64, ConstantOutOfRange, compile_tokens, decode_source, float_bits, parse_int, \
     parse_wat
 
@@ -183,21 +183,13 @@ _MODULE_FIELDS = {"type", "import", "func", "table", "memory", "global", "export
 _NUMERIC = {"i32.const": 32, "i64.const": 64, "f32.const": F32, "f64.const": F64}
 
 
-class _ScriptReader:
+class _ScriptReader(Cursor):
     def __init__(self, text: str):
-        self.toks = Tokens(text)
-        self.k, self.v = self.toks.kinds, self.toks.vals
-        self.i = 0
+        super().__init__(Tokens(text))
         self.newlines = [m.start() for m in re.finditer("\n", text)]
 
     def line(self, i: int) -> int:
         return bisect.bisect_left(self.newlines, self.toks.offs[i]) + 1
-
-    def error(self, reason: str, i: Optional[int] = None) -> NoReturn:
-        fail(self.toks.text, self.toks.offs[self.i if i is None else i], reason)
-
-    def unexpected(self) -> NoReturn:
-        self.error(f"unexpected token {self.v[self.i] or 'at end of input'}")
 
     def open(self) -> str:
         if self.k[self.i] != LPAR or self.k[self.i + 1] != ATOM:
@@ -205,26 +197,12 @@ class _ScriptReader:
         self.i += 2
         return self.v[self.i - 1]
 
-    def close(self) -> None:
-        if self.k[self.i] != RPAR:
-            self.unexpected()
-        self.i += 1
-
-    def id_opt(self) -> Optional[str]:
-        tok = self.v[self.i]
-        if self.k[self.i] == ATOM and tok[0] == "$":
-            self.i += 1
-            return tok
-        return None
-
-    def string(self) -> str:
-        if self.k[self.i] != STRING:
-            self.unexpected()
-        self.i += 1
-        return self.toks.string(self.i - 1).decode("utf-8", "surrogateescape")
+    def text_string(self) -> str:
+        """A string token as text (names, messages): what a script compares, not raw bytes."""
+        return self.string().decode("utf-8", "surrogateescape")
 
     def message(self) -> str:
-        return self.string()
+        return self.text_string()
 
     def commands(self) -> List[Command]:
         if self.k[0] == LPAR and self.v[1] in _MODULE_FIELDS:
@@ -245,7 +223,7 @@ class _ScriptReader:
             return ActionCommand(line, self.action())
         self.open()
         if kw == "register":
-            as_name = self.string()
+            as_name = self.text_string()
             cmd: Command = Register(line, as_name, self.id_opt())
         elif kw == "assert_return":
             action = self.action()
@@ -291,7 +269,7 @@ class _ScriptReader:
         line = self.line(self.i)
         kw = self.open()
         module = self.id_opt()
-        name = self.string()
+        name = self.text_string()
         if kw == "invoke":
             args = []
             while self.k[self.i] == LPAR:

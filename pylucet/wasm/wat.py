@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from .leb128 import encode_s, encode_u
 from .opcodes import BY_NAME, Imm, Op, OpInfo
-from .sexpr import ATOM, EOF, LPAR, RESERVED, RPAR, STRING, Tokens, WatError, fail
+from .sexpr import ATOM, EOF, ID_RE, LPAR, RESERVED, RPAR, STRING, Cursor, Tokens, WatError, fail
 from .types import ValType
 
 __all__ = ["parse_wat", "parse_int", "float_bits", "WatError"]
@@ -42,7 +42,6 @@ _FLOAT_RE = re.compile(rf"""([+-]?)(?:
     | (inf)
     | (nan)(?::0x({_HEXNUM}))?
     )\Z""", re.X)
-_ID_RE = re.compile(r"\$[0-9A-Za-z!#$%&'*+\-./:<=>?@\\^_`|~]+\Z")
 _MEMARG_RE = re.compile(r"(?:offset|align)=")
 
 F32 = (23, 8)
@@ -221,14 +220,11 @@ def _i32_const(value: int) -> bytes:
 
 # --- the parser ----------------------------------------------------------------------------------
 
-class _Parser:
+class _Parser(Cursor):
     """Reads one module from a token stream and writes its binary."""
 
     def __init__(self, toks: Tokens):
-        self.toks = toks
-        self.k = toks.kinds
-        self.v = toks.vals
-        self.i = 0
+        super().__init__(toks)
         self.names: Dict[str, Dict[str, int]] = {s: {} for s in _UNKNOWN}
         self.counts: Dict[str, int] = {s: 0 for s in _UNKNOWN}
         self.types: List[FuncSig] = []
@@ -250,9 +246,6 @@ class _Parser:
         self.uses_data_count = False
 
     # --- errors ---------------------------------------------------------------------------------
-
-    def error(self, reason: str, i: Optional[int] = None) -> NoReturn:
-        fail(self.toks.text, self.toks.offs[self.i if i is None else i], reason)
 
     def unexpected(self, i: Optional[int] = None) -> NoReturn:
         """Reject the token at ``i``: as the reference interpreter's lexer does, a token that is
@@ -283,31 +276,11 @@ class _Parser:
         if not self.open(kw):
             self.unexpected(self.i + 1 if self.k[self.i] == LPAR else self.i)
 
-    def close(self) -> None:
-        if self.k[self.i] != RPAR:
-            self.unexpected()
-        self.i += 1
-
     def keyword(self, kw: str) -> bool:
         if self.k[self.i] == ATOM and self.v[self.i] == kw:
             self.i += 1
             return True
         return False
-
-    def id_opt(self) -> Optional[str]:
-        tok = self.v[self.i]
-        if self.k[self.i] == ATOM and tok[0] == "$":
-            if not _ID_RE.match(tok):
-                self.unexpected()
-            self.i += 1
-            return tok
-        return None
-
-    def string(self) -> bytes:
-        if self.k[self.i] != STRING:
-            self.unexpected()
-        self.i += 1
-        return self.toks.string(self.i - 1)
 
     def name(self) -> str:
         at = self.i
@@ -1119,7 +1092,7 @@ def _encode_data(memory: int, offset: bytes, data: bytes) -> bytes:
 def _is_token(tok: str) -> bool:
     """Whether an atom is a real token of the text format (else the lexer would have called it
     an unknown operator)."""
-    return (tok in _KEYWORDS or bool(_ID_RE.match(tok) or _INT_RE.match(tok) or _FLOAT_RE.match(tok))
+    return (tok in _KEYWORDS or bool(ID_RE.match(tok) or _INT_RE.match(tok) or _FLOAT_RE.match(tok))
             or bool(_MEMARG_RE.match(tok)))
 
 
