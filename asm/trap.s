@@ -75,7 +75,7 @@ in_guest_code:
     syscall                                   # rax = bytes copied, or -errno
     cmp rax, 8                                # copied the whole word?
     je probed                                 # -> compare it
-    cmp rax, -14                              # -EFAULT: the address is not readable ...
+    cmp rax, NEG_EFAULT                       # -EFAULT: the address is not readable ...
     je probe_failed                           # ... so r14 is not a vmctx
     mov rax, [rbx + INST_MAGIC]               # the syscall is unavailable (seccomp): trust r14
     mov [rsp], rax                            # and read the word directly
@@ -110,11 +110,11 @@ record_fault:
 
     # --- 4. Not ours: chain to the previous handler ----------------------------------------------
     # The data page holds, for each signal number, the handler that was installed before ours
-    # (DATA_PREV_HANDLER + 16 * signo: the address, then its sa_flags).
+    # (DATA_PREV_HANDLER + (signo << DATA_PREV_HANDLER_SHIFT): the address, then its sa_flags).
 chain:
     mov eax, r12d                             # signo
-    and eax, 63                               # stay inside the table whatever the kernel says
-    shl eax, 4                                # 16 bytes per entry
+    and eax, DATA_SIGNALS - 1                 # stay inside the table whatever the kernel says
+    shl eax, DATA_PREV_HANDLER_SHIFT          # 16 bytes per entry
     movabs rbx, DATA_PAGE                     # data page
     mov rax, [rbx + rax + DATA_PREV_HANDLER]  # previous handler
     cmp rax, SIG_IGN                          # SIG_DFL (0) or SIG_IGN (1)?

@@ -107,7 +107,7 @@ class FakeInstance:
             self.u64[base + i] = v & (2**64 - 1)
         base = INSTANCE_FIELDS["entry_xmm"] // 8
         for i, v in enumerate(floats):
-            self.u64[base + i] = _f64_bits(v)
+            self.u64[base + 2 * i] = _f64_bits(v)   # 16-byte xmm slots
         for i, v in enumerate(stack):
             self.args[i] = v
         self["entry_nstack"] = len(stack)

@@ -66,9 +66,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import Unsupported
-from ..module.abi import (RESULT_SLOT_SIZE, TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY,
-                          TABLE_ENTRY_SIZE, VMCTX_GLOBALS, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT,
-                          VMCTX_TABLES, Libcall, vmctx_libcall)
+from ..module.abi import (GPR, RESULT_SLOT_SIZE, STACK, TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY,
+                          TABLE_ENTRY_SIZE, VMCTX_GLOBALS, VMCTX_INTERRUPT, VMCTX_MEMORY_SIZE,
+                          VMCTX_STACK_LIMIT, VMCTX_TABLES, Libcall, call_layout, vmctx_libcall)
 from ..module.traps import TrapCode, TrapSite
 from ..wasm.opcodes import OPS, Op
 from ..wasm.types import FunctionBody, FuncType, ValType
@@ -118,21 +118,16 @@ def _result_reg(t: ValType) -> int:
     return FLOAT_RESULT_REG if t in FLOAT_TYPES else RESULT_REG
 
 
-def _arg_homes(params, return_area: bool = False) -> List[int]:
-    """Where each argument travels per SysV: a register (of its class) or, as ``-1 - k``, the
-    k-th 8-byte stack argument. With ``return_area`` the hidden return-area pointer takes rdi
-    and the integer arguments shift along."""
-    homes, nint, nfloat, nstack = [], int(return_area), 0, 0
-    for t in params:
-        if t in FLOAT_TYPES and nfloat < len(FLOAT_ARG_REGS):
-            homes.append(FLOAT_ARG_REGS[nfloat])
-            nfloat += 1
-        elif t not in FLOAT_TYPES and nint < len(ARG_REGS):
-            homes.append(ARG_REGS[nint])
-            nint += 1
+def _arg_homes(params, results=()) -> List[int]:
+    """Where each argument travels (``module.abi.call_layout``): a register of its class or, as
+    ``-1 - k``, the k-th 8-byte stack argument. With several results the hidden return-area
+    pointer takes rdi and the integer arguments shift along."""
+    homes = []
+    for loc in call_layout(tuple(params), tuple(results)).params:
+        if loc.kind == STACK:
+            homes.append(-1 - loc.index)
         else:
-            homes.append(-1 - nstack)
-            nstack += 1
+            homes.append((ARG_REGS if loc.kind == GPR else FLOAT_ARG_REGS)[loc.index])
     return homes
 
 
@@ -246,7 +241,7 @@ class FunctionCompiler(ValueStack):
         # parameters to their homes
         params = self.ftype.params
         self.arg_fixups = []
-        for i, (t, home) in enumerate(zip(params, _arg_homes(params, self.return_area))):
+        for i, (t, home) in enumerate(zip(params, _arg_homes(params, self.ftype.results))):
             reg, w = self.local_reg[i], _width(t)
             in_frame = i in self.frame_locals_set
             if reg < 0 and not in_frame:
@@ -1188,7 +1183,7 @@ class FunctionCompiler(ValueStack):
                 self._spill(i)
         args = stack[first:]
         multi = len(ftype.results) > 1
-        homes = _arg_homes(ftype.params, multi)
+        homes = _arg_homes(ftype.params, ftype.results)
         nstack = sum(1 for h in homes if h < 0)
         outgoing = 0
         if nstack:

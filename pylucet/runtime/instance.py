@@ -16,20 +16,19 @@ import threading
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 from ..errors import Error, FatalFault, InstantiationError, LimitsExceeded, Trap
-from ..module.abi import (ENTRY_MAX_STACK_ARGS, GUEST_FLOAT_ARG_REGS, GUEST_INT_ARG_REGS,
-                          INSTANCE_FIELDS, INSTANCE_MAGIC, INSTANCE_PAGE_SIZE, PAGE_SIZE,
-                          TABLE_DESC, TABLE_DESC_SIZE, VMCTX_GLOBALS, VMCTX_IMPORTS,
-                          VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
-                          WASM_PAGE_SIZE, Libcall, vmctx_libcall)
+from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
+                          INSTANCE_PAGE_SIZE, PAGE_SIZE, TABLE_DESC, TABLE_DESC_SIZE,
+                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE,
+                          VMCTX_STACK_LIMIT, VMCTX_TABLES, WASM_PAGE_SIZE, ExitReason, Libcall,
+                          vmctx_libcall)
 from ..module.traps import TrapCode
-from ..wasm.types import ExternKind, FuncType, ValType
+from ..wasm.types import ExternKind, ValType
+from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg,
+                    read_value, word as _w, write_value)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
     from .region import Fit, MmapRegion, Slot
-
-Value = Union[int, float]
-
 
 class State(enum.IntEnum):
     """Lifecycle of an instance, mirrored in its page's ``state`` field for the stubs.
@@ -69,11 +68,6 @@ class UnknownExport(Error, LookupError):
 # --- the instance page as typed arrays ----------------------------------------------------------
 # Word indices into the page; vmctx fields are at negative offsets from the page's end.
 
-def _w(offset: int) -> int:
-    assert offset % 8 == 0
-    return offset // 8
-
-
 _MAGIC = _w(INSTANCE_FIELDS["magic"])
 _STATE = _w(INSTANCE_FIELDS["state"])
 _ENTRY_FUNC = _w(INSTANCE_FIELDS["entry_func"])
@@ -106,97 +100,10 @@ _VM_IMPORTS = _vw(VMCTX_IMPORTS)
 
 _WORDS = INSTANCE_PAGE_SIZE // 8
 
-_RETURNED, _FAULTED = 0, 1
-"""``STUBS.enter`` statuses (``stubs.ENTER_RETURNED``/``ENTER_FAULTED``; importing them would
-assemble the stubs at import time)."""
+_RETURNED, _FAULTED = ExitReason.RETURNED, ExitReason.FAULTED
 
 
-class _Words:
-    """Typed views of the same 8-byte words (an instance page, or the stack-argument buffer).
-
-    Word ``i`` is ``u64[i]``/``i64[i]``/``f64[i]``; its low half is ``i32[2*i]``/``f32[2*i]``
-    (little-endian), which is where the guest ABI keeps a 32-bit value.
-    """
-
-    __slots__ = ("u64", "i64", "f64", "i32", "f32", "address")
-
-    def __init__(self, address: int, words: int = _WORDS):
-        self.address = address
-        self.u64 = (ctypes.c_uint64 * words).from_address(address)
-        self.i64 = (ctypes.c_int64 * words).from_address(address)
-        self.f64 = (ctypes.c_double * words).from_address(address)
-        self.i32 = (ctypes.c_int32 * (2 * words)).from_address(address)
-        self.f32 = (ctypes.c_float * (2 * words)).from_address(address)
-
-
-# --- call plans: where each argument goes and how the result comes back ---------------------------
-
-_I32, _I64, _F64 = ValType.I32, ValType.I64, ValType.F64
-_INT_TYPES = (_I32, _I64)
-_INT_RANGE = {ValType.I32: (-(1 << 31), (1 << 32) - 1, 0xFFFF_FFFF),
-              ValType.I64: (-(1 << 63), (1 << 64) - 1, 0xFFFF_FFFF_FFFF_FFFF)}
-
-
-class _Plan:
-    """One guest function's calling convention, worked out once per module and function.
-
-    Arguments go to the next free GPR (integers) or XMM register (floats), in order, and the
-    rest to the stack, first argument first, 8 bytes each. One result comes back in rax
-    (integers) or xmm0 (floats); several come back through a return area (``module.abi``).
-    """
-
-    __slots__ = ("name", "func_index", "type", "address", "params", "nstack", "results",
-                 "return_area")
-
-    def __init__(self, name: str, func_index: int, ftype: FuncType, address: int):
-        self.name = name
-        self.func_index = func_index
-        self.type = ftype
-        self.address = address
-        params: List[Tuple[ValType, bool, int]] = []   # (type, on stack?, word index)
-        # several results come back through a return area whose address is a hidden first
-        # integer argument (see module.abi), so the declared integer arguments shift along
-        self.return_area = len(ftype.results) > 1
-        ngpr = 1 if self.return_area else 0
-        nxmm = nstack = 0
-        for t in ftype.params:
-            if t in _INT_TYPES:
-                if ngpr < len(GUEST_INT_ARG_REGS):
-                    params.append((t, False, _ENTRY_GPR + ngpr)); ngpr += 1
-                    continue
-            elif t.is_float:
-                if nxmm < len(GUEST_FLOAT_ARG_REGS):
-                    params.append((t, False, _ENTRY_XMM + nxmm)); nxmm += 1
-                    continue
-            else:
-                raise NotImplementedError(f"{name}: parameters of type {t.text} are not "
-                                          "supported by run() yet")
-            params.append((t, True, nstack)); nstack += 1
-        if nstack > ENTRY_MAX_STACK_ARGS:
-            raise NotImplementedError(f"{name}: {nstack} stack arguments, more than the "
-                                      f"{ENTRY_MAX_STACK_ARGS} the entry stub supports")
-        self.params = tuple(params)
-        self.nstack = nstack
-        results: List[Tuple[ValType, int]] = []
-        if self.return_area:   # word i of the return area (RESULT_SLOT_SIZE bytes each)
-            for k, t in enumerate(ftype.results):
-                if not (t in _INT_TYPES or t.is_float):
-                    raise NotImplementedError(f"{name}: results of type {t.text} are not "
-                                              "supported by run() yet")
-                results.append((t, k))
-            self.results = tuple(results)
-            return
-        int_regs, float_regs = [_RET_RAX, _RET_RDX], [_RET_XMM0, _RET_XMM1]
-        for t in ftype.results:
-            regs = int_regs if t in _INT_TYPES else float_regs if t.is_float else None
-            if not regs:
-                raise NotImplementedError(f"{name}: results {ftype.results} cannot be returned "
-                                          "in registers; run() does not support them yet")
-            results.append((t, regs.pop(0)))
-        self.results = tuple(results)
-
-
-def _plan(module: "LoadedModule", func: Union[str, int]) -> _Plan:
+def _plan(module: "LoadedModule", func: Union[str, int]) -> CallPlan:
     """The plan for an export name or a function index (cached on the module; index plans
     under a tuple key so that ``run`` never finds them by name)."""
     key = func if isinstance(func, str) else (func,)
@@ -213,7 +120,7 @@ def _plan(module: "LoadedModule", func: Union[str, int]) -> _Plan:
             if not 0 <= index < total:
                 raise IndexError(f"function index {index} out of range (module has {total})")
             name = _func_name(module, index)
-        plan = _Plan(name, index, module.data.func_type(index), module.function_address(index))
+        plan = CallPlan(name, index, module.data.func_type(index), module.function_address(index))
         module._plans[key] = plan
     return plan
 
@@ -221,40 +128,6 @@ def _plan(module: "LoadedModule", func: Union[str, int]) -> _Plan:
 def _func_name(module: "LoadedModule", index: int) -> str:
     nimp = module.data.num_imported_funcs
     return module.data.functions[index - nimp].name if index >= nimp else str(index)
-
-
-def _int_arg(t: ValType, v: Any) -> int:
-    """``v`` as the raw bits of an i32/i64 (signed or unsigned input accepted)."""
-    if type(v) is not int:
-        if isinstance(v, bool) or not hasattr(v, "__index__"):
-            raise TypeError(f"{t.text} needs an int, got {type(v).__name__} {v!r}")
-        v = v.__index__()
-    lo, hi, mask = _INT_RANGE[t]
-    if not lo <= v <= hi:
-        raise OverflowError(f"{v} is out of range for {t.text} [{lo}, {hi}]")
-    return v & mask
-
-
-_BITS_MASK = {ValType.I32: 0xFFFF_FFFF, ValType.F32: 0xFFFF_FFFF,
-              ValType.I64: 0xFFFF_FFFF_FFFF_FFFF, ValType.F64: 0xFFFF_FFFF_FFFF_FFFF}
-
-
-def _bits_arg(t: ValType, v: Any) -> int:
-    """``v`` as a raw bit pattern of ``t``'s width (for :meth:`Instance.run_bits`)."""
-    mask = _BITS_MASK[t]
-    if type(v) is not int or not 0 <= v <= mask:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{t.text} bits need an int, got {type(v).__name__} {v!r}")
-        raise OverflowError(f"{v:#x} does not fit the {mask.bit_length()} bits of {t.text}")
-    return v
-
-
-def _float_arg(t: ValType, v: Any) -> float:
-    if type(v) is float:
-        return v
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"{t.text} needs a float or int, got {type(v).__name__} {v!r}")
-    return float(v)
 
 
 # --- the instance -------------------------------------------------------------------------------
@@ -295,12 +168,12 @@ class Instance:
         self._name = module.name
         self._run_lock = threading.Lock()
         self._state = State.CLOSED
-        self._stack_args: Optional[_Words] = None
-        self._return_area: Optional[_Words] = None
+        self._stack_args: Optional[Words] = None
+        self._return_area: Optional[Words] = None
         self._heap_end = slot.vmctx + region.limits.heap_address_space_size
         page = region._slot_cache.get(slot.index)
         if page is None:   # the views depend only on the address: build them once per slot
-            page = region._slot_cache[slot.index] = _Words(slot.base)
+            page = region._slot_cache[slot.index] = Words(slot.base, _WORDS)
         self._page = page
         self._initialise()
 
@@ -387,7 +260,7 @@ class Instance:
         self._check_usable()
         return self._call(_plan(self._module, func), bits, raw=True)
 
-    def _call(self, plan: _Plan, args: Sequence[Value], raw: bool = False) -> Any:
+    def _call(self, plan: CallPlan, args: Sequence[Value], raw: bool = False) -> Any:
         if not self._run_lock.acquire(False):
             raise RuntimeError(f"{self!r} is already running: run() cannot be re-entered")
         try:
@@ -398,75 +271,71 @@ class Instance:
                                 f"{'' if len(plan.params) == 1 else 's'} {plan.type}, "
                                 f"{len(args)} given")
             page = self._page
-            stack = self._stack_words(plan.nstack) if plan.nstack else page
-            k = 0
-            try:
-                for (t, on_stack, i), v in zip(plan.params, args):
-                    w = stack if on_stack else page
-                    # the common cases inline; _int_arg/_float_arg convert or explain the rest
-                    if raw:
-                        w.u64[i] = _bits_arg(t, v)
-                    elif t is _I32:
-                        w.u64[i] = (v & 0xFFFF_FFFF if type(v) is int
-                                    and -0x8000_0000 <= v <= 0xFFFF_FFFF else _int_arg(t, v))
-                    elif t is _I64:
-                        w.u64[i] = (v & 0xFFFF_FFFF_FFFF_FFFF if type(v) is int
-                                    and -(1 << 63) <= v < (1 << 64) else _int_arg(t, v))
-                    elif t is _F64:
-                        w.f64[i] = v if type(v) is float else _float_arg(t, v)
-                    else:
-                        w.u64[i] = 0
-                        w.f32[2 * i] = v if type(v) is float else _float_arg(t, v)
-                    k += 1
-            except (TypeError, OverflowError) as e:
-                raise type(e)(f"{plan.name}: argument {k}: {e}") from None
+            out = self._load_args(plan, args, raw)
             u = page.u64
-            out = page
-            if plan.return_area:
-                out = self._return_words()
-                u[_ENTRY_GPR] = out.address
             u[_ENTRY_FUNC] = plan.address
             u[_ENTRY_NSTACK] = plan.nstack
             _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
             self._state = u[_STATE] = _RUNNING
             try:
-                status = _stubs.enter(page.address)
+                reason = _stubs.enter(page.address)
+                while True:
+                    if reason == _RETURNED:
+                        return self._results(plan, out, raw)
+                    if reason == _FAULTED:
+                        raise self._explain_fault()
+                    raise RuntimeError(f"the entry stub refused the call to {plan.name} "
+                                       f"({_exit_name(reason)})")
             finally:
-                self._state = u[_STATE] = _READY
-            if status != _RETURNED:
-                if status == _FAULTED:
-                    raise self._explain_fault()
-                raise RuntimeError(f"the entry stub refused the call to {plan.name} "
-                                   f"(status {status})")
-            results = plan.results
-            if raw:
-                return tuple(out.u64[i] & _BITS_MASK[t] for t, i in results)
-            if len(results) == 1:
-                t, i = results[0]
-                if t is _I32:
-                    return page.i32[2 * i]
-                if t is _I64:
-                    return page.i64[i]
-                return _read(page, t, i)
-            if not results:
-                return None
-            return tuple(_read(out, t, i) for t, i in results)
+                if self._state == _RUNNING:
+                    self._state = u[_STATE] = _READY
         finally:
             self._run_lock.release()
 
-    def _stack_words(self, n: int) -> _Words:
+    def _load_args(self, plan: CallPlan, args: Sequence[Value], raw: bool) -> Words:
+        """Put ``args`` where ``plan`` says; returns where the results will be."""
+        page = self._page
+        stack = self._stack_words(plan.nstack) if plan.nstack else page
+        k = 0
+        try:
+            for (t, on_stack, i), v in zip(plan.params, args):
+                if raw:
+                    (stack if on_stack else page).u64[i] = bits_arg(t, v)
+                else:
+                    write_value(stack if on_stack else page, t, i, v)
+                k += 1
+        except (TypeError, OverflowError) as e:
+            raise type(e)(f"{plan.name}: argument {k}: {e}") from None
+        if plan.return_area:
+            out = self._return_words()
+            page.u64[_ENTRY_GPR] = out.address
+            return out
+        return page
+
+    def _results(self, plan: CallPlan, out: Words, raw: bool) -> Any:
+        results = plan.results
+        if raw:
+            return tuple(out.u64[i] & BITS_MASK[t] for t, i in results)
+        if len(results) == 1:
+            t, i = results[0]
+            return read_value(out, t, i)
+        if not results:
+            return None
+        return tuple(read_value(out, t, i) for t, i in results)
+
+    def _stack_words(self, n: int) -> Words:
         if self._stack_args is None:
             self._buffer = (ctypes.c_uint64 * ENTRY_MAX_STACK_ARGS)()
-            self._stack_args = _Words(ctypes.addressof(self._buffer), ENTRY_MAX_STACK_ARGS)
+            self._stack_args = Words(ctypes.addressof(self._buffer), ENTRY_MAX_STACK_ARGS)
         self._page.u64[_ENTRY_STACK] = self._stack_args.address   # (a reset wipes the page)
         return self._stack_args
 
-    def _return_words(self) -> _Words:
+    def _return_words(self) -> Words:
         """The return area for functions with several results: one buffer per instance, big
         enough for any function type (wasm allows at most 1000 results)."""
         if self._return_area is None:
             self._return_buffer = (ctypes.c_uint64 * ENTRY_MAX_STACK_ARGS)()
-            self._return_area = _Words(ctypes.addressof(self._return_buffer),
+            self._return_area = Words(ctypes.addressof(self._return_buffer),
                                        ENTRY_MAX_STACK_ARGS)
         return self._return_area
 
@@ -649,14 +518,11 @@ class Instance:
             raise RuntimeError(f"{self!r} is already running: run() cannot be re-entered")
 
 
-def _read(page: _Words, t: ValType, i: int) -> Value:
-    if t is ValType.I32:
-        return page.i32[2 * i]
-    if t is ValType.I64:
-        return page.i64[i]
-    if t is ValType.F64:
-        return page.f64[i]
-    return page.f32[2 * i]
+def _exit_name(reason: int) -> str:
+    try:
+        return ExitReason(reason).name.lower()
+    except ValueError:
+        return f"exit reason {reason}"
 
 
 def _signame(signo: int) -> str:
@@ -713,11 +579,11 @@ class Globals:
         cell = self._cell(spec)
         slot_word = ctypes.c_uint64.from_address(ctypes.addressof(cell))
         try:
-            if t in _INT_TYPES:
+            if t in (ValType.I32, ValType.I64):
                 # masked to the type's width, so an i32's upper half stays zero as at instantiation
-                slot_word.value = _int_arg(t, value)
+                slot_word.value = int_arg(t, value)
             else:
-                value = _float_arg(t, value)
+                value = float_arg(t, value)
                 slot_word.value = 0
                 cell.value = value
         except (TypeError, OverflowError) as e:

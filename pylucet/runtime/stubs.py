@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Dict, Mapping, Tuple
 
-from ..module.abi import Libcall, asm_equates
+from ..module.abi import ExitReason, Libcall, asm_equates
 from . import libc
 
 SOURCES = ("context.s", "libcalls.s", "cpuid.s", "trap.s")
@@ -36,8 +36,11 @@ ALIGN = 64                    # each file starts on a cache line
 
 # --- the data page: read by the signal handler, written by pylucet.runtime.signals ----------------
 DATA_SIZE = 8 * 1024
-DATA_PREV_HANDLER = 0         # 64 entries of {handler address, sa_flags}, indexed by signal number
-DATA_RANGE_COUNT = 64 * 16    # entries of DATA_RANGES in use (free ones in between have end = 0)
+DATA_SIGNALS = 64              # signal numbers the previous-handler table covers (a power of two)
+DATA_PREV_HANDLER_SHIFT = 4    # log2 of an entry's size: {handler address, sa_flags}
+DATA_PREV_HANDLER = 0          # DATA_SIGNALS entries, indexed by signal number
+DATA_RANGE_COUNT = DATA_SIGNALS << DATA_PREV_HANDLER_SHIFT
+"""Entries of DATA_RANGES in use (free ones in between have end = 0)."""
 DATA_RANGES = DATA_RANGE_COUNT + 8
 MAX_CODE_RANGES = (DATA_SIZE - DATA_RANGES) // 16
 """Room for this many registered guest code ranges ({start, end} pairs, end exclusive)."""
@@ -47,14 +50,12 @@ GUEST_MXCSR = 0x1F80
 denormals-are-zero. WebAssembly float semantics need exactly this, whatever the host (a numpy
 extension, say) has set; the host's own MXCSR comes back when the guest returns or faults."""
 
-ENTER_RETURNED = 0
-"""``enter`` status: the guest function returned; results are in INST_RET_*."""
-ENTER_FAULTED = 1
-"""``enter`` status: the guest faulted; the signal handler filled in INST_FAULT_*."""
-ENTER_BAD_ENTRY = 2
-"""``enter`` status: INST_ENTRY_NSTACK exceeded ENTRY_MAX_STACK_ARGS; the guest did not run."""
+ENTER_RETURNED = ExitReason.RETURNED
+ENTER_FAULTED = ExitReason.FAULTED
+ENTER_BAD_ENTRY = ExitReason.BAD_ENTRY
 
-_LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow"}
+_LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow",
+                    Libcall.INTERRUPT: "pylucet_interrupt"}
 
 _GLOBL = re.compile(r"^[ \t]*\.globl[ \t]+(\w+)", re.MULTILINE)
 
@@ -127,6 +128,8 @@ class Stubs:
         self.prelude = (asm_equates() + libc.asm_equates()
                         + f".equ DATA_PAGE, {self.data_page}\n"
                         + f".equ DATA_PREV_HANDLER, {DATA_PREV_HANDLER}\n"
+                        + f".equ DATA_SIGNALS, {DATA_SIGNALS}\n"
+                        + f".equ DATA_PREV_HANDLER_SHIFT, {DATA_PREV_HANDLER_SHIFT}\n"
                         + f".equ DATA_RANGE_COUNT, {DATA_RANGE_COUNT}\n"
                         + f".equ DATA_RANGES, {DATA_RANGES}\n"
                         + f".equ GUEST_MXCSR, {GUEST_MXCSR}\n")
@@ -163,8 +166,14 @@ class Stubs:
             call: self.symbols[sym] for call, sym in _LIBCALL_SYMBOLS.items()}
         self.libcall_range = self.ranges["libcalls.s"]
 
+        self.hostcall = self.symbols["pylucet_hostcall"]
+        """Where a host import's entry points: it leaves with ExitReason.HOSTCALL."""
         self.enter = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(self.enter_address)
-        """``enter(instance_page) -> status`` (ENTER_*): run INST_ENTRY_FUNC as the page says."""
+        """``enter(instance_page) -> ExitReason``: run INST_ENTRY_FUNC as the page says."""
+        self.resume = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(
+            self.symbols["pylucet_resume"])
+        """``resume(instance_page) -> ExitReason``: continue a guest that left mid-call, with
+        INST_RET_RAX / INST_RET_XMM0 as the result of the call it made."""
         self._cpuid = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
                                        ctypes.POINTER(ctypes.c_uint32 * 4))(
             self.symbols["pylucet_cpuid"])
