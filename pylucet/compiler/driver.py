@@ -17,7 +17,8 @@ from typing import Dict, List, Optional, Tuple, Union
 from ..errors import MalformedModule, Unsupported
 from ..module.spec import (SPARSE_PAGE_SIZE, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec,
                            ImportSpec, ModuleData, TableSpec, symbol_safe)
-from ..module.abi import FUNC_SYMBOL_PREFIX, WASM_PAGE_SIZE
+from ..module.abi import (FUNC_SYMBOL_PREFIX, IMPORT_ENTRY, IMPORT_ENTRY_SIZE,
+                          IMPORT_TRAMPOLINE_SIZE, VMCTX_IMPORTS, WASM_PAGE_SIZE)
 from ..module.traps import TrapTable
 from ..wasm.decoder import decode_body, decode_module
 from ..wasm.opcodes import Op
@@ -25,6 +26,9 @@ from ..wasm.types import ConstExpr, ExternKind, Module, SegmentMode
 from ..wasm.validator import Validator
 from .codegen import compile_function
 from .env import ModuleEnv
+from .x86_64 import encoding as X
+from .x86_64.encoding import NO_INDEX
+from .x86_64.registers import R10, R14
 
 Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]"]
 
@@ -107,8 +111,13 @@ def _looks_like_path(text: str) -> bool:
     return "(" not in text and "\n" not in text
 
 
-def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule:
-    """Decode, validate and compile ``source`` into machine code plus module data."""
+def compile_module(source: Source, name: Optional[str] = None, *,
+                   interrupt_checks: bool = True) -> CompiledModule:
+    """Decode, validate and compile ``source`` into machine code plus module data.
+
+    ``interrupt_checks`` (default on) makes every function entry and loop iteration test the
+    instance's interrupt flag, so a kill switch, a timeout or Ctrl-C can stop a guest that never
+    calls out; off, code is a little faster and only ends by itself or by a trap."""
     started = time.perf_counter()
     binary = read_source(source)
     try:
@@ -122,9 +131,10 @@ def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule
     validator = Validator(module)
     validator.validate_module()
     env = ModuleEnv.from_module(module)
+    env.interrupt_checks = interrupt_checks
 
     nimp = module.num_imported_funcs
-    text = bytearray()
+    text = bytearray(_import_trampolines(nimp))
     functions: List[FunctionSpec] = []
     symbols: List[Tuple[str, int, int]] = []
     used_symbols: Dict[str, int] = {}
@@ -152,10 +162,13 @@ def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule
         stats.instructions += len(instrs)
 
     for at, callee in relocs:
-        if callee < nimp:
-            raise Unsupported("calls to imported functions are not supported yet")
-        target = functions[callee - nimp].code_offset
+        target = (IMPORT_TRAMPOLINE_SIZE * callee if callee < nimp
+                  else functions[callee - nimp].code_offset)
         struct.pack_into("<i", text, at, target - (at + 4))
+    for i, imp in enumerate(i for i in module.imports if i.kind == ExternKind.FUNC):
+        symbols.append((_unique_symbol(f"guest_import_{symbol_safe(imp.module)}_"
+                                       f"{symbol_safe(imp.name)}", i, used_symbols),
+                        IMPORT_TRAMPOLINE_SIZE * i, IMPORT_TRAMPOLINE_SIZE))
 
     data = ModuleData(
         name=name or module.names.module,
@@ -178,6 +191,19 @@ def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule
     stats.code_bytes = len(text)
     stats.seconds = time.perf_counter() - started
     return CompiledModule(data, bytes(text), symbols, stats)
+
+
+def _import_trampolines(count: int) -> bytes:
+    """The trampoline of each imported function (see ``abi.IMPORT_TRAMPOLINE_SIZE``)."""
+    out = bytearray()
+    for i in range(count):
+        asm = X.Assembler()
+        asm.mov_rm(64, R10, (R14, NO_INDEX, 1, VMCTX_IMPORTS))       # the import entries
+        asm.lea(64, R10, (R10, NO_INDEX, 1, IMPORT_ENTRY_SIZE * i))  # r10 = &entry i
+        asm.jmp_m((R10, NO_INDEX, 1, IMPORT_ENTRY["func"]))          # tail-jump to its code
+        code = bytes(asm.code)
+        out += code + b"\xcc" * (IMPORT_TRAMPOLINE_SIZE - len(code))
+    return bytes(out)
 
 
 def _unique_symbol(symbol: str, func_index: int, used: Dict[str, int]) -> str:

@@ -30,6 +30,8 @@ class ModuleEnv:
     global_types: List[ValType]
     global_offsets: List[int]
     """Byte offset of each global in the globals area."""
+    interrupt_checks: bool = True
+    """Test the interrupt flag at every function entry and loop iteration."""
 
     @classmethod
     def from_module(cls, module: Module) -> "ModuleEnv":

@@ -284,6 +284,11 @@ NULL_TYPE_ID = 0xFFFF_FFFF_FFFF_FFFF
 IMPORT_ENTRY = _layout_up([("func", 8), ("vmctx", 8), ("target", 8), ("index", 8)])
 IMPORT_ENTRY_SIZE = IMPORT_ENTRY["_end"]
 
+IMPORT_TRAMPOLINE_SIZE = 32
+"""Compiled code reaches imported function i through a trampoline at ``.text + 32 * i`` (so a
+call to an import is an ordinary ``call rel32``, and a table entry for an import is a plain code
+address): it loads r10 = &entry i from the vmctx and jumps to ``entry.func``."""
+
 RESULT_SLOT_SIZE = 8
 """Bytes per result in a return area (v128 results, later, will take two slots, aligned)."""
 
