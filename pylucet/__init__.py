@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 from .compiler.driver import compile, compile_module
 from .errors import (CompileError, Error, FatalFault, InstantiationError, InvalidModule,
-                     LimitsExceeded, LinkError, LoadError, MalformedModule, RegionFull, Terminated,
-                     Trap, Unsupported)
+                     LimitsExceeded, LinkError, LoadError, MalformedModule, MemoryAccessError,
+                     RegionFull, StateError, Terminate, Terminated, Trap, Unsupported)
 from .module.traps import TrapCode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,11 +31,15 @@ __all__ = [
     "compile", "compile_module", "load", "Limits", "MmapRegion", "Instance", "LoadedModule",
     "TrapCode", "Error", "CompileError", "MalformedModule", "InvalidModule", "Unsupported",
     "LoadError", "LinkError", "LimitsExceeded", "RegionFull", "InstantiationError", "Trap",
-    "FatalFault", "Terminated",
+    "FatalFault", "Terminated", "Terminate", "MemoryAccessError", "StateError", "Linker",
+    "HostFunc", "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64", "F32",
+    "F64", "UnknownExport",
 ]
 __version__ = "0.1.0"
 
-_RUNTIME_NAMES = ("Limits", "MmapRegion", "Instance", "LoadedModule")
+_RUNTIME_NAMES = ("Limits", "MmapRegion", "Instance", "LoadedModule", "Linker", "HostFunc",
+                  "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64", "F32",
+                  "F64", "UnknownExport")
 
 
 def load(artifact: Union[str, "os.PathLike[str]", bytes]) -> "LoadedModule":

@@ -11,7 +11,7 @@ module knows the byte offset, so tools and tests can look at fields instead of p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
     from .module.traps import TrapCode
@@ -67,7 +67,12 @@ class LoadError(Error):
 
 
 class LinkError(Error):
-    """The module's imports could not be satisfied."""
+    """The module's imports could not be satisfied. ``problems`` lists each missing or
+    mistyped import, when there are several."""
+
+    def __init__(self, message: str, problems: Optional[List[str]] = None):
+        self.problems = list(problems) if problems else [message]
+        super().__init__(message)
 
 
 # --- runtime -------------------------------------------------------------------------------------
@@ -79,9 +84,17 @@ class LimitsExceeded(Error):
 class RegionFull(Error):
     """Every slot of the region is in use."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, held_by_views: int = 0):
         self.capacity = capacity
-        super().__init__(f"region is full: all {capacity} slots are in use")
+        self.held_by_views = held_by_views
+        hint = (f" ({held_by_views} of them held back because a heap view of a closed instance "
+                "is still alive: drop those memoryviews to free the slots)"
+                if held_by_views else "")
+        super().__init__(f"region is full: all {capacity} slots are in use{hint}")
+
+
+class StateError(Error, RuntimeError):
+    """The instance cannot do that in its current state (running, yielded, terminated...)."""
 
 
 class InstantiationError(Error):
@@ -122,9 +135,26 @@ class FatalFault(Error):
 
 
 class Terminated(Error):
-    """The instance was terminated: by a hostcall that raised, by ``proc_exit``, or remotely."""
+    """The instance was terminated: by a hostcall that raised or called ``terminate``, by its
+    kill switch, or by a timeout. ``details`` is what the hostcall passed to
+    :class:`Terminate` (None otherwise); when a hostcall raised, ``__cause__`` is its exception.
+    The instance refuses to run until ``reset()``.
+    """
 
     def __init__(self, reason: str, details: object = None):
         self.reason = reason
         self.details = details
         super().__init__(f"instance terminated: {reason}")
+
+
+class Terminate(Error):
+    """Raised by a host function to end the guest at once; ``run`` then raises
+    :class:`Terminated` carrying ``details`` (WASI's ``proc_exit`` passes its exit code so)."""
+
+    def __init__(self, details: object = None):
+        self.details = details
+        super().__init__(f"terminate({details!r})")
+
+
+class MemoryAccessError(Error, IndexError):
+    """A host function asked for guest memory outside the instance's heap."""

@@ -2,9 +2,12 @@
 
 An instance owns one slot from :meth:`MmapRegion.new_instance` until :meth:`Instance.close`. Its
 instance page is shared with the native stubs: the host fills the ``INST_ENTRY_*`` fields and calls
-``STUBS.enter``, which switches to the slot's stack, calls the guest, and either stores the results
-(status 0) or, after a fault, the signal details (status 1). Everything else -- argument conversion,
-explaining a fault as a wasm trap -- happens here, in Python, where it is easy to read and test.
+``STUBS.enter``, which switches to the slot's stack and calls the guest. Whatever happens, the stub
+comes back with an :class:`~pylucet.module.abi.ExitReason`, and a call is a small loop over them
+(:meth:`Instance._drive`): RETURNED ends it; FAULTED becomes a trap; HOSTCALL runs the host function
+here, in Python, on the host's own stack, then ``STUBS.resume`` continues the guest with its result
+(or, if the host function yields, the call returns :class:`Yielded` and :meth:`Instance.resume`
+continues it later, on any thread); INTERRUPTED ends it when its kill switch asked for that.
 """
 
 from __future__ import annotations
@@ -12,44 +15,70 @@ from __future__ import annotations
 import ctypes
 import enum
 import signal
-import threading
+import types
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
-from ..errors import Error, FatalFault, InstantiationError, LimitsExceeded, Trap
+from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, StateError,
+                      Terminate, Terminated, Trap)
 from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           INSTANCE_PAGE_SIZE, PAGE_SIZE, TABLE_DESC, TABLE_DESC_SIZE,
-                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE,
-                          VMCTX_STACK_LIMIT, VMCTX_TABLES, WASM_PAGE_SIZE, ExitReason, Libcall,
-                          vmctx_libcall)
+                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_INTERRUPT, VMCTX_MEMORY_MAX,
+                          VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES, WASM_PAGE_SIZE,
+                          IMPORT_ENTRY, IMPORT_ENTRY_SIZE, ExitReason, Libcall, vmctx_libcall)
 from ..module.traps import TrapCode
 from ..wasm.types import ExternKind, ValType
 from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg,
                     read_value, word as _w, write_value)
+from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
+from .vmctx import Vmctx
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
+    from .linker import HostFunc
     from .region import Fit, MmapRegion, Slot
 
 class State(enum.IntEnum):
     """Lifecycle of an instance, mirrored in its page's ``state`` field for the stubs.
 
-    Legal transitions::
+    Legal transitions (Lucet's states; NOT_STARTED is READY before the first run)::
 
         READY --run--> RUNNING --returns or traps--> READY
                                --fault no trap table explains--> FAULTED (refuses to run)
-        READY / FAULTED --reset--> READY (wiped and initialised again, same slot)
-        READY / FAULTED --close--> CLOSED (the slot is wiped and returned to the region)
+                               --a host function yields--> YIELDING --> YIELDED
+                               --kill switch, timeout, a host function raises or
+                                 terminates--> TERMINATING --> TERMINATED (refuses to run)
+        YIELDED --resume--> RUNNING (then as above)
+        READY / FAULTED / YIELDED / TERMINATED --reset--> READY (wiped and initialised again)
+        any state but RUNNING --close--> CLOSED (the slot is wiped and returned to the region)
 
-    CLOSED is 0 so that a wiped instance page reads as "no instance".
+    YIELDING and TERMINATING last only while the host unwinds from the guest's call. CLOSED is
+    0 so that a wiped instance page reads as "no instance".
     """
 
     CLOSED = 0
     READY = 1
     RUNNING = 2
     FAULTED = 3
+    YIELDING = 4
+    YIELDED = 5
+    TERMINATING = 6
+    TERMINATED = 7
 
 
 _READY, _RUNNING = State.READY, State.RUNNING
+
+
+class Yielded:
+    """What ``run`` / ``resume`` return when a host function suspended the guest:
+    ``value`` is what it yielded. ``instance.resume(v)`` continues the guest."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Yielded({self.value!r})"
 
 
 class UnknownExport(Error, LookupError):
@@ -97,10 +126,17 @@ _VM_MEMORY_SIZE = _vw(VMCTX_MEMORY_SIZE)
 _VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
 _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_IMPORTS = _vw(VMCTX_IMPORTS)
+_VM_INTERRUPT = _vw(VMCTX_INTERRUPT)
+_HC_ENTRY = _w(INSTANCE_FIELDS["hc_entry"])
+_HC_STACK = _w(INSTANCE_FIELDS["hc_stack"])
+_HC_GPR = _w(INSTANCE_FIELDS["hc_gpr"])
 
 _WORDS = INSTANCE_PAGE_SIZE // 8
 
 _RETURNED, _FAULTED = ExitReason.RETURNED, ExitReason.FAULTED
+_HOSTCALL, _INTERRUPTED = ExitReason.HOSTCALL, ExitReason.INTERRUPTED
+_GENERATOR = types.GeneratorType
+_IMPORT_WORDS = IMPORT_ENTRY_SIZE // 8
 
 
 def _plan(module: "LoadedModule", func: Union[str, int]) -> CallPlan:
@@ -159,15 +195,27 @@ class Instance:
     was taken: after a ``memory.grow``, take a new one to see the new pages.
     """
 
-    def __init__(self, region: "MmapRegion", slot: "Slot", module: "LoadedModule", fit: "Fit"):
-        """Set up a committed, zeroed slot for ``module``. Called by the region only."""
+    def __init__(self, region: "MmapRegion", slot: "Slot", module: "LoadedModule", fit: "Fit",
+                 imports: Sequence["HostFunc"] = (), ctx: Any = None):
+        """Set up a committed, zeroed slot for ``module``, its function imports resolved to
+        ``imports``. Called by the region only."""
+        _native()
         self._region = region
         self._slot = slot
         self._module = module
         self._fit = fit
         self._name = module.name
-        self._run_lock = threading.Lock()
+        self.ctx = ctx
+        """The embedder's object, for host functions (``vmctx.ctx``)."""
         self._state = State.CLOSED
+        self._kill_state = KillState()
+        self._hosts = tuple(imports)
+        self._vmctx = Vmctx(self)
+        self._in_hostcall = False
+        self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
+        self._current: Optional[Tuple[CallPlan, Words, bool]] = None  # the call in progress
+        self._imports = _import_entries(self._hosts, slot.vmctx)
+        self._imports_base = ctypes.addressof(self._imports) if self._hosts else 0
         self._stack_args: Optional[Words] = None
         self._return_area: Optional[Words] = None
         self._heap_end = slot.vmctx + region.limits.heap_address_space_size
@@ -189,7 +237,7 @@ class Instance:
         u[_VM_MEMORY_SIZE] = fit.initial_heap
         u[_VM_MEMORY_MAX] = fit.memory_max
         u[_VM_TABLES] = slot.table_descs
-        u[_VM_IMPORTS] = 0
+        u[_VM_IMPORTS] = self._imports_base
         for word, address in _libcall_words:
             u[word] = address
 
@@ -221,20 +269,28 @@ class Instance:
             if data.data_error is not None:
                 raise InstantiationError(f"module {self._name!r}: {data.data_error}")
             if data.start is not None:
-                self._call(_plan(self._module, data.start), ())
+                outcome = self._call(_plan(self._module, data.start), ())
+                if isinstance(outcome, Yielded):
+                    raise InstantiationError(f"module {self._name!r}: the start function "
+                                             "yielded, which instantiation cannot wait for")
         except BaseException:
             self.close()
             raise
 
     # --- running ------------------------------------------------------------------------------
 
-    def run(self, name: str, *args: Value) -> Any:
+    def run(self, name: str, *args: Value, timeout: Optional[float] = None) -> Any:
         """Call exported function ``name`` with ``args``.
 
         Returns None, a value, or a tuple for several results: i32/i64 as signed ints, f32/f64
         as floats. Integer arguments may be given signed or unsigned. A guest fault raises
         :class:`~pylucet.Trap` and leaves the instance usable; a fault no trap table explains
-        raises :class:`~pylucet.FatalFault` and the instance refuses to run again.
+        raises :class:`~pylucet.FatalFault` and the instance refuses to run again. If a host
+        function yields, returns :class:`Yielded` (see :meth:`resume`).
+
+        ``timeout`` (seconds): terminate the guest if the call takes longer; it raises
+        :class:`~pylucet.Terminated` with reason "timeout". It needs code compiled with
+        interrupt checks (the default) to stop a guest that never calls out.
         """
         plan = self._module._plans.get(name)
         if plan is None:
@@ -243,12 +299,16 @@ class Instance:
                                 "(run_func_index takes a function index)")
             self._check_usable()
             plan = _plan(self._module, name)
-        return self._call(plan, args)
+        if timeout is None:
+            return self._call(plan, args)
+        return self._with_timeout(timeout, self._call, plan, args)
 
     def run_func_index(self, func_index: int, *args: Value) -> Any:
         """Like :meth:`run`, for function ``func_index`` of the wasm index space."""
+        if isinstance(func_index, bool) or not isinstance(func_index, int):
+            raise TypeError(f"run_func_index takes an int function index, got {func_index!r}")
         self._check_usable()
-        return self._call(_plan(self._module, int(func_index)), args)
+        return self._call(_plan(self._module, func_index), args)
 
     def run_bits(self, func: Union[str, int], *bits: int) -> Tuple[int, ...]:
         """Like :meth:`run` (by export name or function index), with every argument and result
@@ -261,36 +321,189 @@ class Instance:
         return self._call(_plan(self._module, func), bits, raw=True)
 
     def _call(self, plan: CallPlan, args: Sequence[Value], raw: bool = False) -> Any:
-        if not self._run_lock.acquire(False):
-            raise RuntimeError(f"{self!r} is already running: run() cannot be re-entered")
-        try:
-            if self._state != State.READY:
+        kill = self._kill_state
+        with kill.lock:
+            if self._state != _READY:
                 self._check_usable()
             if len(args) != len(plan.params):
                 raise TypeError(f"{plan.name}() takes {len(plan.params)} argument"
                                 f"{'' if len(plan.params) == 1 else 's'} {plan.type}, "
                                 f"{len(args)} given")
-            page = self._page
             out = self._load_args(plan, args, raw)
-            u = page.u64
-            u[_ENTRY_FUNC] = plan.address
-            u[_ENTRY_NSTACK] = plan.nstack
-            _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
-            self._state = u[_STATE] = _RUNNING
-            try:
-                reason = _stubs.enter(page.address)
-                while True:
-                    if reason == _RETURNED:
-                        return self._results(plan, out, raw)
-                    if reason == _FAULTED:
-                        raise self._explain_fault()
-                    raise RuntimeError(f"the entry stub refused the call to {plan.name} "
-                                       f"({_exit_name(reason)})")
-            finally:
-                if self._state == _RUNNING:
-                    self._state = u[_STATE] = _READY
+            self._state = self._page.u64[_STATE] = _RUNNING
+        page = self._page
+        u = page.u64
+        u[_ENTRY_FUNC] = plan.address
+        u[_ENTRY_NSTACK] = plan.nstack
+        self._current = (plan, out, raw)
+        if kill.requested:           # terminated before it started (KillOutcome.CANCELLED)
+            return self._drive(_INTERRUPTED)
+        _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
+        return self._drive(_stubs.enter(page.address))
+
+    def _drive(self, reason: int) -> Any:
+        """Carry a call on, from the exit reason the stub gave, until it returns, traps,
+        yields or ends; the loop every call and every resume goes through."""
+        final = _READY
+        try:
+            while True:
+                if reason == _RETURNED:
+                    return self._results(*self._current)  # type: ignore[misc]
+                if reason == _HOSTCALL:
+                    yielded = self._hostcall()
+                    if yielded is not None:
+                        final = State.YIELDED
+                        return yielded
+                elif reason == _FAULTED:
+                    raise self._explain_fault()
+                elif reason == _INTERRUPTED:
+                    if self._kill_state.requested:
+                        raise Terminated(self._kill_state.reason)
+                    # a stale flag from a request the last call finished before seeing: carry on
+                else:
+                    raise StateError(f"the entry stub refused the call to "
+                                     f"{self._current[0].name} ({_exit_name(reason)})")
+                if self._kill_state.requested:   # asked for during the host call (PENDING)
+                    raise Terminated(self._kill_state.reason)
+                reason = _stubs.resume(self._page.address)
+        except Terminated:
+            final = State.TERMINATED
+            raise
+        except FatalFault:
+            final = State.FAULTED
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            final = State.TERMINATED      # from a host function: the guest cannot continue
+            raise
         finally:
-            self._run_lock.release()
+            self._finish(final)
+
+    def _finish(self, final: State) -> None:
+        """Leave RUNNING for ``final``; a termination nobody delivered dies with the call, so
+        that it cannot hit the next one."""
+        kill = self._kill_state
+        with kill.lock:
+            if final != State.YIELDED:
+                self._current = None
+                self._suspended = None
+                if kill.requested and final != State.TERMINATED:
+                    kill.requested = False
+                    self._page.u64[_VM_INTERRUPT] = 0
+            self._state = self._page.u64[_STATE] = final
+
+    def _hostcall(self) -> Optional[Yielded]:
+        """Run the host function the guest called; None once its result is in place for
+        ``resume``, or the Yielded it suspended with. Whatever goes wrong becomes
+        Terminated, with the host function's exception as the cause."""
+        page = self._page
+        u = page.u64
+        index = (u[_HC_ENTRY] - self._imports_base) // IMPORT_ENTRY_SIZE
+        if not 0 <= index < len(self._hosts):
+            raise FatalFault(f"instance {self._name!r} called import entry {index}, which "
+                             "does not exist")
+        host = self._hosts[index]
+        plan = host.plan
+        stack = Words(u[_HC_STACK], plan.nstack) if plan.nstack else None
+        args = plan.read_args(page, stack)
+        return self._host_step(host, lambda: host.fn(self._vmctx, *args) if host.access_vmctx
+                               else host.fn(*args))
+
+    def _host_step(self, host: "HostFunc", step: Any) -> Optional[Yielded]:
+        """Run ``step`` (the host function, or the next step of its generator) and store the
+        result it ends with; a generator that yields suspends the call instead."""
+        self._in_hostcall = True
+        try:
+            value = step()
+            if type(value) is _GENERATOR:
+                self._suspended = (value, host)
+                value = next(value)
+                return Yielded(value)
+        except StopIteration as done:     # a generator host function finished
+            value = done.value
+            self._suspended = None
+        except Terminate as t:
+            self._suspended = None
+            raise Terminated(f"host function {host.name} terminated the instance",
+                             t.details) from None
+        except Exception as e:
+            self._suspended = None
+            raise Terminated(f"host function {host.name} raised {type(e).__name__}: {e}") from e
+        finally:
+            self._in_hostcall = False
+        area = None
+        if host.plan.return_area:
+            area = Words(self._page.u64[_HC_GPR], len(host.plan.results))
+        try:
+            host.plan.write_results(self._page, area, value)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise Terminated(f"host function {host.name} {e}") from None
+        return None
+
+    def resume(self, value: object = None, *, timeout: Optional[float] = None) -> Any:
+        """Continue a guest that a host function suspended (state YIELDED): inside the host
+        function, the ``yield`` evaluates to ``value``. Returns like :meth:`run`: the call's
+        result, or another :class:`Yielded`. Works from any thread."""
+        if timeout is not None:
+            return self._with_timeout(timeout, self.resume, value)
+        kill = self._kill_state
+        with kill.lock:
+            if self._state != State.YIELDED:
+                self._check_open()
+                raise StateError(f"{self!r} is not yielded: nothing to resume")
+            self._state = self._page.u64[_STATE] = _RUNNING
+        generator, host = self._suspended  # type: ignore[misc]
+        _ensure_altstack()
+        final = State.YIELDED
+        try:
+            if kill.requested:
+                raise Terminated(kill.reason)
+            yielded = self._host_step(host, lambda: generator.send(value))
+            if yielded is not None:
+                return yielded
+            final = _RUNNING
+        except Terminated:
+            final = State.TERMINATED
+            raise
+        finally:
+            if final != _RUNNING:
+                self._finish(final)
+        if kill.requested:
+            return self._drive(_INTERRUPTED)
+        return self._drive(_stubs.resume(self._page.address))
+
+    # --- stopping it from outside ------------------------------------------------------------
+
+    def kill_switch(self) -> KillSwitch:
+        """A handle that terminates this instance from any thread (see ``runtime.killswitch``
+        for the outcomes). It stays bound to this generation: after ``reset`` or ``close`` it
+        reports INVALID."""
+        self._check_open()
+        return KillSwitch(self, self._kill_state)
+
+    def _kill(self, kill: KillState, reason: str) -> KillOutcome:
+        """KillSwitch.terminate, with ``kill.lock`` held."""
+        state = self._state
+        if state in (State.TERMINATED, State.TERMINATING, State.FAULTED) or kill.requested:
+            return KillOutcome.NOT_TERMINABLE
+        kill.requested = True
+        kill.reason = reason
+        self._page.u64[_VM_INTERRUPT] = 1
+        if state == _RUNNING:
+            return KillOutcome.PENDING if self._in_hostcall else KillOutcome.SIGNALLED
+        if state == State.YIELDED:
+            return KillOutcome.PENDING
+        return KillOutcome.CANCELLED
+
+    def _with_timeout(self, timeout: float, call: Any, *args: Any) -> Any:
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+            raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
+        switch = self.kill_switch()
+        token = WATCHDOG.schedule(timeout, lambda: switch.terminate(
+            f"timeout: the call took longer than {timeout:g} s"))
+        try:
+            return call(*args)
+        finally:
+            WATCHDOG.cancel(token)
 
     def _load_args(self, plan: CallPlan, args: Sequence[Value], raw: bool) -> Words:
         """Put ``args`` where ``plan`` says; returns where the results will be."""
@@ -446,37 +659,44 @@ class Instance:
         fail.
         """
         self._check_open()
-        if not self._run_lock.acquire(False):
-            raise RuntimeError(f"cannot reset {self!r} while it runs")
-        try:
+        kill = self._kill_state
+        with kill.lock:
+            if self._state == _RUNNING:
+                raise StateError(f"cannot reset {self!r} while it runs")
+            self._vmctx._view = None
             region = self._region
             if region._viewed_extent(self._slot.index) > self._fit.initial_heap:
                 # keeping those pages accessible would let the guest reach past its memory
-                raise RuntimeError(f"cannot reset {self!r}: a heap view larger than the initial "
-                                   "heap is still alive (drop it, or close the instance)")
+                raise StateError(f"cannot reset {self!r}: a heap view larger than the initial "
+                                 "heap is still alive (drop it, or close the instance)")
+            kill.valid = False                     # old kill switches now report INVALID
             self._state = State.CLOSED   # until initialised again: a failure leaves it closed
+            self._suspended = self._current = None
             region._wipe(self._slot, keep_heap=region._viewed_extent(self._slot.index))
-            try:
-                region._commit(self._slot, self._fit)
-                self._initialise()
-            except BaseException:
-                region._release(self._slot)
-                raise
-        finally:
-            self._run_lock.release()
+        self._kill_state = KillState()
+        try:
+            region._commit(self._slot, self._fit)
+            self._initialise()
+        except BaseException:
+            region._release(self._slot)
+            raise
         self._start()
 
     def close(self) -> None:
         """Wipes the slot and returns it to the region. Further use raises ValueError."""
         if self._state == State.CLOSED:
             return
-        if not self._run_lock.acquire(False):
-            raise RuntimeError(f"cannot close {self!r} while it runs")
-        try:
+        kill = self._kill_state
+        with kill.lock:
+            if self._state == _RUNNING:
+                raise StateError(f"cannot close {self!r} while it runs")
+            if self._state == State.CLOSED:
+                return
+            kill.valid = False
             self._state = State.CLOSED
+            self._suspended = self._current = None
+            self._vmctx._view = None
             self._region._release(self._slot)
-        finally:
-            self._run_lock.release()
 
     def __enter__(self) -> "Instance":
         return self
@@ -514,8 +734,27 @@ class Instance:
         if self._state == State.FAULTED:
             raise FatalFault(f"instance of {self._name!r} was poisoned by an earlier fatal "
                              "fault; close it and create a new one")
-        if self._state == State.RUNNING:
-            raise RuntimeError(f"{self!r} is already running: run() cannot be re-entered")
+        state = self._state
+        if state == State.RUNNING:
+            raise StateError(f"instance of {self._name!r} is running: run() cannot be "
+                             "re-entered (from a host function, call another instance)")
+        if state == State.YIELDED:
+            raise StateError(f"instance of {self._name!r} is yielded: resume() it, or reset()")
+        if state == State.TERMINATED:
+            raise StateError(f"instance of {self._name!r} was terminated; reset() it to run "
+                             "again")
+
+
+def _import_entries(hosts: Sequence["HostFunc"], vmctx: int) -> Any:
+    """The instance's import entries (``abi.IMPORT_ENTRY``): every host function's code is the
+    hostcall stub, which leaves for the host; ``index`` says which function it was."""
+    entries = (ctypes.c_uint64 * max(1, _IMPORT_WORDS * len(hosts)))()
+    for i in range(len(hosts)):
+        base = _IMPORT_WORDS * i
+        entries[base + _w(IMPORT_ENTRY["func"])] = _stubs.hostcall
+        entries[base + _w(IMPORT_ENTRY["vmctx"])] = vmctx
+        entries[base + _w(IMPORT_ENTRY["index"])] = i
+    return entries
 
 
 def _exit_name(reason: int) -> str:

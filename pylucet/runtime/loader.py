@@ -67,6 +67,7 @@ class LoadedModule:
         # per-module caches filled by the runtime: Fit per Limits (region), call plans (instance)
         self._fits: Dict[Any, Any] = {}
         self._plans: Dict[Any, Any] = {}
+        self._links: Dict[Any, Any] = {}   # resolved imports per linker state (region)
         self._images: Optional[Tuple[bytes, List[bytes]]] = None
         # a module without functions has no code that could fault
         handle = signals.register_code(text_base, text_base + text_size) if text_size else None

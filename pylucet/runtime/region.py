@@ -13,15 +13,16 @@ import ctypes
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, List, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
-from ..errors import LimitsExceeded, LinkError, RegionFull
+from ..errors import LimitsExceeded, RegionFull
 from ..module.abi import (GLOBAL_SLOT_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
                           RUNTIME_DATA_SIZE, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE)
 from ..module.spec import ModuleData
 from . import libc
 from .instance import Instance, State
 from .limits import WASM32_MAX_MEMORY, Limits, page_round
+from .linker import HostFunc, Linker, link_without
 from .loader import LoadedModule
 
 _RW = libc.PROT_READ | libc.PROT_WRITE
@@ -174,10 +175,13 @@ class MmapRegion:
     def closed(self) -> bool:
         return self._closed
 
-    def new_instance(self, module: LoadedModule) -> Instance:
-        """Instantiate ``module`` in a free slot.
+    def new_instance(self, module: LoadedModule, linker: Optional[Linker] = None,
+                     ctx: Any = None) -> Instance:
+        """Instantiate ``module`` in a free slot, its imports taken from ``linker``; host
+        functions see ``ctx`` as ``vmctx.ctx``.
 
-        Raises :class:`~pylucet.RegionFull` when every slot is taken, and
+        Raises :class:`~pylucet.LinkError` naming every import that is missing or mistyped,
+        :class:`~pylucet.RegionFull` when every slot is taken, and
         :class:`~pylucet.LimitsExceeded` when the module asks for more than the limits allow.
         A start function runs before this returns; if it traps, the slot is freed again and the
         :class:`~pylucet.Trap` propagates.
@@ -185,13 +189,10 @@ class MmapRegion:
         if not isinstance(module, LoadedModule):
             raise TypeError(f"new_instance needs a LoadedModule (from pylucet.load), "
                             f"got {type(module).__name__}")
+        if linker is not None and not isinstance(linker, Linker):
+            raise TypeError(f"linker must be a pylucet.Linker, got {type(linker).__name__}")
         self._check_open()
-        if module.data.imports:
-            # nothing can provide imports yet (the linker and hostcalls come later): refuse
-            # here, naming them, rather than let a call through an empty slot fail later
-            names = ", ".join(f"{i.module}.{i.name} ({i.kind.name.lower()})"
-                              for i in module.data.imports)
-            raise LinkError(f"module {module.name!r} has unresolved imports: {names}")
+        imports = _resolve(module, linker)
         fit = module._fits.get(self._limits)
         if fit is None:
             fit = module._fits[self._limits] = self.fit(module.data)
@@ -199,11 +200,11 @@ class MmapRegion:
             self._reclaim()
         with self._lock:
             if not self._free:
-                raise RegionFull(self._capacity)
+                raise RegionFull(self._capacity, len(self._quarantined))
             slot = self._slots[self._free.pop()]
         try:
             self._commit(slot, fit)
-            inst = Instance(self, slot, module, fit)
+            inst = Instance(self, slot, module, fit, imports, ctx)
         except BaseException:
             self._release(slot)
             raise
@@ -339,6 +340,19 @@ class MmapRegion:
                 with self._lock:
                     self._quarantined.discard(index)
                     self._free.append(index)
+
+
+def _resolve(module: LoadedModule, linker: Optional[Linker]) -> Tuple[HostFunc, ...]:
+    """The host functions for ``module``'s imports, cached per (module, linker state)."""
+    if not module.data.imports:
+        return ()
+    if linker is None:
+        link_without(module.data)
+    key = (id(linker), linker.generation)  # type: ignore[union-attr]
+    cached = module._links.get(key)
+    if cached is None or cached[0] is not linker:
+        cached = module._links[key] = (linker, tuple(linker.resolve(module.data)))  # type: ignore[union-attr]
+    return cached[1]
 
 
 def _fit(data: ModuleData, limits: Limits) -> Fit:
