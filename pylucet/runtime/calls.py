@@ -124,6 +124,15 @@ _ENTRY_GPR = word(INSTANCE_FIELDS["entry_gpr"])
 _ENTRY_XMM = word(INSTANCE_FIELDS["entry_xmm"])
 _HC_GPR = word(INSTANCE_FIELDS["hc_gpr"])
 _HC_XMM = word(INSTANCE_FIELDS["hc_xmm"])
+_HC_STACK = word(INSTANCE_FIELDS["hc_stack"])
+_VIEW = {_I32: "i32", _I64: "i64", _F32: "f32", _F64: "f64"}
+
+
+def _compile(source: str, name: str, **names: Any) -> Any:
+    """The function ``name`` defined by ``source``, with ``names`` as its globals."""
+    scope: dict = dict(names)
+    exec(compile(source, f"<pylucet {name}>", "exec"), scope)
+    return scope[name]
 _RET_RAX = word(INSTANCE_FIELDS["ret_rax"])
 _RET_XMM0 = word(INSTANCE_FIELDS["ret_xmm0"])
 
@@ -177,9 +186,9 @@ class HostPlan:
     the hidden first argument, in ``INST_HC_RDI``).
     """
 
-    __slots__ = ("type", "params", "results", "return_area", "nstack")
+    __slots__ = ("type", "params", "results", "return_area", "nstack", "invoke", "store")
 
-    def __init__(self, name: str, ftype: FuncType):
+    def __init__(self, name: str, ftype: FuncType, fn: Any = None, access_vmctx: bool = False):
         _require_scalar("parameters", name, ftype.params)
         _require_scalar("results", name, ftype.results)
         layout = call_layout(ftype.params, ftype.results)
@@ -194,6 +203,45 @@ class HostPlan:
             (t, loc.index if loc.kind == RET_AREA else _RET_RAX if loc.kind == RET_GPR
              else _RET_XMM0)
             for t, loc in zip(ftype.results, layout.results))
+        self.invoke = self._invoker(fn, access_vmctx)
+        """``invoke(page, vmctx)``: call the host function with the guest's arguments."""
+        self.store = self._storer()
+        """``store(page, value)``: put its result where the guest's resume finds it."""
+
+    # A hostcall's cost is mostly Python overhead, so the two steps every call takes are
+    # specialised per signature, as ``dataclasses`` and ``namedtuple`` do: straight-line code
+    # reading the very words this signature uses, instead of a loop over a plan.
+
+    def _invoker(self, fn: Any, access_vmctx: bool) -> Any:
+        if fn is None:
+            return None
+        if self.nstack:
+            def invoke(page: Words, vmctx: Any) -> Any:
+                args = self.read_args(page, Words(page.u64[_HC_STACK], self.nstack))
+                return fn(vmctx, *args) if access_vmctx else fn(*args)
+            return invoke
+        reads = [f"p.{_VIEW[t]}[{2 * i if t in (_I32, _F32) else i}]"
+                 for t, _, i in self.params]
+        if access_vmctx:
+            reads.insert(0, "vmctx")
+        return _compile(f"def invoke(p, vmctx):\n    return fn({', '.join(reads)})\n",
+                        "invoke", fn=fn)
+
+    def _storer(self) -> Any:
+        if len(self.results) != 1:
+            return self._store_any
+        (t, i), = self.results
+        if t in _INT_TYPES:
+            lo, hi, mask = _INT_RANGE[t]
+            fast = f"if type(v) is int and {lo} <= v <= {hi}:\n        p.u64[{i}] = v & {mask}"
+        else:
+            fast = f"if type(v) is float:\n        p.{_VIEW[t]}[{2 * i if t is _F32 else i}] = v"
+        return _compile(f"def store(p, v):\n    {fast}\n    else:\n        slow(p, None, v)\n",
+                        "store", slow=self.write_results)
+
+    def _store_any(self, page: Words, value: Any) -> None:
+        area = Words(page.u64[_HC_GPR], len(self.results)) if self.return_area else None
+        self.write_results(page, area, value)
 
     def read_args(self, page: Words, stack: Optional[Words]) -> List[Value]:
         out: List[Value] = []

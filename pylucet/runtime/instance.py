@@ -129,7 +129,6 @@ _VM_IMPORTS = _vw(VMCTX_IMPORTS)
 _VM_INTERRUPT = _vw(VMCTX_INTERRUPT)
 _HC_ENTRY = _w(INSTANCE_FIELDS["hc_entry"])
 _HC_STACK = _w(INSTANCE_FIELDS["hc_stack"])
-_HC_GPR = _w(INSTANCE_FIELDS["hc_gpr"])
 
 _WORDS = INSTANCE_PAGE_SIZE // 8
 
@@ -137,6 +136,8 @@ _RETURNED, _FAULTED = ExitReason.RETURNED, ExitReason.FAULTED
 _HOSTCALL, _INTERRUPTED = ExitReason.HOSTCALL, ExitReason.INTERRUPTED
 _GENERATOR = types.GeneratorType
 _IMPORT_WORDS = IMPORT_ENTRY_SIZE // 8
+_IMPORT_SHIFT = IMPORT_ENTRY_SIZE.bit_length() - 1
+assert 1 << _IMPORT_SHIFT == IMPORT_ENTRY_SIZE
 
 
 def _plan(module: "LoadedModule", func: Union[str, int]) -> CallPlan:
@@ -345,15 +346,30 @@ class Instance:
         """Carry a call on, from the exit reason the stub gave, until it returns, traps,
         yields or ends; the loop every call and every resume goes through."""
         final = _READY
+        page, vmctx, kill = self._page, self._vmctx, self._kill_state
         try:
             while True:
                 if reason == _RETURNED:
                     return self._results(*self._current)  # type: ignore[misc]
                 if reason == _HOSTCALL:
-                    yielded = self._hostcall()
-                    if yielded is not None:
-                        final = State.YIELDED
-                        return yielded
+                    host = self._host_called()
+                    self._in_hostcall = True
+                    try:
+                        value = host.plan.invoke(page, vmctx)
+                    except BaseException as e:
+                        self._host_failed(host, e)
+                    finally:
+                        self._in_hostcall = False
+                    if type(value) is _GENERATOR:
+                        yielded = self._host_step(host, lambda: value)
+                        if yielded is not None:
+                            final = State.YIELDED
+                            return yielded
+                    else:
+                        try:
+                            host.plan.store(page, value)
+                        except (TypeError, ValueError, OverflowError) as e:
+                            raise Terminated(f"host function {host.name} {e}") from None
                 elif reason == _FAULTED:
                     raise self._explain_fault()
                 elif reason == _INTERRUPTED:
@@ -363,9 +379,9 @@ class Instance:
                 else:
                     raise StateError(f"the entry stub refused the call to "
                                      f"{self._current[0].name} ({_exit_name(reason)})")
-                if self._kill_state.requested:   # asked for during the host call (PENDING)
-                    raise Terminated(self._kill_state.reason)
-                reason = _stubs.resume(self._page.address)
+                if kill.requested:   # asked for during the host call (PENDING)
+                    raise Terminated(kill.reason)
+                reason = _stubs.resume(page.address)
         except Terminated:
             final = State.TERMINATED
             raise
@@ -391,22 +407,23 @@ class Instance:
                     self._page.u64[_VM_INTERRUPT] = 0
             self._state = self._page.u64[_STATE] = final
 
-    def _hostcall(self) -> Optional[Yielded]:
-        """Run the host function the guest called; None once its result is in place for
-        ``resume``, or the Yielded it suspended with. Whatever goes wrong becomes
-        Terminated, with the host function's exception as the cause."""
-        page = self._page
-        u = page.u64
-        index = (u[_HC_ENTRY] - self._imports_base) // IMPORT_ENTRY_SIZE
+    def _host_called(self) -> "HostFunc":
+        """The host function of the import entry the guest called through."""
+        index = (self._page.u64[_HC_ENTRY] - self._imports_base) >> _IMPORT_SHIFT
         if not 0 <= index < len(self._hosts):
             raise FatalFault(f"instance {self._name!r} called import entry {index}, which "
                              "does not exist")
-        host = self._hosts[index]
-        plan = host.plan
-        stack = Words(u[_HC_STACK], plan.nstack) if plan.nstack else None
-        args = plan.read_args(page, stack)
-        return self._host_step(host, lambda: host.fn(self._vmctx, *args) if host.access_vmctx
-                               else host.fn(*args))
+        return self._hosts[index]
+
+    def _host_failed(self, host: "HostFunc", e: BaseException) -> None:
+        """A host function raised ``e``: the guest cannot go on."""
+        self._suspended = None
+        if isinstance(e, Terminate):
+            raise Terminated(f"host function {host.name} terminated the instance",
+                             e.details) from None
+        if isinstance(e, Exception):
+            raise Terminated(f"host function {host.name} raised {type(e).__name__}: {e}") from e
+        raise e   # KeyboardInterrupt, SystemExit: theirs to handle; the call is over
 
     def _host_step(self, host: "HostFunc", step: Any) -> Optional[Yielded]:
         """Run ``step`` (the host function, or the next step of its generator) and store the
@@ -421,20 +438,12 @@ class Instance:
         except StopIteration as done:     # a generator host function finished
             value = done.value
             self._suspended = None
-        except Terminate as t:
-            self._suspended = None
-            raise Terminated(f"host function {host.name} terminated the instance",
-                             t.details) from None
-        except Exception as e:
-            self._suspended = None
-            raise Terminated(f"host function {host.name} raised {type(e).__name__}: {e}") from e
+        except BaseException as e:
+            self._host_failed(host, e)
         finally:
             self._in_hostcall = False
-        area = None
-        if host.plan.return_area:
-            area = Words(self._page.u64[_HC_GPR], len(host.plan.results))
         try:
-            host.plan.write_results(self._page, area, value)
+            host.plan.store(self._page, value)
         except (TypeError, ValueError, OverflowError) as e:
             raise Terminated(f"host function {host.name} {e}") from None
         return None

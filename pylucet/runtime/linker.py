@@ -135,7 +135,7 @@ class HostFunc:
         self.type = ftype
         self.access_vmctx = bool(access_vmctx)
         self.name = name or getattr(fn, "__qualname__", repr(fn))
-        self.plan = HostPlan(self.name, ftype)
+        self.plan = HostPlan(self.name, ftype, fn, self.access_vmctx)
 
     def __repr__(self) -> str:
         return f"<HostFunc {self.name} {self.type}>"
