@@ -85,6 +85,12 @@ probed:
     movabs rcx, INSTANCE_MAGIC                # "pylucet\0"
     cmp rax, rcx                              # a live instance page?
     jne chain                                 # -> no: not a guest fault after all
+    # The page is ours (compiled code cannot write instance pages), so its root can be trusted:
+    # the page holding the host context, the faulting one's own unless it was called by another
+    # instance. A page with no root is not running at all.
+    mov rbx, [rbx + INST_ROOT]
+    test rbx, rbx
+    jz chain
     jmp record_fault
 probe_failed:
     add rsp, 48                               # drop the scratch area
@@ -101,6 +107,8 @@ record_fault:
     mov [rbx + INST_FAULT_RIP], rax
     mov rax, [r15 + UC_RSP]                   # and its stack pointer
     mov [rbx + INST_FAULT_RSP], rax
+    mov rax, [r15 + UC_R14]                   # and which instance's code it was
+    mov [rbx + INST_FAULT_VMCTX], rax
     movabs rax, pylucet_fault_return          # resume there ...
     mov [r15 + UC_RIP], rax
     mov [r15 + UC_RDI], rbx                   # ... with rdi = instance page

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Union
 from .compiler.driver import compile, compile_module
 from .errors import (CompileError, Error, FatalFault, InstantiationError, InvalidModule,
                      LimitsExceeded, LinkError, LoadError, MalformedModule, MemoryAccessError,
-                     RegionFull, StateError, Terminate, Terminated, Trap, Unsupported)
+                     RegionFull, StateError, Terminate, Terminated, Trap, UnknownExport,
+                     Unsupported)
 from .module.traps import TrapCode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,13 +34,13 @@ __all__ = [
     "LoadError", "LinkError", "LimitsExceeded", "RegionFull", "InstantiationError", "Trap",
     "FatalFault", "Terminated", "Terminate", "MemoryAccessError", "StateError", "Linker",
     "HostFunc", "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64", "F32",
-    "F64", "UnknownExport",
+    "F64", "UnknownExport", "Func",
 ]
 __version__ = "0.1.0"
 
 _RUNTIME_NAMES = ("Limits", "MmapRegion", "Instance", "LoadedModule", "Linker", "HostFunc",
                   "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64", "F32",
-                  "F64", "UnknownExport")
+                  "F64", "Func")
 
 
 def load(artifact: Union[str, "os.PathLike[str]", bytes]) -> "LoadedModule":

@@ -11,7 +11,7 @@ module knows the byte offset, so tools and tests can look at fields instead of p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from .module.traps import TrapCode
@@ -76,6 +76,19 @@ class LinkError(Error):
 
 
 # --- runtime -------------------------------------------------------------------------------------
+
+class UnknownExport(Error, LookupError):
+    """No exported function has that name; ``available`` lists the names there are."""
+
+    def __init__(self, name: str, available: Sequence[str]):
+        self.name = name
+        self.available = list(available)
+        super().__init__(f"no exported function {name!r} (exported functions: "
+                         f"{', '.join(self.available) or 'none'})")
+
+    def __str__(self) -> str:  # LookupError would show the message's repr
+        return str(self.args[0])
+
 
 class LimitsExceeded(Error):
     """The module asks for more than the region's :class:`~pylucet.Limits` allow."""

@@ -178,6 +178,9 @@ def _source_instructions(source: str) -> List[Tuple[List[str], str, List[str]]]:
         mnemonic = parts[0].lower()
         if mnemonic == "rep":
             mnemonic, parts = "rep " + parts[1].strip().lower(), [line]
+        elif mnemonic == "lock":                     # a prefix: its instruction has operands
+            inner = parts[1].split(None, 1)
+            mnemonic, parts = "lock " + inner[0].lower(), [line, inner[1]]
         operands = [o.strip() for o in re.split(r",(?![^\[]*\])", parts[1])] if len(parts) > 1 else []
         out.append((labels, mnemonic, operands))
         labels = []

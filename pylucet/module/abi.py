@@ -171,11 +171,18 @@ class ExitReason(enum.IntEnum):
     BAD_ENTRY = 2     # INST_ENTRY_NSTACK exceeded ENTRY_MAX_STACK_ARGS; the guest did not run
     HOSTCALL = 3      # the guest called a host import: INST_HC_* say which, with what arguments
     INTERRUPTED = 4   # compiled code saw the interrupt flag (kill switch, timeout, Ctrl-C)
+    BUSY = 5          # the instance to enter (or call through an import) is already in use by
+                      # another call; nothing ran
 
 
 _INSTANCE_FIELDS: List[Tuple[str, int]] = [
     ("magic", 8),                 # INSTANCE_MAGIC while the slot holds an instance
     ("state", 8),                 # runtime.instance.State, for the stubs and for inspection
+    # the instance page whose pylucet_enter is under way and holds the host context: this one
+    # when the host called it, the caller's root while another instance calls into it through
+    # an import (pylucet_call_guest), 0 when idle. Claimed atomically, so one instance is never
+    # entered by two calls at once.
+    ("root", 8),
     # host context: saved by pylucet_enter/pylucet_resume, restored on every exit to the host
     *((f"host_{r}", 8) for r in CONTEXT_REGS),
     ("host_mxcsr", 8),            # low 32 bits: MXCSR; restored so a guest cannot change rounding
@@ -203,6 +210,7 @@ _INSTANCE_FIELDS: List[Tuple[str, int]] = [
     ("hc_stack", 8),
     ("hc_entry", 8),
     ("hc_vmctx", 8),
+    ("fault_vmctx", 8),           # r14 of the faulting code: which instance faulted
     # filled in by the signal handler when a guest faults
     ("fault_signo", 8),
     ("fault_code", 8),            # siginfo si_code
@@ -279,7 +287,9 @@ NULL_TYPE_ID = 0xFFFF_FFFF_FFFF_FFFF
 # A call to imported function i loads the address of entry i into r10 and calls ``entry.func``
 # with the arguments placed by the calling convention and r14 = the caller's vmctx (which the call
 # preserves). For a host function, ``func`` is the hostcall stub (asm/context.s), which leaves
-# for the host with ExitReason.HOSTCALL; the host finds the function by ``index``.
+# for the host with ExitReason.HOSTCALL; the host finds the function by ``index``. For a function
+# of another instance, ``func`` is pylucet_call_guest, which runs ``target`` with r14 = ``vmctx``
+# (the callee's) on the caller's stack; ``index`` is then its stack-argument word count.
 
 IMPORT_ENTRY = _layout_up([("func", 8), ("vmctx", 8), ("target", 8), ("index", 8)])
 IMPORT_ENTRY_SIZE = IMPORT_ENTRY["_end"]
@@ -325,6 +335,8 @@ def asm_equates() -> str:
     for name, off in VMCTX_FIELDS.items():
         if not name.startswith("_"):
             lines.append((f"VMCTX_{name.upper()}", off))
+    # instance-page fields the stubs reach from a vmctx (keystone mangles [reg - SYMBOL + ...])
+    lines.append(("VMCTX_INST_ROOT", INSTANCE_FIELDS["root"] - INSTANCE_PAGE_SIZE))
     for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("TABLE_ENTRY", TABLE_ENTRY),
                            ("IMPORT_ENTRY", IMPORT_ENTRY)):
         for name, off in layout.items():

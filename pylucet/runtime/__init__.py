@@ -12,7 +12,9 @@ API a host uses::
 
 from __future__ import annotations
 
-from .instance import Globals, Instance, State, UnknownExport, Yielded
+from ..errors import UnknownExport
+from .exports import Exports, Func
+from .instance import Globals, Instance, State, Yielded
 from .killswitch import KillOutcome, KillSwitch
 from .limits import Limits
 from .linker import F32, F64, I32, I64, HostFunc, Linker
@@ -22,4 +24,4 @@ from .vmctx import Vmctx
 
 __all__ = ["Limits", "MmapRegion", "Instance", "State", "Globals", "LoadedModule", "load",
            "UnknownExport", "Yielded", "Linker", "HostFunc", "Vmctx", "KillSwitch",
-           "KillOutcome", "I32", "I64", "F32", "F64"]
+           "KillOutcome", "I32", "I64", "F32", "F64", "Func", "Exports"]

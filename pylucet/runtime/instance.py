@@ -16,15 +16,17 @@ import ctypes
 import enum
 import signal
 import types
+import weakref
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, StateError,
-                      Terminate, Terminated, Trap)
+                      Terminate, Terminated, Trap, UnknownExport)
 from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           INSTANCE_PAGE_SIZE, PAGE_SIZE, TABLE_DESC, TABLE_DESC_SIZE,
                           VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_INTERRUPT, VMCTX_MEMORY_MAX,
                           VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES, WASM_PAGE_SIZE,
-                          IMPORT_ENTRY, IMPORT_ENTRY_SIZE, ExitReason, Libcall, vmctx_libcall)
+                          IMPORT_ENTRY, IMPORT_ENTRY_SIZE, ExitReason, Libcall, call_layout,
+                          vmctx_libcall)
 from ..module.traps import TrapCode
 from ..wasm.types import ExternKind, ValType
 from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg,
@@ -34,6 +36,7 @@ from .vmctx import Vmctx
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
+    from .exports import Exports
     from .linker import HostFunc
     from .region import Fit, MmapRegion, Slot
 
@@ -81,19 +84,6 @@ class Yielded:
         return f"Yielded({self.value!r})"
 
 
-class UnknownExport(Error, LookupError):
-    """``run`` named no exported function; ``available`` lists the names there are."""
-
-    def __init__(self, name: str, available: Sequence[str]):
-        self.name = name
-        self.available = list(available)
-        super().__init__(f"no exported function {name!r} (exported functions: "
-                         f"{', '.join(self.available) or 'none'})")
-
-    def __str__(self) -> str:  # LookupError would show the message's repr
-        return str(self.args[0])
-
-
 # --- the instance page as typed arrays ----------------------------------------------------------
 # Word indices into the page; vmctx fields are at negative offsets from the page's end.
 
@@ -127,13 +117,19 @@ _VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
 _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_IMPORTS = _vw(VMCTX_IMPORTS)
 _VM_INTERRUPT = _vw(VMCTX_INTERRUPT)
+_ROOT = _w(INSTANCE_FIELDS["root"])
+_HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
+_FAULT_VMCTX = _w(INSTANCE_FIELDS["fault_vmctx"])
 _HC_ENTRY = _w(INSTANCE_FIELDS["hc_entry"])
 _HC_STACK = _w(INSTANCE_FIELDS["hc_stack"])
 
 _WORDS = INSTANCE_PAGE_SIZE // 8
 
 _RETURNED, _FAULTED = ExitReason.RETURNED, ExitReason.FAULTED
-_HOSTCALL, _INTERRUPTED = ExitReason.HOSTCALL, ExitReason.INTERRUPTED
+_HOSTCALL, _INTERRUPTED, _BUSY = ExitReason.HOSTCALL, ExitReason.INTERRUPTED, ExitReason.BUSY
+_by_vmctx: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDictionary()
+"""Live instances by vmctx: a hostcall or fault in an instance called by another one reaches the
+host through the caller's call, naming the callee only by its vmctx."""
 _GENERATOR = types.GeneratorType
 _IMPORT_WORDS = IMPORT_ENTRY_SIZE // 8
 _IMPORT_SHIFT = IMPORT_ENTRY_SIZE.bit_length() - 1
@@ -197,7 +193,7 @@ class Instance:
     """
 
     def __init__(self, region: "MmapRegion", slot: "Slot", module: "LoadedModule", fit: "Fit",
-                 imports: Sequence["HostFunc"] = (), ctx: Any = None):
+                 imports: Sequence[Any] = (), ctx: Any = None):
         """Set up a committed, zeroed slot for ``module``, its function imports resolved to
         ``imports``. Called by the region only."""
         _native()
@@ -211,6 +207,13 @@ class Instance:
         self._state = State.CLOSED
         self._kill_state = KillState()
         self._hosts = tuple(imports)
+        # instances whose functions this one imports: kept alive (and refusing to close) while
+        # this one lives, since compiled code calls straight into their slots
+        self._linked = tuple({id(f.instance): f.instance for f in imports
+                              if not hasattr(f, "plan")}.values())
+        self._importers: "weakref.WeakSet[Instance]" = weakref.WeakSet()
+        for callee in self._linked:
+            callee._importers.add(self)
         self._vmctx = Vmctx(self)
         self._in_hostcall = False
         self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
@@ -225,6 +228,7 @@ class Instance:
             page = region._slot_cache[slot.index] = Words(slot.base, _WORDS)
         self._page = page
         self._initialise()
+        _by_vmctx[slot.vmctx] = self
 
     def _initialise(self) -> None:
         """Fill the committed, zeroed slot: runtime data, tables, globals, the initial heap."""
@@ -340,19 +344,25 @@ class Instance:
         if kill.requested:           # terminated before it started (KillOutcome.CANCELLED)
             return self._drive(_INTERRUPTED)
         _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
-        return self._drive(_stubs.enter(page.address))
+        reason = _stubs.enter(page.address)
+        if reason == _BUSY:
+            self._finish(_READY)
+            raise StateError(f"instance of {self._name!r} is in use by a call from another "
+                             "instance that imports it")
+        return self._drive(reason)
 
     def _drive(self, reason: int) -> Any:
         """Carry a call on, from the exit reason the stub gave, until it returns, traps,
         yields or ends; the loop every call and every resume goes through."""
         final = _READY
-        page, vmctx, kill = self._page, self._vmctx, self._kill_state
+        page, kill = self._page, self._kill_state
         try:
             while True:
                 if reason == _RETURNED:
+                    final = State.CLOSED      # (marks a clean return for _finish)
                     return self._results(*self._current)  # type: ignore[misc]
                 if reason == _HOSTCALL:
-                    host = self._host_called()
+                    host, vmctx = self._host_called()
                     self._in_hostcall = True
                     try:
                         value = host.plan.invoke(page, vmctx)
@@ -376,6 +386,8 @@ class Instance:
                     if self._kill_state.requested:
                         raise Terminated(self._kill_state.reason)
                     # a stale flag from a request the last call finished before seeing: carry on
+                elif reason == _BUSY:
+                    raise Terminated("it called into an instance that is in use by another call")
                 else:
                     raise StateError(f"the entry stub refused the call to "
                                      f"{self._current[0].name} ({_exit_name(reason)})")
@@ -395,9 +407,12 @@ class Instance:
             self._finish(final)
 
     def _finish(self, final: State) -> None:
-        """Leave RUNNING for ``final``; a termination nobody delivered dies with the call, so
-        that it cannot hit the next one."""
+        """Leave RUNNING for ``final`` (CLOSED here means: READY after a clean return); a
+        termination nobody delivered dies with the call, so that it cannot hit the next one."""
         kill = self._kill_state
+        clean = final == State.CLOSED
+        if clean:
+            final = _READY
         with kill.lock:
             if final != State.YIELDED:
                 self._current = None
@@ -405,15 +420,48 @@ class Instance:
                 if kill.requested and final != State.TERMINATED:
                     kill.requested = False
                     self._page.u64[_VM_INTERRUPT] = 0
+                if not clean:
+                    self._release_abandoned()
             self._state = self._page.u64[_STATE] = final
 
-    def _host_called(self) -> "HostFunc":
-        """The host function of the import entry the guest called through."""
-        index = (self._page.u64[_HC_ENTRY] - self._imports_base) >> _IMPORT_SHIFT
-        if not 0 <= index < len(self._hosts):
-            raise FatalFault(f"instance {self._name!r} called import entry {index}, which "
+    def _release_abandoned(self) -> None:
+        """After a call that did not return (trap, termination), nothing unwound the guest's
+        frames: release this instance, and give back any callee it was inside of its own root
+        and stack limit (pylucet_call_guest would have on the way out)."""
+        page = self._page.address
+        self._page.u64[_ROOT] = 0
+        for callee in self._all_linked():
+            u = callee._page.u64
+            if u[_ROOT] == page and callee._state != State.CLOSED:
+                u[_VM_STACK_LIMIT] = callee._slot.stack_limit
+                u[_ROOT] = 0
+
+    def _all_linked(self) -> List["Instance"]:
+        """Every instance this one can call into, directly or through others."""
+        seen: dict = {}
+        todo = list(self._linked)
+        while todo:
+            inst = todo.pop()
+            if id(inst) not in seen:
+                seen[id(inst)] = inst
+                todo.extend(inst._linked)
+        return list(seen.values())
+
+    def _host_called(self) -> Tuple["HostFunc", Vmctx]:
+        """The host function of the import entry the guest called through, and the Vmctx of
+        the instance that called it (this one, or one it called into)."""
+        u = self._page.u64
+        caller = self
+        if u[_HC_VMCTX] != self._slot.vmctx:
+            caller = _by_vmctx.get(u[_HC_VMCTX])  # type: ignore[assignment]
+            if caller is None:
+                raise FatalFault(f"a hostcall under instance {self._name!r} came from an "
+                                 "unknown instance")
+        index = (u[_HC_ENTRY] - caller._imports_base) >> _IMPORT_SHIFT
+        if not 0 <= index < len(caller._hosts):
+            raise FatalFault(f"instance {caller._name!r} called import entry {index}, which "
                              "does not exist")
-        return self._hosts[index]
+        return caller._hosts[index], caller._vmctx
 
     def _host_failed(self, host: "HostFunc", e: BaseException) -> None:
         """A host function raised ``e``: the guest cannot go on."""
@@ -497,6 +545,9 @@ class Instance:
         kill.requested = True
         kill.reason = reason
         self._page.u64[_VM_INTERRUPT] = 1
+        for callee in self._all_linked():   # the guest may be inside one of them right now; a
+            if callee._state != State.CLOSED:   # stale flag left there only costs a check
+                callee._page.u64[_VM_INTERRUPT] = 1
         if state == _RUNNING:
             return KillOutcome.PENDING if self._in_hostcall else KillOutcome.SIGNALLED
         if state == State.YIELDED:
@@ -566,7 +617,8 @@ class Instance:
         poisons the instance when nothing explains it."""
         u = self._page.u64
         signo, si_code, addr, rip = u[_FAULT_SIGNO], u[_FAULT_CODE], u[_FAULT_ADDR], u[_FAULT_RIP]
-        module = self._module
+        at = self if u[_FAULT_VMCTX] == self._slot.vmctx else _by_vmctx.get(u[_FAULT_VMCTX], self)
+        module = at._module
         func = module.function_at(rip)
         if func is not None:
             offset = rip - module.text_base - func.code_offset
@@ -574,7 +626,7 @@ class Instance:
             memory_fault = signo in (signal.SIGSEGV, signal.SIGBUS)
             if site is not None:
                 code = site.code
-                if code != TrapCode.HeapOutOfBounds or self._in_heap_space(addr):
+                if code != TrapCode.HeapOutOfBounds or at._in_heap_space(addr):
                     return Trap(code, func=func.name, wasm_offset=site.wasm_offset,
                                 code_offset=offset, fault_address=addr if memory_fault else None)
             elif memory_fault and self._in_stack_guard(addr):
@@ -600,6 +652,14 @@ class Instance:
     @property
     def module(self) -> "LoadedModule":
         return self._module
+
+    @property
+    def exports(self) -> "Exports":
+        """The exported functions as typed callables: ``inst.exports["f"](1, 2)``,
+        ``inst.exports.f.type``."""
+        self._check_open()
+        from .exports import Exports
+        return Exports(self)
 
     @property
     def state(self) -> State:
@@ -672,6 +732,7 @@ class Instance:
         with kill.lock:
             if self._state == _RUNNING:
                 raise StateError(f"cannot reset {self!r} while it runs")
+            self._check_no_importers("reset")
             self._vmctx._view = None
             region = self._region
             if region._viewed_extent(self._slot.index) > self._fit.initial_heap:
@@ -701,11 +762,22 @@ class Instance:
                 raise StateError(f"cannot close {self!r} while it runs")
             if self._state == State.CLOSED:
                 return
+            self._check_no_importers("close")
             kill.valid = False
             self._state = State.CLOSED
             self._suspended = self._current = None
             self._vmctx._view = None
+            _by_vmctx.pop(self._slot.vmctx, None)
+            for callee in self._linked:
+                callee._importers.discard(self)
             self._region._release(self._slot)
+
+    def _check_no_importers(self, what: str) -> None:
+        live = [i for i in self._importers if i._state != State.CLOSED]
+        if live:
+            raise StateError(f"cannot {what} instance of {self._name!r}: instance(s) "
+                             f"{', '.join(repr(i._name) for i in live)} import its functions and "
+                             f"call straight into it; close them first")
 
     def __enter__(self) -> "Instance":
         return self
@@ -754,15 +826,25 @@ class Instance:
                              "again")
 
 
-def _import_entries(hosts: Sequence["HostFunc"], vmctx: int) -> Any:
-    """The instance's import entries (``abi.IMPORT_ENTRY``): every host function's code is the
-    hostcall stub, which leaves for the host; ``index`` says which function it was."""
-    entries = (ctypes.c_uint64 * max(1, _IMPORT_WORDS * len(hosts)))()
-    for i in range(len(hosts)):
+def _import_entries(imports: Sequence[Any], vmctx: int) -> Any:
+    """The instance's import entries (``abi.IMPORT_ENTRY``). A host function's code is the
+    hostcall stub, which leaves for the host (``index`` says which function it was); another
+    instance's function is called natively through pylucet_call_guest."""
+    entries = (ctypes.c_uint64 * max(1, _IMPORT_WORDS * len(imports)))()
+    for i, item in enumerate(imports):
         base = _IMPORT_WORDS * i
-        entries[base + _w(IMPORT_ENTRY["func"])] = _stubs.hostcall
-        entries[base + _w(IMPORT_ENTRY["vmctx"])] = vmctx
-        entries[base + _w(IMPORT_ENTRY["index"])] = i
+        if hasattr(item, "plan"):        # a HostFunc
+            entries[base + _w(IMPORT_ENTRY["func"])] = _stubs.hostcall
+            entries[base + _w(IMPORT_ENTRY["vmctx"])] = vmctx
+            entries[base + _w(IMPORT_ENTRY["index"])] = i
+        else:                             # a Func of another instance
+            callee = item.instance
+            callee._check_open()
+            entries[base + _w(IMPORT_ENTRY["func"])] = _stubs.call_guest
+            entries[base + _w(IMPORT_ENTRY["vmctx"])] = callee._slot.vmctx
+            entries[base + _w(IMPORT_ENTRY["target"])] = callee.module.function_address(item.index)
+            entries[base + _w(IMPORT_ENTRY["index"])] = call_layout(
+                item.type.params, item.type.results).stack_words
     return entries
 
 

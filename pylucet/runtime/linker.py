@@ -149,7 +149,7 @@ class Linker:
     """
 
     def __init__(self) -> None:
-        self._defs: Dict[Tuple[str, str], HostFunc] = {}
+        self._defs: Dict[Tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self.allow_shadowing = False
         self.generation = 0
@@ -157,12 +157,28 @@ class Linker:
 
     def define_func(self, module: str, name: str, fn: Callable[..., Any],
                     type: Union[FuncType, str, None] = None, *,
-                    access_vmctx: Optional[bool] = None) -> HostFunc:
-        """Define ``fn`` as function ``module.name``; returns the :class:`HostFunc`."""
+                    access_vmctx: Optional[bool] = None) -> Any:
+        """Define ``fn`` as function ``module.name``; returns what was defined.
+
+        ``fn`` is a Python callable (or a :class:`HostFunc`), or an exported function of another
+        pylucet instance (``other.exports["f"]``): importers then call it natively, with its
+        own vmctx and no Python in between. That instance cannot be closed or reset while an
+        importer lives."""
         if not isinstance(module, str) or not isinstance(name, str):
             raise TypeError("module and name must be str")
-        func = fn if isinstance(fn, HostFunc) else HostFunc(
-            fn, type, access_vmctx=access_vmctx, name=f"{module}.{name}")
+        from .exports import Func
+        if isinstance(fn, Func):
+            if type is not None and (parse_functype(type) if isinstance(type, str)
+                                     else type) != fn.type:
+                raise LinkError(f"{module}.{name}: type {type} given for {fn.name}, which is "
+                                f"{fn.type}")
+            if fn.index < fn.instance.module.data.num_imported_funcs:
+                raise LinkError(f"{module}.{name}: {fn.name} is itself an import of its "
+                                "instance; define what it was linked to instead")
+            func: Any = fn
+        else:
+            func = fn if isinstance(fn, HostFunc) else HostFunc(
+                fn, type, access_vmctx=access_vmctx, name=f"{module}.{name}")
         with self._lock:
             if (module, name) in self._defs and not self.allow_shadowing:
                 raise LinkError(f"{module}.{name} is already defined in this linker "
@@ -179,7 +195,13 @@ class Linker:
             return fn
         return define
 
-    def get(self, module: str, name: str) -> Optional[HostFunc]:
+    def define_instance(self, module: str, instance: Any) -> None:
+        """Define every exported function of ``instance`` under ``module``."""
+        for name, func in instance.exports._funcs.items():
+            if func.index >= instance.module.data.num_imported_funcs:
+                self.define_func(module, name, func)
+
+    def get(self, module: str, name: str) -> Optional[Any]:
         return self._defs.get((module, name))
 
     def __iter__(self) -> Iterator[Tuple[str, str]]:
@@ -188,10 +210,10 @@ class Linker:
     def __len__(self) -> int:
         return len(self._defs)
 
-    def resolve(self, data: Any) -> List[HostFunc]:
+    def resolve(self, data: Any) -> List[Any]:
         """The definition of each function import of module data ``data``, in import order;
         LinkError naming every import that is missing or has the wrong type."""
-        funcs: List[HostFunc] = []
+        funcs: List[Any] = []
         problems: List[str] = []
         for imp in data.imports:
             if imp.kind != ExternKind.FUNC:
