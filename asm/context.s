@@ -173,6 +173,7 @@ pylucet_hostcall:
 pylucet_interrupt:
     mov r11, [r14 + VMCTX_INST_ROOT]          # r11 = the root instance page
     mov eax, EXIT_INTERRUPTED
+    jmp leave_guest
 
 # --- pylucet_call_guest: compiled code calls another instance's function ------------------------
 # In: r10 = the import entry {func = here, vmctx = the callee's, target = its code, index = its

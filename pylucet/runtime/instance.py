@@ -346,7 +346,7 @@ class Instance:
         _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
         reason = _stubs.enter(page.address)
         if reason == _BUSY:
-            self._finish(_READY)
+            self._finish(_READY, clean=True)     # nothing ran, nothing to release
             raise StateError(f"instance of {self._name!r} is in use by a call from another "
                              "instance that imports it")
         return self._drive(reason)
@@ -355,11 +355,12 @@ class Instance:
         """Carry a call on, from the exit reason the stub gave, until it returns, traps,
         yields or ends; the loop every call and every resume goes through."""
         final = _READY
+        clean = False
         page, kill = self._page, self._kill_state
         try:
             while True:
                 if reason == _RETURNED:
-                    final = State.CLOSED      # (marks a clean return for _finish)
+                    clean = True
                     return self._results(*self._current)  # type: ignore[misc]
                 if reason == _HOSTCALL:
                     host, vmctx = self._host_called()
@@ -404,15 +405,13 @@ class Instance:
             final = State.TERMINATED      # from a host function: the guest cannot continue
             raise
         finally:
-            self._finish(final)
+            self._finish(final, clean)
 
-    def _finish(self, final: State) -> None:
-        """Leave RUNNING for ``final`` (CLOSED here means: READY after a clean return); a
-        termination nobody delivered dies with the call, so that it cannot hit the next one."""
+    def _finish(self, final: State, clean: bool = False) -> None:
+        """Leave RUNNING for ``final``; ``clean``: the guest returned (or never ran), so its
+        stubs released what they claimed. A termination nobody delivered dies with the call,
+        so that it cannot hit the next one."""
         kill = self._kill_state
-        clean = final == State.CLOSED
-        if clean:
-            final = _READY
         with kill.lock:
             if final != State.YIELDED:
                 self._current = None
