@@ -337,6 +337,8 @@ def asm_equates() -> str:
             lines.append((f"VMCTX_{name.upper()}", off))
     # instance-page fields the stubs reach from a vmctx (keystone mangles [reg - SYMBOL + ...])
     lines.append(("VMCTX_INST_ROOT", INSTANCE_FIELDS["root"] - INSTANCE_PAGE_SIZE))
+    # ... and the runtime data the signal handlers reach from an instance page
+    lines.append(("INST_VMCTX_INTERRUPT", INSTANCE_PAGE_SIZE + VMCTX_INTERRUPT))
     for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("TABLE_ENTRY", TABLE_ENTRY),
                            ("IMPORT_ENTRY", IMPORT_ENTRY)):
         for name, off in layout.items():

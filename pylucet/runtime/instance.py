@@ -118,6 +118,7 @@ _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_IMPORTS = _vw(VMCTX_IMPORTS)
 _VM_INTERRUPT = _vw(VMCTX_INTERRUPT)
 _ROOT = _w(INSTANCE_FIELDS["root"])
+_GUEST_R14 = _w(INSTANCE_FIELDS["guest_r14"])
 _HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
 _FAULT_VMCTX = _w(INSTANCE_FIELDS["fault_vmctx"])
 _HC_ENTRY = _w(INSTANCE_FIELDS["hc_entry"])
@@ -130,6 +131,7 @@ _HOSTCALL, _INTERRUPTED, _BUSY = ExitReason.HOSTCALL, ExitReason.INTERRUPTED, Ex
 _by_vmctx: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDictionary()
 """Live instances by vmctx: a hostcall or fault in an instance called by another one reaches the
 host through the caller's call, naming the callee only by its vmctx."""
+_ENTER, _RESUME = -1, -2       # _drive: call the stub first (enter / resume)
 _GENERATOR = types.GeneratorType
 _IMPORT_WORDS = IMPORT_ENTRY_SIZE // 8
 _IMPORT_SHIFT = IMPORT_ENTRY_SIZE.bit_length() - 1
@@ -176,6 +178,7 @@ def _native() -> Any:
     if _stubs is None:
         from . import signals, stubs
         signals.install()
+        signals.install_sigint()
         _ensure_altstack = signals.ensure_altstack
         _libcall_words[:] = [(_vw(vmctx_libcall(call)), stubs.STUBS.libcall_address(call))
                              for call in Libcall]
@@ -344,12 +347,7 @@ class Instance:
         if kill.requested:           # terminated before it started (KillOutcome.CANCELLED)
             return self._drive(_INTERRUPTED)
         _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
-        reason = _stubs.enter(page.address)
-        if reason == _BUSY:
-            self._finish(_READY, clean=True)     # nothing ran, nothing to release
-            raise StateError(f"instance of {self._name!r} is in use by a call from another "
-                             "instance that imports it")
-        return self._drive(reason)
+        return self._drive(_ENTER)
 
     def _drive(self, reason: int) -> Any:
         """Carry a call on, from the exit reason the stub gave, until it returns, traps,
@@ -358,6 +356,16 @@ class Instance:
         clean = False
         page, kill = self._page, self._kill_state
         try:
+            # the stub is called inside the try, so that even a KeyboardInterrupt raised the
+            # moment it returns (Ctrl-C) leaves the instance in a state it can be reset from
+            if reason == _ENTER:
+                reason = _stubs.enter(page.address)
+                if reason == _BUSY:
+                    clean = True         # nothing ran, nothing to release
+                    raise StateError(f"instance of {self._name!r} is in use by a call from "
+                                     "another instance that imports it")
+            elif reason == _RESUME:
+                reason = _stubs.resume(page.address)
             while True:
                 if reason == _RETURNED:
                     clean = True
@@ -384,9 +392,7 @@ class Instance:
                 elif reason == _FAULTED:
                     raise self._explain_fault()
                 elif reason == _INTERRUPTED:
-                    if self._kill_state.requested:
-                        raise Terminated(self._kill_state.reason)
-                    # a stale flag from a request the last call finished before seeing: carry on
+                    self._interrupted()
                 elif reason == _BUSY:
                     raise Terminated("it called into an instance that is in use by another call")
                 else:
@@ -406,6 +412,20 @@ class Instance:
             raise
         finally:
             self._finish(final, clean)
+
+    def _interrupted(self) -> None:
+        """The guest saw its interrupt flag. Terminated if its kill switch asked for that;
+        else the flag was set by Ctrl-C (Python raises KeyboardInterrupt as soon as this
+        returns, unless a handler of the host's says otherwise) or is stale: clear it and carry
+        on."""
+        kill = self._kill_state
+        with kill.lock:
+            if kill.requested:
+                raise Terminated(kill.reason)
+            vm = self._page.u64[_GUEST_R14]      # the instance whose check fired
+            inst = self if vm == self._slot.vmctx else _by_vmctx.get(vm)
+            if inst is not None:
+                inst._page.u64[_VM_INTERRUPT] = 0
 
     def _finish(self, final: State, clean: bool = False) -> None:
         """Leave RUNNING for ``final``; ``clean``: the guest returned (or never ran), so its
@@ -525,7 +545,7 @@ class Instance:
                 self._finish(final)
         if kill.requested:
             return self._drive(_INTERRUPTED)
-        return self._drive(_stubs.resume(self._page.address))
+        return self._drive(_RESUME)
 
     # --- stopping it from outside ------------------------------------------------------------
 

@@ -188,3 +188,24 @@ def altstack() -> Optional[libc.StackT]:
     """The calling thread's alternate signal stack, or None (for tests and diagnostics)."""
     current = libc.sigaltstack(None)
     return None if current.flags & libc.SS_DISABLE else current
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------------------
+
+def install_sigint() -> bool:
+    """Put ``pylucet_sigint_handler`` (asm/trap.s) in front of Python's SIGINT handler, so that
+    Ctrl-C stops a guest spinning in compiled code (through its interrupt checks) instead of
+    waiting for it to return. Only when the current handler is a real one (Python's, usually):
+    SIG_IGN and SIG_DFL stay as the host chose. Returns whether ours is installed."""
+    with _lock:
+        current = libc.sigaction(libc.SIGINT, None)
+        if current.handler == STUBS.sigint_handler:
+            return True
+        if (current.handler or libc.SIG_DFL) <= libc.SIG_IGN:
+            return False
+        _set_previous(libc.SIGINT, current.handler, current.flags)
+        act = libc.Sigaction()
+        act.handler = STUBS.sigint_handler
+        act.flags = HANDLER_FLAGS | libc.SA_RESTART
+        libc.sigaction(libc.SIGINT, act)
+        return True

@@ -162,6 +162,7 @@ class Stubs:
         self.enter_address = self.symbols["pylucet_enter"]
         self.fault_return = self.symbols["pylucet_fault_return"]
         self.signal_handler = self.symbols["pylucet_signal_handler"]
+        self.sigint_handler = self.symbols["pylucet_sigint_handler"]
         self.libcalls: Mapping[Libcall, int] = {
             call: self.symbols[sym] for call, sym in _LIBCALL_SYMBOLS.items()}
         self.libcall_range = self.ranges["libcalls.s"]
