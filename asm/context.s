@@ -11,7 +11,7 @@
 #   EXIT_HOSTCALL     the guest called a host import: pylucet_hostcall saved the guest's
 #                     registers in the instance page and left, so the host runs the import in
 #                     Python on its *own* stack, never on the guest's;
-#   EXIT_INTERRUPTED  compiled code saw the interrupt flag and called pylucet_interrupt;
+#   EXIT_INTERRUPTED  an interrupt poll of compiled code faulted: the host revoked the poll page;
 #   EXIT_BUSY         the instance was already in use by another call (see INST_ROOT).
 #
 # Instances may call each other's functions through imports (pylucet_call_guest): the callee
@@ -167,9 +167,10 @@ pylucet_hostcall:
     mov eax, EXIT_HOSTCALL
     jmp leave_guest
 
-# --- pylucet_interrupt: the INTERRUPT libcall ------------------------------------------------------
-# Compiled code calls it when VMCTX_INTERRUPT is set, at a point where no scratch register holds a
-# live value, so saving the callee-saved registers is enough to resume there later.
+# --- pylucet_interrupt: an interrupt poll faulted -------------------------------------------------
+# Entered as if called from the instruction after the poll (trap.s pushes that return address and
+# sends the thread here), at a point where no scratch register holds a live value, so saving the
+# callee-saved registers is enough to resume there later.
 pylucet_interrupt:
     mov r11, [r14 + VMCTX_INST_ROOT]          # r11 = the root instance page
     mov eax, EXIT_INTERRUPTED

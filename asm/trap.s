@@ -38,16 +38,37 @@ pylucet_signal_handler:
     # The page is ours (compiled code cannot write instance pages), so its root can be trusted:
     # the page holding the host context, the faulting one's own unless it was called by another
     # instance. A page with no root is not running at all.
+    mov rax, [r13 + SIGINFO_ADDR]             # the address that faulted
+    mov rcx, rbx                              # the guest's poll page is just below its page:
+    sub rcx, PAGE_SIZE                        # [rbx - PAGE_SIZE, rbx)
+    cmp rax, rcx
+    jb not_a_poll
+    cmp rax, rbx
+    jb poll_fault                             # -> an interruption, not a trap
+not_a_poll:
     mov rbx, [rbx + INST_ROOT]
     test rbx, rbx
     jz chain
     jmp record_fault
 
+    # An interrupt poll read the revoked poll page: make the guest call pylucet_interrupt from
+    # the instruction after the poll, as compiled code would, and let sigreturn go there.
+poll_fault:
+    mov rcx, [r15 + UC_RSP]                   # the guest's stack (its reservation has room)
+    sub rcx, 8
+    mov [r15 + UC_RSP], rcx
+    mov rax, [r15 + UC_RIP]                   # the poll ...
+    add rax, POLL_INSN_SIZE                   # ... and the instruction after it
+    mov [rcx], rax                            # is the return address
+    movabs rax, pylucet_interrupt
+    mov [r15 + UC_RIP], rax
+    jmp handler_done
+
 # --- void pylucet_sigint_handler(int signo, siginfo_t *info, ucontext_t *uc) ---------------------
 # Ctrl-C while a guest runs: Python's own SIGINT handler only notes the signal for the next
 # bytecode, which never comes while compiled code spins. So if the interrupted code is a guest's,
-# set its instance's interrupt flag (it leaves at its next check, and the host then raises
-# KeyboardInterrupt), and in every case pass the signal on to the previous handler (Python's).
+# revoke its poll page (it leaves at its next poll, and the host then raises KeyboardInterrupt),
+# and in every case pass the signal on to the previous handler (Python's).
 pylucet_sigint_handler:
     push rbx
     push r12
@@ -60,7 +81,12 @@ pylucet_sigint_handler:
     call guest_page                           # rbx = the running guest's instance page, or 0
     test rbx, rbx
     jz chain                                  # not in guest code: Python's handler is enough
-    mov qword ptr [rbx + INST_VMCTX_INTERRUPT], 1   # its compiled checks see this word
+    mov rdi, rbx                              # revoke its poll page: mprotect(page - PAGE_SIZE,
+    sub rdi, PAGE_SIZE                        #   PAGE_SIZE, PROT_NONE), async-signal-safe
+    mov esi, PAGE_SIZE
+    xor edx, edx                              # PROT_NONE
+    mov eax, SYS_MPROTECT
+    syscall
     jmp chain
 
 # --- guest_page: r15 = ucontext_t *; returns rbx = instance page of the interrupted guest, or 0 ---

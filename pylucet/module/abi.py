@@ -231,14 +231,11 @@ class Libcall(enum.IntEnum):
     """
 
     MEMORY_GROW = 0   # (edi = delta pages) -> eax = old size in pages, or 0xFFFFFFFF on failure
-    INTERRUPT = 1     # () -> (): leave for the host (ExitReason.INTERRUPTED); returns if resumed.
-                      # Called only where no scratch register holds a live value.
 
 
 LIBCALL_SLOTS = 32  # room in the array; Libcall members use the low indices
 
 _VMCTX_FIELDS: List[Tuple[str, int]] = [
-    ("interrupt", 8),          # non-zero: leave at the next function entry or loop iteration
     ("stack_limit", 8),        # lowest rsp a guest prologue may move to (stack base + reservation)
     ("instr_count_bound", 8),  # for the kill switch / instruction counting (later issue)
     ("instr_count_adj", 8),
@@ -254,7 +251,6 @@ RUNTIME_DATA_SIZE = 512
 assert -VMCTX_FIELDS["_end"] <= RUNTIME_DATA_SIZE
 assert INSTANCE_FIELDS["_end"] <= INSTANCE_PAGE_SIZE - RUNTIME_DATA_SIZE
 
-VMCTX_INTERRUPT = VMCTX_FIELDS["interrupt"]
 VMCTX_STACK_LIMIT = VMCTX_FIELDS["stack_limit"]
 VMCTX_INSTR_COUNT_BOUND = VMCTX_FIELDS["instr_count_bound"]
 VMCTX_INSTR_COUNT_ADJ = VMCTX_FIELDS["instr_count_adj"]
@@ -269,6 +265,20 @@ VMCTX_LIBCALLS = VMCTX_FIELDS["libcalls"]
 def vmctx_libcall(call: Libcall) -> int:
     """Offset from vmctx of the pointer to ``call``."""
     return VMCTX_LIBCALLS + 8 * int(call)
+
+
+# --- Interrupt polls -------------------------------------------------------------------------------
+# Compiled code polls at every function entry and loop header by *reading* a word of its slot's
+# poll page, the page just below the instance page: ``mov r11d, [r14 + VMCTX_POLL]``. A load that
+# hits costs next to nothing (no compare, no branch). To interrupt a guest, the host revokes the
+# page (mprotect PROT_NONE); the next poll faults, and the signal handler, seeing a fault on the
+# poll page, makes the guest call pylucet_interrupt from the instruction after the poll, which
+# leaves with ExitReason.INTERRUPTED -- resumable, since polls sit only where every live value is
+# in a callee-saved register or the frame.
+
+VMCTX_POLL = -(INSTANCE_PAGE_SIZE + PAGE_SIZE)
+POLL_INSN_SIZE = 7
+"""Bytes of the poll instruction (REX, 8B, ModRM, disp32): the handler resumes past it."""
 
 
 # --- Tables -----------------------------------------------------------------------------------------
@@ -338,7 +348,7 @@ def asm_equates() -> str:
     # instance-page fields the stubs reach from a vmctx (keystone mangles [reg - SYMBOL + ...])
     lines.append(("VMCTX_INST_ROOT", INSTANCE_FIELDS["root"] - INSTANCE_PAGE_SIZE))
     # ... and the runtime data the signal handlers reach from an instance page
-    lines.append(("INST_VMCTX_INTERRUPT", INSTANCE_PAGE_SIZE + VMCTX_INTERRUPT))
+    lines.append(("VMCTX_POLL", VMCTX_POLL))
     for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("TABLE_ENTRY", TABLE_ENTRY),
                            ("IMPORT_ENTRY", IMPORT_ENTRY)):
         for name, off in layout.items():
@@ -350,6 +360,6 @@ def asm_equates() -> str:
         lines.append((f"EXIT_{reason.name}", int(reason)))
     for name in ("PAGE_SIZE", "WASM_PAGE_SIZE", "WASM_MAX_PAGES", "INSTANCE_PAGE_SIZE",
                  "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "ENTRY_MAX_STACK_ARGS",
-                 "RESULT_SLOT_SIZE", "IMPORT_ENTRY_SIZE"):
+                 "RESULT_SLOT_SIZE", "IMPORT_ENTRY_SIZE", "POLL_INSN_SIZE"):
         lines.append((name, globals()[name]))
     return "".join(f".equ {n}, {v}\n" for n, v in lines)

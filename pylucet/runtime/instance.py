@@ -23,7 +23,7 @@ from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, Sta
                       Terminate, Terminated, Trap, UnknownExport)
 from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           INSTANCE_PAGE_SIZE, PAGE_SIZE, TABLE_DESC, TABLE_DESC_SIZE,
-                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_INTERRUPT, VMCTX_MEMORY_MAX,
+                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_MAX,
                           VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES, WASM_PAGE_SIZE,
                           IMPORT_ENTRY, IMPORT_ENTRY_SIZE, ExitReason, Libcall, call_layout,
                           vmctx_libcall)
@@ -31,6 +31,7 @@ from ..module.traps import TrapCode
 from ..wasm.types import ExternKind, ValType
 from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg,
                     read_value, word as _w, write_value)
+from . import libc
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
 from .vmctx import Vmctx
 
@@ -116,7 +117,6 @@ _VM_MEMORY_SIZE = _vw(VMCTX_MEMORY_SIZE)
 _VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
 _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_IMPORTS = _vw(VMCTX_IMPORTS)
-_VM_INTERRUPT = _vw(VMCTX_INTERRUPT)
 _ROOT = _w(INSTANCE_FIELDS["root"])
 _GUEST_R14 = _w(INSTANCE_FIELDS["guest_r14"])
 _HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
@@ -422,10 +422,10 @@ class Instance:
         with kill.lock:
             if kill.requested:
                 raise Terminated(kill.reason)
-            vm = self._page.u64[_GUEST_R14]      # the instance whose check fired
+            vm = self._page.u64[_GUEST_R14]      # the instance whose poll fired
             inst = self if vm == self._slot.vmctx else _by_vmctx.get(vm)
             if inst is not None:
-                inst._page.u64[_VM_INTERRUPT] = 0
+                inst._set_poll(True)
 
     def _finish(self, final: State, clean: bool = False) -> None:
         """Leave RUNNING for ``final``; ``clean``: the guest returned (or never ran), so its
@@ -436,9 +436,13 @@ class Instance:
             if final != State.YIELDED:
                 self._current = None
                 self._suspended = None
-                if kill.requested and final != State.TERMINATED:
-                    kill.requested = False
-                    self._page.u64[_VM_INTERRUPT] = 0
+                if kill.requested:
+                    # the call is over: give back the poll pages the request revoked
+                    for inst in (self, *self._all_linked()):
+                        if inst._state != State.CLOSED:
+                            inst._set_poll(True)
+                    if final != State.TERMINATED:
+                        kill.requested = False
                 if not clean:
                     self._release_abandoned()
             self._state = self._page.u64[_STATE] = final
@@ -563,15 +567,21 @@ class Instance:
             return KillOutcome.NOT_TERMINABLE
         kill.requested = True
         kill.reason = reason
-        self._page.u64[_VM_INTERRUPT] = 1
-        for callee in self._all_linked():   # the guest may be inside one of them right now; a
-            if callee._state != State.CLOSED:   # stale flag left there only costs a check
-                callee._page.u64[_VM_INTERRUPT] = 1
+        self._set_poll(False)
+        for callee in self._all_linked():   # the guest may be inside one of them right now;
+            if callee._state != State.CLOSED:   # their pages come back when the call ends
+                callee._set_poll(False)
         if state == _RUNNING:
             return KillOutcome.PENDING if self._in_hostcall else KillOutcome.SIGNALLED
         if state == State.YIELDED:
             return KillOutcome.PENDING
         return KillOutcome.CANCELLED
+
+    def _set_poll(self, open_: bool) -> None:
+        """Open or revoke the slot's poll page (``abi.VMCTX_POLL``): revoked, the guest's next
+        interrupt poll leaves for the host."""
+        libc.mprotect(self._slot.start, PAGE_SIZE,
+                      libc.PROT_READ | libc.PROT_WRITE if open_ else libc.PROT_NONE)
 
     def _with_timeout(self, timeout: float, call: Any, *args: Any) -> Any:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:

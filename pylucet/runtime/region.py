@@ -38,6 +38,7 @@ class Slot:
     """Absolute addresses of one slot's areas (see :class:`MmapRegion` for the picture)."""
 
     index: int
+    start: int           # the poll page, the slot's first
     base: int            # the instance page
     vmctx: int           # heap base
     stack_base: int      # lowest stack address; the guard page is just below
@@ -82,19 +83,20 @@ class MmapRegion:
     become accessible, the heap up to its current size::
 
         offset                       area                                    access
-        +0                           instance page                           RW
+        +0                           poll page (abi.VMCTX_POLL)              RW; none to interrupt
+        +4K                          instance page                           RW
                                        INST_* fields | table descriptors | runtime data (VMCTX_*)
-        +4K            = vmctx       heap address space (H)                  RW up to memory_size
+        +8K            = vmctx       heap address space (H)                  RW up to memory_size
                                        any i32 address + u32 offset lands in it or on the next page
-        +4K+H                        stack guard page                        never
-        +8K+H                        stack (S), grows down                   RW
+        +8K+H                        stack guard page                        never
+        +12K+H                       stack (S), grows down                   RW
                                        stack limit = its base + hostcall_reservation
-        +8K+H+S                      globals (G), 8 bytes each               RW
-        +8K+H+S+G                    guard page                              never
-        +12K+H+S+G                   signal stack (SS)                       reserved, see below
-        +12K+H+S+G+SS                table entries (T)                       RW for initial entries
-        +12K+H+S+G+SS+T              guard page                              never
-        +16K+H+S+G+SS+T              = slot size: the next slot's instance page
+        +12K+H+S                     globals (G), 8 bytes each               RW
+        +12K+H+S+G                   guard page                              never
+        +16K+H+S+G                   signal stack (SS)                       reserved, see below
+        +16K+H+S+G+SS                table entries (T)                       RW for initial entries
+        +16K+H+S+G+SS+T              guard page                              never
+        +20K+H+S+G+SS+T              = slot size: the next slot's poll page
 
     The heap's guard page doubles as the stack's: a heap access past the reserved space and a
     stack overflow both land on it.
@@ -115,7 +117,8 @@ class MmapRegion:
         self._limits = limits
         self._capacity = capacity
         L = limits
-        heap_off = INSTANCE_PAGE_SIZE
+        page_off = PAGE_SIZE                 # the poll page comes first
+        heap_off = page_off + INSTANCE_PAGE_SIZE
         stack_off = heap_off + L.heap_address_space_size + PAGE_SIZE
         globals_off = stack_off + L.stack_size
         sigstack_off = globals_off + L.globals_size + PAGE_SIZE
@@ -130,7 +133,8 @@ class MmapRegion:
             raise OSError(e.errno, f"cannot reserve {capacity} slots of {self._slot_size:#x} "
                                    f"bytes of address space each: {e.strerror}") from e
         self._slots = [
-            Slot(index=i, base=b, vmctx=b + heap_off, stack_base=b + stack_off,
+            Slot(index=i, start=b, base=b + page_off, vmctx=b + heap_off,
+                 stack_base=b + stack_off,
                  stack_top=b + stack_off + L.stack_size,
                  stack_limit=b + stack_off + L.hostcall_reservation,
                  globals=b + globals_off, sigstack=b + sigstack_off, tables=b + tables_off,
@@ -268,8 +272,8 @@ class MmapRegion:
 
     def _commit(self, slot: Slot, fit: Fit) -> None:
         """Make the areas an instance uses accessible (they are all zero)."""
-        # the instance page and the initial heap are adjacent: one call
-        libc.mprotect(slot.base, INSTANCE_PAGE_SIZE + fit.initial_heap, _RW)
+        # the poll page, the instance page and the initial heap are adjacent: one call
+        libc.mprotect(slot.start, PAGE_SIZE + INSTANCE_PAGE_SIZE + fit.initial_heap, _RW)
         # the stack and the globals are adjacent too
         libc.mprotect(slot.stack_base, slot.globals + self._limits.globals_size - slot.stack_base,
                       _RW)
@@ -308,8 +312,8 @@ class MmapRegion:
     def _wipe(self, slot: Slot, keep_heap: int = 0) -> None:
         """Zero the whole slot and make it inaccessible, except the first ``keep_heap`` bytes of
         the heap, which stay readable and writable (zeroed) for views that are still alive."""
-        libc.madvise(slot.base, slot.size, libc.MADV_DONTNEED)
-        libc.mprotect(slot.base, slot.size, libc.PROT_NONE)
+        libc.madvise(slot.start, slot.size, libc.MADV_DONTNEED)
+        libc.mprotect(slot.start, slot.size, libc.PROT_NONE)
         if keep_heap:
             libc.mprotect(slot.vmctx, page_round(keep_heap), _RW)
 

@@ -54,8 +54,7 @@ ENTER_RETURNED = ExitReason.RETURNED
 ENTER_FAULTED = ExitReason.FAULTED
 ENTER_BAD_ENTRY = ExitReason.BAD_ENTRY
 
-_LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow",
-                    Libcall.INTERRUPT: "pylucet_interrupt"}
+_LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow"}
 
 _GLOBL = re.compile(r"^[ \t]*\.globl[ \t]+(\w+)", re.MULTILINE)
 
