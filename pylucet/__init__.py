@@ -9,16 +9,16 @@ The small public API::
         with region.new_instance(module) as inst:
             inst.run("fib", 20)
 
-The runtime half (anything that needs the native stubs) is imported on first use, so compiling
-alone never assembles stubs or installs signal handlers.
+Both halves are imported on first use (module ``__getattr__``): compiling alone never assembles
+stubs or installs signal handlers, and a host that only loads ``.so`` files never imports the
+compiler, the WAT parser or the validator (``import pylucet.runtime`` stays fast).
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, List, Union
 
-from .compiler.driver import compile, compile_module
 from .errors import (CompileError, Error, FatalFault, InstantiationError, InvalidModule,
                      LimitsExceeded, LinkError, LoadError, MalformedModule, MemoryAccessError,
                      RegionFull, StateError, Terminate, Terminated, Trap, UnknownExport,
@@ -26,6 +26,7 @@ from .errors import (CompileError, Error, FatalFault, InstantiationError, Invali
 from .module.traps import TrapCode
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .compiler.driver import compile, compile_module
     from .runtime import Instance, Limits, LoadedModule, MmapRegion
 
 __all__ = [
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 _RUNTIME_NAMES = ("Limits", "MmapRegion", "Instance", "LoadedModule", "Linker", "HostFunc",
                   "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64", "F32",
                   "F64", "Func")
+_COMPILER_NAMES = ("compile", "compile_module")
 
 
 def load(artifact: Union[str, "os.PathLike[str]", bytes]) -> "LoadedModule":
@@ -72,4 +74,11 @@ def __getattr__(name: str) -> Any:
     if name in _RUNTIME_NAMES:
         from . import runtime
         return getattr(runtime, name)
+    if name in _COMPILER_NAMES:
+        from .compiler import driver
+        return getattr(driver, name)
     raise AttributeError(f"module 'pylucet' has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -27,6 +27,7 @@ import enum
 import heapq
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,7 +62,6 @@ class KillSwitch:
     __slots__ = ("_instance_ref", "_state")
 
     def __init__(self, instance: "Instance", state: KillState):
-        import weakref
         self._instance_ref = weakref.ref(instance)
         self._state = state
 

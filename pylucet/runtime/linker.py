@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 from ..errors import LinkError
 from ..wasm.types import ExternKind, FuncType, ValType
 from .calls import HostPlan
+from .exports import Func
 from .vmctx import Vmctx
 
 I32 = typing.Annotated[int, ValType.I32]
@@ -166,7 +167,6 @@ class Linker:
         importer lives."""
         if not isinstance(module, str) or not isinstance(name, str):
             raise TypeError("module and name must be str")
-        from .exports import Func
         if isinstance(fn, Func):
             if type is not None and (parse_functype(type) if isinstance(type, str)
                                      else type) != fn.type:
