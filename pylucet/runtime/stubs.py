@@ -5,7 +5,7 @@ fault and come back, grow memory from inside guest code, run ``cpuid``) are writ
 and assembled at import. Everything lands in one private mapping::
 
     +----------------------------- CODE_RESERVE (read+execute) ----+--- DATA_SIZE (read+write) --+
-    | context.s | libcalls.s | cpuid.s | trap.s | ...              | previous handlers, code     |
+    | context.s | libcalls.s | cpuid.s | trap.s | sigcheck.s       | previous handlers, code     |
     +--------------------------------------------------------------+  ranges (see DATA_*)        |
                                                                    +-----------------------------+
 
@@ -28,7 +28,7 @@ from typing import Dict, Mapping, Tuple
 from ..module.abi import ExitReason, Libcall, asm_equates
 from . import libc
 
-SOURCES = ("context.s", "libcalls.s", "cpuid.s", "trap.s")
+SOURCES = ("context.s", "libcalls.s", "cpuid.s", "trap.s", "sigcheck.s")
 """In assembly order: a file may use the exports of the files before it."""
 
 CODE_RESERVE = 16 * 1024
@@ -179,6 +179,9 @@ class Stubs:
         self._cpuid = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
                                        ctypes.POINTER(ctypes.c_uint32 * 4))(
             self.symbols["pylucet_cpuid"])
+        self.check_handlers = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(
+            self.symbols["pylucet_check_handlers"])
+        """``check_handlers(signal mask) -> 0 | signo | -errno`` (asm/sigcheck.s)."""
         self.xgetbv = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint32)(
             self.symbols["pylucet_xgetbv"])
         """``xgetbv(xcr) -> u64``; only when cpuid reports OSXSAVE."""
