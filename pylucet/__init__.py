@@ -4,7 +4,7 @@ The small public API::
 
     import pylucet
     so = pylucet.compile(wat_or_wasm, "fib.so")     # ELF shared object (bytes), also written out
-    module = pylucet.load("fib.so")                 # or pylucet.load(so): bytes load via a memfd
+    module = pylucet.load("fib.so")                 # or pylucet.load(so), from the bytes
     with pylucet.MmapRegion(4) as region:
         with region.new_instance(module) as inst:
             inst.run("fib", 20)
@@ -46,27 +46,14 @@ _COMPILER_NAMES = ("compile", "compile_module")
 
 
 def load(artifact: Union[str, "os.PathLike[str]", bytes]) -> "LoadedModule":
-    """Load a compiled shared object from a path, or from its bytes.
+    """Load a compiled shared object from a path, or from its bytes; always the module that is
+    in the file now, even when an older one was loaded from the same path
+    (:func:`pylucet.runtime.loader.load` says how).
 
     The sandbox holds for code pylucet compiled; the artifact itself is native code that
     ``dlopen`` maps and runs, so load only artifacts you compiled or trust, as with Lucet.
-
-    Bytes go through a uniquely named temporary file that is unlinked right after ``dlopen``:
-    glibc recognises an already-loaded object by its path, so a reused name (such as a recycled
-    ``/proc/self/fd/N`` of a memfd) could hand back a different, older module.
     """
     from .runtime.loader import load as _load
-    if isinstance(artifact, (bytes, bytearray, memoryview)):
-        import tempfile
-        fd, path = tempfile.mkstemp(prefix="pylucet-", suffix=".so")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(artifact)
-            module = _load(path)
-            module.path = None   # the file is gone: don't name the module after it
-            return module
-        finally:
-            os.unlink(path)
     return _load(artifact)
 
 
