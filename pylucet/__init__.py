@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, List, Union
 
 from .errors import (CompileError, Error, FatalFault, InstantiationError, InvalidModule,
                      LimitsExceeded, LinkError, LoadError, MalformedModule, MemoryAccessError,
-                     RegionFull, StateError, Terminate, Terminated, Trap, UnknownExport,
-                     Unsupported)
+                     RegionFull, StateError, StubError, Terminate, Terminated, Trap,
+                     UnknownExport, Unsupported)
 from .module.traps import TrapCode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,7 +33,7 @@ __all__ = [
     "compile", "compile_module", "load", "Limits", "MmapRegion", "Instance", "LoadedModule",
     "TrapCode", "Error", "CompileError", "MalformedModule", "InvalidModule", "Unsupported",
     "LoadError", "LinkError", "LimitsExceeded", "RegionFull", "InstantiationError", "Trap",
-    "FatalFault", "Terminated", "Terminate", "MemoryAccessError", "StateError", "Linker",
+    "FatalFault", "Terminated", "Terminate", "MemoryAccessError", "StateError", "StubError", "Linker",
     "HostFunc", "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64", "F32",
     "F64", "UnknownExport", "Func",
 ]

@@ -66,6 +66,11 @@ class LoadError(Error):
     """A compiled artifact could not be loaded (not ours, wrong version, CPU lacks a feature)."""
 
 
+class StubError(LoadError):
+    """The runtime's own native stubs (``asm/``) could not be assembled or mapped: a broken
+    install, or a keystone that assembles them differently. Raised by ``import pylucet.runtime``."""
+
+
 class LinkError(Error):
     """The module's imports could not be satisfied. ``problems`` lists each missing or
     mistyped import, when there are several."""
@@ -107,7 +112,8 @@ class RegionFull(Error):
 
 
 class StateError(Error, RuntimeError):
-    """The instance cannot do that in its current state (running, yielded, terminated...)."""
+    """The instance cannot do that in its current state (running, yielded, terminated...), or
+    the calling thread cannot (it is inside a signal handler, on its alternate stack)."""
 
 
 class InstantiationError(Error):

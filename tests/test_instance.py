@@ -381,7 +381,7 @@ def test_loaded_module_lookups(module):
     assert module.function_at(add + module.data.functions[1].code_size - 1).name == "add"
     assert module.function_at(module.text_base - 1) is None
     assert module.function_address(1) == add
-    with pytest.raises(KeyError):
+    with pytest.raises(UnknownExport, match="'nope'.*add"):
         module.function_address("nope")
 
 

@@ -639,3 +639,14 @@ def test_libc_failures_name_the_call():
         libc.munmap(1, PAGE_SIZE)
     with pytest.raises(OSError, match="mmap"):
         libc.mmap(0, 0, RW, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS)   # zero length: EINVAL
+
+
+def test_stubs_that_do_not_assemble_are_a_stub_error(monkeypatch):
+    import pylucet
+    from pylucet.runtime import stubs
+    real = stubs.asm_source
+    monkeypatch.setattr(stubs, "asm_source",
+                        lambda name: "    bogus rax\n" if name == "cpuid.s" else real(name))
+    with pytest.raises(pylucet.StubError, match=r"asm/cpuid.s: .*bogus rax") as info:
+        stubs.Stubs()
+    assert isinstance(info.value, pylucet.LoadError)

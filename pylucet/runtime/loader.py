@@ -23,7 +23,7 @@ import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..elf.reader import ELFFile, read_artifact
-from ..errors import LinkError, LoadError
+from ..errors import LinkError, LoadError, UnknownExport
 from ..module.abi import GLOBAL_SLOT_SIZE, MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY
 from ..module.serialize import HEADER_SIZE
 from ..module.spec import FunctionSpec, ModuleData
@@ -97,7 +97,7 @@ class LoadedModule:
         if isinstance(func, str):
             index = self._exports.get(func)
             if index is None:
-                raise KeyError(f"no exported function {func!r}")
+                raise UnknownExport(func, list(self._exports))
             func = index
         nimp = self.data.num_imported_funcs
         if not nimp <= func < nimp + len(self.data.functions):

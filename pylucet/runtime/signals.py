@@ -44,6 +44,7 @@ import signal
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..errors import LimitsExceeded, StateError
 from . import libc
 from .stubs import DATA_PREV_HANDLER, DATA_RANGE_COUNT, DATA_RANGES, MAX_CODE_RANGES, STUBS
 
@@ -208,7 +209,8 @@ def register_code(start: int, end: int) -> int:
         try:
             index = _used.index(False)
         except ValueError:
-            raise RuntimeError(f"more than {MAX_CODE_RANGES} code ranges registered") from None
+            raise LimitsExceeded(f"more than {MAX_CODE_RANGES} code ranges registered: each "
+                                 "loaded module holds one until it is dropped") from None
         _used[index] = True
         word = DATA_RANGES // _W + 2 * index
         # The handler may read the table at any moment: an entry counts once its end is set,
@@ -279,7 +281,8 @@ def ensure_altstack() -> None:
     current = libc.sigaltstack(None)
     if current.flags & libc.SS_DISABLE or current.size < MIN_ALTSTACK_SIZE:
         if current.flags & libc.SS_ONSTACK:
-            raise RuntimeError("cannot replace the signal stack from inside a signal handler")
+            raise StateError("cannot run a guest from inside a signal handler on this thread's "
+                             "alternate stack: its stack is too small to replace")
         stack = _AltStack()
         new = libc.StackT()
         new.sp = stack.sp

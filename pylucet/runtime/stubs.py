@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Dict, Mapping, Tuple
 
+from ..errors import StubError
 from ..module.abi import ExitReason, Libcall, asm_equates
 from . import libc
 
@@ -145,9 +146,9 @@ class Stubs:
                 try:
                     code, exports = self.assemble(asm_source(name), address)
                 except ValueError as e:
-                    raise RuntimeError(f"asm/{name}: {e}") from None
+                    raise StubError(f"asm/{name}: {e}") from None
                 if offset + len(code) > CODE_RESERVE:
-                    raise RuntimeError(f"asm/{name} does not fit: raise CODE_RESERVE")
+                    raise StubError(f"asm/{name} does not fit: raise CODE_RESERVE")
                 ctypes.memmove(address, code, len(code))
                 self.code[name] = code
                 self.ranges[name] = (address, address + len(code))
