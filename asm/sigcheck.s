@@ -8,7 +8,7 @@
 
 .globl pylucet_check_handlers
 
-# --- int pylucet_check_handlers(u64 signals) ---------------------------------------------------------
+# --- int pylucet_check_handlers(u64 signals) ------------------------------------------------------
 # For each signal number whose bit is set in `signals`, ask rt_sigaction for the current handler.
 # Returns 0 when every one of them is pylucet_signal_handler, else the first signal number whose
 # handler is something else, or -errno if the kernel refused a query.

@@ -33,9 +33,9 @@ __all__ = [
     "compile", "compile_module", "load", "Limits", "MmapRegion", "Instance", "LoadedModule",
     "TrapCode", "Error", "CompileError", "MalformedModule", "InvalidModule", "Unsupported",
     "LoadError", "LinkError", "LimitsExceeded", "RegionFull", "InstantiationError", "Trap",
-    "FatalFault", "Terminated", "Terminate", "MemoryAccessError", "StateError", "StubError", "Linker",
-    "HostFunc", "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64", "F32",
-    "F64", "UnknownExport", "Func",
+    "FatalFault", "Terminated", "Terminate", "MemoryAccessError", "StateError", "StubError",
+    "Linker", "HostFunc", "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64",
+    "F32", "F64", "UnknownExport", "Func",
 ]
 __version__ = "0.1.0"
 

@@ -177,6 +177,8 @@ def load(artifact: Union[PathLike, bytes, bytearray, memoryview]) -> LoadedModul
     its ``/proc/self/fd/N`` name from being reused) until the module is unloaded; where memfds
     cannot be mapped executable, a file in a fresh private directory, unlinked at once. After
     ``dlopen`` the header, module data and code it mapped are compared with what was checked.
+    (The price: /proc/self/maps, perf and gdb name the mapping ``/memfd:pylucet:<file name>``,
+    not the path; :attr:`LoadedModule.path` keeps the path.)
 
     Loading the same bytes from the same path again, while the first module lives, returns
     that same :class:`LoadedModule` (and its instances' code is shared).

@@ -31,13 +31,13 @@ chaining to the newcomer, which then still sees every fault that is not a guest'
   :func:`install` (``from signal import signal``) is not covered; :func:`check_installed` is.
 * Native changes (a C extension calling ``sigaction``) are found by :func:`check_installed`,
   which the instance layer calls before each guest run: one call into asm/sigcheck.s, which asks
-  the kernel for the SIGSEGV handler (a change to SIGSEGV puts all four back in front). A native newcomer that chains back to the handler it replaced
-  (ours) would loop on a host crash as described; nothing can tell that from outside.
+  the kernel for the SIGSEGV handler (a change to SIGSEGV puts all four back in front). A
+  native newcomer that chains back to the handler it replaced (ours) would loop on a host crash
+  as described; nothing can tell that from outside.
 """
 
 from __future__ import annotations
 
-import ctypes
 import faulthandler
 import functools
 import signal
