@@ -29,8 +29,9 @@ from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           vmctx_libcall)
 from ..module.traps import TrapCode
 from ..wasm.types import ExternKind, ValType
-from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg,
-                    read_value, word as _w, write_value)
+from .calls import DONE as _DONE
+from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg, read_value,
+                    word as _w, write_value)
 from . import libc
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
 from .vmctx import Vmctx
@@ -374,21 +375,19 @@ class Instance:
                     host, vmctx = self._host_called()
                     self._in_hostcall = True
                     try:
-                        value = host.plan.invoke(page, vmctx)
+                        value = host.plan.call(page, vmctx)
                     except BaseException as e:
                         self._host_failed(host, e)
                     finally:
                         self._in_hostcall = False
-                    if type(value) is _GENERATOR:
-                        yielded = self._host_step(host, lambda: value)
-                        if yielded is not None:
-                            final = State.YIELDED
-                            return yielded
-                    else:
-                        try:
-                            host.plan.store(page, value)
-                        except (TypeError, ValueError, OverflowError) as e:
-                            raise Terminated(f"host function {host.name} {e}") from None
+                    if value is not _DONE:
+                        if type(value) is _GENERATOR:
+                            yielded = self._host_step(host, lambda: value)
+                            if yielded is not None:
+                                final = State.YIELDED
+                                return yielded
+                        else:
+                            self._store(host, value)
                 elif reason == _FAULTED:
                     raise self._explain_fault()
                 elif reason == _INTERRUPTED:
@@ -475,7 +474,11 @@ class Instance:
         the instance that called it (this one, or one it called into)."""
         u = self._page.u64
         caller = self
-        if u[_HC_VMCTX] != self._slot.vmctx:
+        if u[_HC_VMCTX] == self._slot.vmctx:           # the usual case, first
+            index = (u[_HC_ENTRY] - self._imports_base) >> _IMPORT_SHIFT
+            if 0 <= index < len(self._hosts):
+                return self._hosts[index], self._vmctx
+        else:
             caller = _by_vmctx.get(u[_HC_VMCTX])  # type: ignore[assignment]
             if caller is None:
                 raise FatalFault(f"a hostcall under instance {self._name!r} came from an "
@@ -513,11 +516,14 @@ class Instance:
             self._host_failed(host, e)
         finally:
             self._in_hostcall = False
+        self._store(host, value)
+        return None
+
+    def _store(self, host: "HostFunc", value: Any) -> None:
         try:
             host.plan.store(self._page, value)
         except (TypeError, ValueError, OverflowError) as e:
             raise Terminated(f"host function {host.name} {e}") from None
-        return None
 
     def resume(self, value: object = None, *, timeout: Optional[float] = None) -> Any:
         """Continue a guest that a host function suspended (state YIELDED): inside the host
