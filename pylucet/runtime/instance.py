@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
     from .exports import Exports
     from .linker import HostFunc
-    from .region import Fit, MmapRegion, Slot
+    from .alloc import SlotMemory
+    from .region import Fit, MmapRegion
 
 class State(enum.IntEnum):
     """Lifecycle of an instance, mirrored in its page's ``state`` field for the stubs.
@@ -196,13 +197,14 @@ class Instance:
     was taken: after a ``memory.grow``, take a new one to see the new pages.
     """
 
-    def __init__(self, region: "MmapRegion", slot: "Slot", module: "LoadedModule", fit: "Fit",
-                 imports: Sequence[Any] = (), ctx: Any = None):
-        """Set up a committed, zeroed slot for ``module``, its function imports resolved to
-        ``imports``. Called by the region only."""
+    def __init__(self, region: "MmapRegion", memory: "SlotMemory", module: "LoadedModule",
+                 fit: "Fit", imports: Sequence[Any] = (), ctx: Any = None):
+        """Set up a slot whose memory is committed for ``module``, its function imports
+        resolved to ``imports``. Called by the region only."""
         _native()
         self._region = region
-        self._slot = slot
+        self._mem = memory
+        slot = self._slot = memory.slot
         self._module = module
         self._fit = fit
         self._name = module.name
@@ -227,10 +229,7 @@ class Instance:
         self._stack_args: Optional[Words] = None
         self._return_area: Optional[Words] = None
         self._heap_end = slot.vmctx + region.limits.heap_address_space_size
-        page = region._slot_cache.get(slot.index)
-        if page is None:   # the views depend only on the address: build them once per slot
-            page = region._slot_cache[slot.index] = Words(slot.base, _WORDS)
-        self._page = page
+        self._page = memory.page
         self._initialise()
         _by_vmctx[slot.vmctx] = self
 
@@ -260,13 +259,6 @@ class Instance:
             d[_w(TABLE_DESC["length"])] = place.length
             d[_w(TABLE_DESC["max"])] = place.capacity
             ctypes.memmove(slot.tables + place.offset, image, len(image))
-        data = module.data
-        for page_index, content in data.sparse_data.items():
-            offset = page_index * PAGE_SIZE
-            if offset + len(content) > fit.initial_heap:
-                raise InstantiationError(f"module {self._name!r}: initial data at {offset:#x} "
-                                         "lies outside the initial heap")
-            ctypes.memmove(slot.vmctx + offset, content, len(content))
         self._set_state(State.READY)
 
     def _start(self) -> None:
@@ -723,7 +715,7 @@ class Instance:
     @property
     def heap(self) -> memoryview:
         """The linear memory, writable, as it is now (see the class docstring on lifetime)."""
-        return self._region._heap_view(self._slot, self.memory_size)
+        return self._mem.heap_view(self.memory_size)
 
     def grow_memory(self, pages: int) -> int:
         """Grow the heap by ``pages`` wasm pages; returns the old size in pages.
@@ -742,7 +734,7 @@ class Instance:
                                  f"{old // WASM_PAGE_SIZE} by {pages} pages: the maximum is "
                                  f"{u[_VM_MEMORY_MAX] // WASM_PAGE_SIZE} pages")
         if pages:
-            self._region._grow_heap(self._slot, old, new)
+            self._mem.grow_heap(old, new)
             u[_VM_MEMORY_SIZE] = new
         return old // WASM_PAGE_SIZE
 
@@ -769,21 +761,21 @@ class Instance:
                 raise StateError(f"cannot reset {self!r} while it runs")
             self._check_no_importers("reset")
             self._vmctx._view = None
-            region = self._region
-            if region._viewed_extent(self._slot.index) > self._fit.initial_heap:
+            memory = self._mem
+            if memory.viewed_extent() > self._fit.initial_heap:
                 # keeping those pages accessible would let the guest reach past its memory
                 raise StateError(f"cannot reset {self!r}: a heap view larger than the initial "
                                  "heap is still alive (drop it, or close the instance)")
             kill.valid = False                     # old kill switches now report INVALID
             self._state = State.CLOSED   # until initialised again: a failure leaves it closed
             self._suspended = self._current = None
-            region._wipe(self._slot, keep_heap=region._viewed_extent(self._slot.index))
+            memory.wipe(keep_heap=memory.viewed_extent())
         self._kill_state = KillState()
         try:
-            region._commit(self._slot, self._fit)
+            memory.commit(self._module, self._fit)
             self._initialise()
         except BaseException:
-            region._release(self._slot)
+            memory.release()
             raise
         self._start()
 
@@ -805,7 +797,7 @@ class Instance:
             _by_vmctx.pop(self._slot.vmctx, None)
             for callee in self._linked:
                 callee._importers.discard(self)
-            self._region._release(self._slot)
+            self._mem.release()
 
     def _check_no_importers(self, what: str) -> None:
         live = [i for i in self._importers if i._state != State.CLOSED]

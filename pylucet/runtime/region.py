@@ -9,17 +9,17 @@ that escapes its slot's accessible pages always faults.
 
 from __future__ import annotations
 
-import ctypes
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, List, Optional, Set, Tuple, Union
 
 from ..errors import LimitsExceeded, RegionFull
 from ..module.abi import (GLOBAL_SLOT_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
                           RUNTIME_DATA_SIZE, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE)
 from ..module.spec import ModuleData
 from . import libc
+from .alloc import HeapStrategy, SlotMemory
 from .instance import Instance, State
 from .limits import WASM32_MAX_MEMORY, Limits, page_round
 from .linker import HostFunc, Linker, link_without
@@ -45,6 +45,7 @@ class Slot:
     stack_top: int       # initial rsp (16-byte aligned)
     stack_limit: int     # stack_base + hostcall reservation
     globals: int
+    globals_size: int
     sigstack: int
     tables: int
     size: int
@@ -109,11 +110,18 @@ class MmapRegion:
     stacks are needed, e.g. to resume a yielded instance on another thread.
     """
 
-    def __init__(self, capacity: int, limits: Limits = Limits()):
+    def __init__(self, capacity: int, limits: Limits = Limits(),
+                 heap_strategy: Union[str, HeapStrategy] = HeapStrategy.COPY):
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"region capacity must be a positive int, got {capacity!r}")
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a pylucet.Limits, got {type(limits).__name__}")
+        try:
+            self._strategy = HeapStrategy(heap_strategy)
+        except ValueError:
+            raise ValueError(f"heap_strategy must be one of "
+                             f"{', '.join(repr(h.value) for h in HeapStrategy)}, "
+                             f"got {heap_strategy!r}") from None
         self._limits = limits
         self._capacity = capacity
         L = limits
@@ -137,17 +145,16 @@ class MmapRegion:
                  stack_base=b + stack_off,
                  stack_top=b + stack_off + L.stack_size,
                  stack_limit=b + stack_off + L.hostcall_reservation,
-                 globals=b + globals_off, sigstack=b + sigstack_off, tables=b + tables_off,
-                 size=self._slot_size)
+                 globals=b + globals_off, globals_size=L.globals_size,
+                 sigstack=b + sigstack_off, tables=b + tables_off, size=self._slot_size)
             for i, b in ((i, self._base + i * self._slot_size) for i in range(capacity))]
         # popped from the end: slot 0 first, and a slot just freed is reused next (warm caches)
         self._free: List[int] = list(range(capacity - 1, -1, -1))
         self._live: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDictionary()
-        # Heap views handed out per slot (the ctypes arrays behind them), and slots held back
-        # from reuse because a view of their old heap is still alive: see _release.
-        self._views: Dict[int, Dict[int, "weakref.ref[Any]"]] = {}
+        self._memory = [SlotMemory(slot, self._strategy, INSTANCE_PAGE_SIZE // 8, self._released)
+                        for slot in self._slots]
+        # slots held back from reuse because a view of their old heap is still alive
         self._quarantined: Set[int] = set()
-        self._slot_cache: Dict[int, Any] = {}   # per-slot helpers of the instance module
         self._lock = threading.Lock()
         self._closed = False
 
@@ -160,6 +167,10 @@ class MmapRegion:
     @property
     def limits(self) -> Limits:
         return self._limits
+
+    @property
+    def heap_strategy(self) -> HeapStrategy:
+        return self._strategy
 
     @property
     def free_slots(self) -> int:
@@ -206,11 +217,12 @@ class MmapRegion:
             if not self._free:
                 raise RegionFull(self._capacity, len(self._quarantined))
             slot = self._slots[self._free.pop()]
+        memory = self._memory[slot.index]
         try:
-            self._commit(slot, fit)
-            inst = Instance(self, slot, module, fit, imports, ctx)
+            memory.commit(module, fit)
+            inst = Instance(self, memory, module, fit, imports, ctx)
         except BaseException:
-            self._release(slot)
+            memory.release()
             raise
         self._live[slot.index] = inst
         inst._start()
@@ -236,8 +248,8 @@ class MmapRegion:
         for inst in live:
             inst.close()
         self._closed = True
-        kept = sorted((self._slots[i].vmctx, page_round(n))
-                      for i in list(self._views) if (n := self._viewed_extent(i)))
+        kept = sorted((m.slot.vmctx, page_round(n))
+                      for m in self._memory if (n := m.viewed_extent()))
         start = self._base
         for at, length in kept:
             libc.munmap(start, at - start)
@@ -264,83 +276,29 @@ class MmapRegion:
         return (f"<MmapRegion {state}, {self._slot_size / (1 << 30):.2f} GiB per slot "
                 f"at {self._base:#x}>")
 
-    # --- slot memory, used by Instance -------------------------------------------------------
+    # --- slots coming back --------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("region is closed")
 
-    def _commit(self, slot: Slot, fit: Fit) -> None:
-        """Make the areas an instance uses accessible (they are all zero)."""
-        # the poll page, the instance page and the initial heap are adjacent: one call
-        libc.mprotect(slot.start, PAGE_SIZE + INSTANCE_PAGE_SIZE + fit.initial_heap, _RW)
-        # the stack and the globals are adjacent too
-        libc.mprotect(slot.stack_base, slot.globals + self._limits.globals_size - slot.stack_base,
-                      _RW)
-        if fit.tables_committed:
-            libc.mprotect(slot.tables, fit.tables_committed, _RW)
-
-    def _grow_heap(self, slot: Slot, old_size: int, new_size: int) -> None:
-        libc.mprotect(slot.vmctx + old_size, new_size - old_size, _RW)
-
-    def _release(self, slot: Slot) -> None:
-        """Wipe a slot and put it back on the free list.
-
-        One ``madvise`` and one ``mprotect`` over the whole slot rather than one per area: the
-        kernel skips untouched address space cheaply, whatever the guest touched (including heap
-        pages a ``memory.grow`` made accessible from compiled code) is certainly covered, and the
-        areas merge back with the reserve around them, so /proc/self/maps does not grow. (Not
-        always into one mapping: areas first written while split off keep distinct anon_vmas,
-        which the kernel never merges; that leaves at most a few mappings per slot, for good.)
-
-        If the host still holds a view of the heap, making those pages inaccessible would turn
-        a stale view into a crash, and reusing the slot would show it the next instance's data.
-        So the pages behind views stay mapped, zeroed, and the slot is quarantined until every
-        view is gone (see :meth:`_reclaim`).
-        """
-        self._live.pop(slot.index, None)
-        if self._closed:
-            return
-        viewed = self._viewed_extent(slot.index)
-        self._wipe(slot, keep_heap=viewed)
+    def _released(self, memory: SlotMemory, viewed: int) -> None:
+        """SlotMemory.release: the slot is wiped; free it, or hold it back while a view of its
+        old heap is alive (see :meth:`_reclaim`)."""
+        index = memory.slot.index
+        self._live.pop(index, None)
         with self._lock:
             if viewed:
-                self._quarantined.add(slot.index)
+                self._quarantined.add(index)
             else:
-                self._free.append(slot.index)
-
-    def _wipe(self, slot: Slot, keep_heap: int = 0) -> None:
-        """Zero the whole slot and make it inaccessible, except the first ``keep_heap`` bytes of
-        the heap, which stay readable and writable (zeroed) for views that are still alive."""
-        libc.madvise(slot.start, slot.size, libc.MADV_DONTNEED)
-        libc.mprotect(slot.start, slot.size, libc.PROT_NONE)
-        if keep_heap:
-            libc.mprotect(slot.vmctx, page_round(keep_heap), _RW)
-
-    # --- heap views ---------------------------------------------------------------------------
-
-    def _heap_view(self, slot: Slot, size: int) -> memoryview:
-        """A writable view of ``size`` bytes of the slot's heap, remembered so that tearing the
-        slot down can tell whether memory behind a view would go away."""
-        array = (ctypes.c_ubyte * size).from_address(slot.vmctx)
-        views = self._views.setdefault(slot.index, {})
-        key = id(array)   # ctypes arrays are unhashable; the id is unique while it lives
-        views[key] = weakref.ref(array, lambda _ref, views=views, key=key: views.pop(key, None))
-        return memoryview(array).cast("B")
-
-    def _viewed_extent(self, index: int) -> int:
-        """Bytes from the heap base that some live view of slot ``index`` still covers."""
-        arrays = [a for ref in list(self._views.get(index, {}).values()) if (a := ref()) is not None]
-        if not arrays:
-            self._views.pop(index, None)
-            return 0
-        return max(ctypes.sizeof(a) for a in arrays)
+                self._free.append(index)
 
     def _reclaim(self) -> None:
         """Return quarantined slots whose views have all been dropped to the free list."""
         for index in list(self._quarantined):
-            if not self._viewed_extent(index):
-                self._wipe(self._slots[index])
+            memory = self._memory[index]
+            if not memory.viewed_extent():
+                memory.wipe()
                 with self._lock:
                     self._quarantined.discard(index)
                     self._free.append(index)

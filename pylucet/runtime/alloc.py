@@ -1,0 +1,182 @@
+"""One slot's memory: committing it for an instance, growing its heap, handing out views of the
+heap, and wiping it for the next tenant (Lucet's ``Alloc``).
+
+The region (``runtime.region``) only hands slots out and takes them back; everything that
+touches a slot's pages happens here, so the two ways of giving an instance its initial heap sit
+side by side:
+
+* ``HeapStrategy.COPY`` (Lucet's): the heap pages are anonymous memory from the region's
+  reservation; instantiation copies the module's initial data pages in, so it costs time in
+  proportion to the initial data.
+* ``HeapStrategy.COW``: the module's initial heap is put in a memfd once per module
+  (:class:`HeapImage`), and instantiation maps it ``MAP_PRIVATE | MAP_FIXED`` over the heap, so it
+  costs the same whatever the image's size, and pages the guest never writes are shared between
+  all its instances. Teardown's ``madvise(MADV_DONTNEED)`` then brings back the *image's*
+  contents, not zeros (the kernel drops the private copies): right for the module's next
+  instance, which is why a slot remembers which image it holds, and wrong for any other module,
+  for which the image is replaced by fresh anonymous reservation first.
+
+Either way a new tenant sees zeros or its own module's image, never a previous tenant's data.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import os
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+
+from ..errors import InstantiationError
+from ..module.abi import INSTANCE_PAGE_SIZE, PAGE_SIZE
+from . import libc
+from .calls import Words
+from .limits import page_round
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .loader import LoadedModule
+    from .region import Fit, Slot
+
+_RW = libc.PROT_READ | libc.PROT_WRITE
+
+
+class HeapStrategy(enum.Enum):
+    """How an instance's initial heap gets its contents (see the module docstring)."""
+
+    COPY = "copy"
+    COW = "cow"
+
+
+class HeapImage:
+    """A module's initial heap in a memfd, made once per module, mapped by every instance."""
+
+    def __init__(self, module: "LoadedModule", size: int):
+        self.size = size
+        self.fd = libc.memfd_create(f"pylucet-heap-{module.name}")
+        try:
+            libc.ftruncate(self.fd, size)
+            for page_index, content in module.data.sparse_data.items():
+                offset = page_index * PAGE_SIZE
+                if offset + len(content) > size:
+                    raise InstantiationError(f"module {module.name!r}: initial data at "
+                                             f"{offset:#x} lies outside the initial heap")
+                os.pwrite(self.fd, content, offset)
+        except BaseException:
+            libc.close(self.fd)
+            raise
+        self._finalizer = weakref.finalize(self, libc.close, self.fd)
+
+
+_images: "weakref.WeakKeyDictionary[LoadedModule, HeapImage]" = weakref.WeakKeyDictionary()
+_images_lock = threading.Lock()
+
+
+def heap_image(module: "LoadedModule", size: int) -> HeapImage:
+    """The module's HeapImage of ``size`` bytes (its initial heap), made on first use."""
+    with _images_lock:
+        image = _images.get(module)
+        if image is None or image.size != size:
+            image = _images[module] = HeapImage(module, size)
+        return image
+
+
+class SlotMemory:
+    """Everything about one slot's pages, for as long as the region lives; the instance in the
+    slot (if any) reaches its memory only through this."""
+
+    def __init__(self, slot: "Slot", strategy: HeapStrategy, words: int,
+                 on_release: Callable[["SlotMemory", int], None]):
+        self.slot = slot
+        self.strategy = strategy
+        self.page = Words(slot.base, words)
+        """Typed views of the instance page (they depend only on the address)."""
+        self._on_release = on_release
+        # Heap views handed out (the ctypes arrays behind them), so teardown can tell whether
+        # memory behind a view would go away: see release().
+        self._views: Dict[int, "weakref.ref[Any]"] = {}
+        self._image: Optional[HeapImage] = None     # mapped over the heap (COW), if any
+        self._image_size = 0
+
+    # --- an instance moving in ---------------------------------------------------------------
+
+    def commit(self, module: "LoadedModule", fit: "Fit") -> None:
+        """Make the areas an instance uses accessible (zero, or holding the module's image) and
+        give its heap the module's initial contents."""
+        slot = self.slot
+        if self.strategy == HeapStrategy.COW and fit.initial_heap:
+            image = heap_image(module, fit.initial_heap)
+            # the poll page and the instance page are adjacent: one call
+            libc.mprotect(slot.start, PAGE_SIZE + INSTANCE_PAGE_SIZE, _RW)
+            if self._image is not image:
+                self._drop_image()
+                libc.mmap(slot.vmctx, image.size, _RW, libc.MAP_PRIVATE | libc.MAP_FIXED,
+                          image.fd, 0)
+                self._image, self._image_size = image, image.size
+            else:   # still mapped from this module's last tenant (wiped back to the image)
+                libc.mprotect(slot.vmctx, image.size, _RW)
+        else:
+            self._drop_image()
+            # the poll page, the instance page and the initial heap are adjacent: one call
+            libc.mprotect(slot.start, PAGE_SIZE + INSTANCE_PAGE_SIZE + fit.initial_heap, _RW)
+            for page_index, content in module.data.sparse_data.items():
+                offset = page_index * PAGE_SIZE
+                if offset + len(content) > fit.initial_heap:
+                    raise InstantiationError(f"module {module.name!r}: initial data at "
+                                             f"{offset:#x} lies outside the initial heap")
+                ctypes.memmove(slot.vmctx + offset, content, len(content))
+        # the stack and the globals are adjacent too
+        libc.mprotect(slot.stack_base, slot.globals + slot.globals_size - slot.stack_base, _RW)
+        if fit.tables_committed:
+            libc.mprotect(slot.tables, fit.tables_committed, _RW)
+
+    def _drop_image(self) -> None:
+        """Put plain reservation back where a module image was mapped."""
+        if self._image is not None:
+            libc.mmap(self.slot.vmctx, self._image_size, libc.PROT_NONE,
+                      libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE | libc.MAP_FIXED)
+            self._image = None
+
+    def grow_heap(self, old_size: int, new_size: int) -> None:
+        libc.mprotect(self.slot.vmctx + old_size, new_size - old_size, _RW)
+
+    # --- heap views ---------------------------------------------------------------------------
+
+    def heap_view(self, size: int) -> memoryview:
+        """A writable view of ``size`` bytes of the heap, remembered so that tearing the slot
+        down can tell whether memory behind a view would go away."""
+        array = (ctypes.c_ubyte * size).from_address(self.slot.vmctx)
+        views = self._views
+        key = id(array)   # ctypes arrays are unhashable; the id is unique while it lives
+        views[key] = weakref.ref(array, lambda _ref, views=views, key=key: views.pop(key, None))
+        return memoryview(array).cast("B")
+
+    def viewed_extent(self) -> int:
+        """Bytes from the heap base that some live view still covers."""
+        arrays = [a for ref in list(self._views.values()) if (a := ref()) is not None]
+        return max((ctypes.sizeof(a) for a in arrays), default=0)
+
+    # --- an instance moving out ---------------------------------------------------------------
+
+    def wipe(self, keep_heap: int = 0) -> None:
+        """Throw away what the tenant wrote and make the slot inaccessible, except the first
+        ``keep_heap`` bytes of the heap, which stay readable and writable for views that are
+        still alive. Afterwards the heap reads zeros, or the image of the module whose image
+        is mapped (``_image``): the next commit replaces that for any other module."""
+        slot = self.slot
+        libc.madvise(slot.start, slot.size, libc.MADV_DONTNEED)
+        libc.mprotect(slot.start, slot.size, libc.PROT_NONE)
+        if keep_heap:
+            libc.mprotect(slot.vmctx, page_round(keep_heap), _RW)
+
+    def release(self) -> None:
+        """The tenant is gone: wipe the slot and hand it back to the region. If the host still
+        holds a view of the heap, making those pages inaccessible would turn a stale view into
+        a crash, and reusing the slot would show it the next instance's data; so the pages
+        behind views stay mapped (wiped) and the region holds the slot back until every view is
+        gone."""
+        viewed = self.viewed_extent()
+        if viewed and self._image is not None:
+            self._drop_image()          # a view must not go on to see another tenant's image
+        self.wipe(keep_heap=viewed)
+        self._on_release(self, viewed)
