@@ -8,7 +8,7 @@ side by side:
 * ``HeapStrategy.COPY`` (Lucet's): the heap pages are anonymous memory from the region's
   reservation; instantiation copies the module's initial data pages in, so it costs time in
   proportion to the initial data.
-* ``HeapStrategy.COW``: the module's initial heap is put in a memfd once per module
+* ``HeapStrategy.COW`` (the default): the module's initial heap is put in a memfd once per module
   (:class:`HeapImage`), and instantiation maps it ``MAP_PRIVATE | MAP_FIXED`` over the heap, so it
   costs the same whatever the image's size, and pages the guest never writes are shared between
   all its instances. Teardown's ``madvise(MADV_DONTNEED)`` then brings back the *image's*
