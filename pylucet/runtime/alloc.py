@@ -17,6 +17,13 @@ side by side:
   for which the image is replaced by fresh anonymous reservation first.
 
 Either way a new tenant sees zeros or its own module's image, never a previous tenant's data.
+
+System calls per lifecycle, the floor this is built down to: the areas no guest address can reach
+(the poll page, the instance page, the stack, the globals, the tables) are made accessible once,
+the first time the slot is used, and stay so, zeroed by teardown's ``madvise`` like the rest; only
+the heap is opened at instantiation (one ``mprotect``, or one ``mmap`` of a different module's
+image) and closed again at teardown (one ``madvise`` over the whole slot, one ``mprotect`` over the
+heap's address space).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from ..errors import InstantiationError
-from ..module.abi import INSTANCE_PAGE_SIZE, PAGE_SIZE
+from ..module.abi import INSTANCE_PAGE_SIZE, PAGE_SIZE, VMCTX_MEMORY_SIZE
 from . import libc
 from .calls import Words
 from .limits import page_round
@@ -39,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .region import Fit, Slot
 
 _RW = libc.PROT_READ | libc.PROT_WRITE
+_MEMORY_SIZE = (INSTANCE_PAGE_SIZE + VMCTX_MEMORY_SIZE) // 8   # its word in the instance page
 
 
 class HeapStrategy(enum.Enum):
@@ -86,7 +94,7 @@ class SlotMemory:
     slot (if any) reaches its memory only through this."""
 
     def __init__(self, slot: "Slot", strategy: HeapStrategy, words: int,
-                 on_release: Callable[["SlotMemory", int], None]):
+                 on_release: Callable[[], Optional[Callable[["SlotMemory", int], None]]]):
         self.slot = slot
         self.strategy = strategy
         self.page = Words(slot.base, words)
@@ -97,6 +105,14 @@ class SlotMemory:
         self._views: Dict[int, "weakref.ref[Any]"] = {}
         self._image: Optional[HeapImage] = None     # mapped over the heap (COW), if any
         self._image_size = 0
+        self._static_open = False     # the areas outside the heap made accessible (once)
+        self._tables_open = 0         # bytes of the table area made accessible so far
+        self._poll_open = True
+        self._kept = 0                # heap bytes left accessible for live views at the last wipe
+        self.tenant: Optional["weakref.ref[Any]"] = None
+        """The instance in the slot, if any (weakly: dropping it frees the slot)."""
+        self.closed = False
+        """Set by the region when it unmaps itself: nothing may touch the slot any more."""
 
     # --- an instance moving in ---------------------------------------------------------------
 
@@ -104,10 +120,17 @@ class SlotMemory:
         """Make the areas an instance uses accessible (zero, or holding the module's image) and
         give its heap the module's initial contents."""
         slot = self.slot
+        if not self._static_open:
+            # the poll page and the instance page are adjacent, and so are the stack and the
+            # globals; none of them is ever closed again (see the module docstring)
+            libc.mprotect(slot.start, PAGE_SIZE + INSTANCE_PAGE_SIZE, _RW)
+            libc.mprotect(slot.stack_base, slot.globals + slot.globals_size - slot.stack_base, _RW)
+            self._static_open = True
+        if fit.tables_committed > self._tables_open:
+            libc.mprotect(slot.tables, fit.tables_committed, _RW)
+            self._tables_open = fit.tables_committed
         if self.strategy == HeapStrategy.COW and fit.initial_heap:
             image = heap_image(module, fit.initial_heap)
-            # the poll page and the instance page are adjacent: one call
-            libc.mprotect(slot.start, PAGE_SIZE + INSTANCE_PAGE_SIZE, _RW)
             if self._image is not image:
                 self._drop_image()
                 libc.mmap(slot.vmctx, image.size, _RW, libc.MAP_PRIVATE | libc.MAP_FIXED,
@@ -117,18 +140,14 @@ class SlotMemory:
                 libc.mprotect(slot.vmctx, image.size, _RW)
         else:
             self._drop_image()
-            # the poll page, the instance page and the initial heap are adjacent: one call
-            libc.mprotect(slot.start, PAGE_SIZE + INSTANCE_PAGE_SIZE + fit.initial_heap, _RW)
+            if fit.initial_heap:
+                libc.mprotect(slot.vmctx, fit.initial_heap, _RW)
             for page_index, content in module.data.sparse_data.items():
                 offset = page_index * PAGE_SIZE
                 if offset + len(content) > fit.initial_heap:
                     raise InstantiationError(f"module {module.name!r}: initial data at "
                                              f"{offset:#x} lies outside the initial heap")
                 ctypes.memmove(slot.vmctx + offset, content, len(content))
-        # the stack and the globals are adjacent too
-        libc.mprotect(slot.stack_base, slot.globals + slot.globals_size - slot.stack_base, _RW)
-        if fit.tables_committed:
-            libc.mprotect(slot.tables, fit.tables_committed, _RW)
 
     def _drop_image(self) -> None:
         """Put plain reservation back where a module image was mapped."""
@@ -136,6 +155,13 @@ class SlotMemory:
             libc.mmap(self.slot.vmctx, self._image_size, libc.PROT_NONE,
                       libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE | libc.MAP_FIXED)
             self._image = None
+
+    def set_poll(self, open_: bool) -> None:
+        """Open or revoke the slot's poll page (``abi.VMCTX_POLL``): revoked, the guest's next
+        interrupt poll leaves for the host."""
+        if open_ != self._poll_open:
+            libc.mprotect(self.slot.start, PAGE_SIZE, _RW if open_ else libc.PROT_NONE)
+            self._poll_open = open_
 
     def grow_heap(self, old_size: int, new_size: int) -> None:
         libc.mprotect(self.slot.vmctx + old_size, new_size - old_size, _RW)
@@ -159,15 +185,27 @@ class SlotMemory:
     # --- an instance moving out ---------------------------------------------------------------
 
     def wipe(self, keep_heap: int = 0) -> None:
-        """Throw away what the tenant wrote and make the slot inaccessible, except the first
-        ``keep_heap`` bytes of the heap, which stay readable and writable for views that are
-        still alive. Afterwards the heap reads zeros, or the image of the module whose image
-        is mapped (``_image``): the next commit replaces that for any other module."""
+        """Throw away what the tenant wrote and close the heap again, except its first
+        ``keep_heap`` bytes, which stay readable and writable for views that are still alive.
+        Afterwards everything reads zeros, but a mapped module image (``_image``), which reads
+        as that image: the next commit replaces it for any other module.
+
+        ``madvise`` covers only what can have been written: the heap up to its current size
+        (``memory.grow`` from compiled code publishes the size in the instance page, and no
+        page past it was ever accessible), the stack and globals, the tables opened so far.
+        Walking the untouched gigabytes of heap reservation would cost twice as much."""
         slot = self.slot
-        libc.madvise(slot.start, slot.size, libc.MADV_DONTNEED)
-        libc.mprotect(slot.start, slot.size, libc.PROT_NONE)
-        if keep_heap:
-            libc.mprotect(slot.vmctx, page_round(keep_heap), _RW)
+        heap = page_round(max(self.page.u64[_MEMORY_SIZE], self._kept))
+        libc.madvise(slot.start, PAGE_SIZE + INSTANCE_PAGE_SIZE + heap, libc.MADV_DONTNEED)
+        libc.madvise(slot.stack_base, slot.globals + slot.globals_size - slot.stack_base,
+                     libc.MADV_DONTNEED)
+        if self._tables_open:
+            libc.madvise(slot.tables, self._tables_open, libc.MADV_DONTNEED)
+        kept = self._kept = page_round(keep_heap)
+        libc.mprotect(slot.vmctx + kept, slot.heap_space - kept, libc.PROT_NONE)
+        if kept:   # (release may just have put fresh reservation under them)
+            libc.mprotect(slot.vmctx, kept, _RW)
+        self.set_poll(True)
 
     def release(self) -> None:
         """The tenant is gone: wipe the slot and hand it back to the region. If the host still
@@ -175,8 +213,13 @@ class SlotMemory:
         a crash, and reusing the slot would show it the next instance's data; so the pages
         behind views stay mapped (wiped) and the region holds the slot back until every view is
         gone."""
+        if self.closed:
+            return
         viewed = self.viewed_extent()
         if viewed and self._image is not None:
             self._drop_image()          # a view must not go on to see another tenant's image
         self.wipe(keep_heap=viewed)
-        self._on_release(self, viewed)
+        self.tenant = None
+        released = self._on_release()
+        if released is not None:
+            released(self, viewed)

@@ -32,7 +32,6 @@ from ..wasm.types import ExternKind, ValType
 from .calls import DONE as _DONE
 from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg, read_value,
                     word as _w, write_value)
-from . import libc
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
 from .vmctx import Vmctx
 
@@ -120,6 +119,8 @@ _VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
 _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_IMPORTS = _vw(VMCTX_IMPORTS)
 _ROOT = _w(INSTANCE_FIELDS["root"])
+_DESC_BASE, _DESC_LENGTH, _DESC_MAX = (_w(TABLE_DESC[f]) for f in ("base", "length", "max"))
+_DESC_WORDS = _w(TABLE_DESC_SIZE)
 _GUEST_R14 = _w(INSTANCE_FIELDS["guest_r14"])
 _HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
 _FAULT_VMCTX = _w(INSTANCE_FIELDS["fault_vmctx"])
@@ -217,8 +218,11 @@ class Instance:
         # this one lives, since compiled code calls straight into their slots
         self._linked = tuple({id(f.instance): f.instance for f in imports
                               if not hasattr(f, "plan")}.values())
-        self._importers: "weakref.WeakSet[Instance]" = weakref.WeakSet()
+        self._importers: Optional["weakref.WeakSet[Instance]"] = None   # made when imported
         for callee in self._linked:
+            if callee._importers is None:
+                callee._importers = weakref.WeakSet()
+                _by_vmctx[callee._slot.vmctx] = callee   # its hostcalls and faults come to us
             callee._importers.add(self)
         self._vmctx = Vmctx(self)
         self._in_hostcall = False
@@ -231,7 +235,6 @@ class Instance:
         self._heap_end = slot.vmctx + region.limits.heap_address_space_size
         self._page = memory.page
         self._initialise()
-        _by_vmctx[slot.vmctx] = self
 
     def _initialise(self) -> None:
         """Fill the committed, zeroed slot: runtime data, tables, globals, the initial heap."""
@@ -252,12 +255,12 @@ class Instance:
         globals_image, table_images = module._instance_images()
         if globals_image:
             ctypes.memmove(slot.globals, globals_image, len(globals_image))
-        for i, (place, image) in enumerate(zip(fit.tables, table_images)):
-            desc = slot.table_descs + i * TABLE_DESC_SIZE
-            d = (ctypes.c_uint64 * (TABLE_DESC_SIZE // 8)).from_address(desc)
-            d[_w(TABLE_DESC["base"])] = slot.tables + place.offset
-            d[_w(TABLE_DESC["length"])] = place.length
-            d[_w(TABLE_DESC["max"])] = place.capacity
+        desc = _w(slot.table_descs - slot.base)     # the descriptors sit in the instance page
+        for place, image in zip(fit.tables, table_images):
+            u[desc + _DESC_BASE] = slot.tables + place.offset
+            u[desc + _DESC_LENGTH] = place.length
+            u[desc + _DESC_MAX] = place.capacity
+            desc += _DESC_WORDS
             ctypes.memmove(slot.tables + place.offset, image, len(image))
         self._set_state(State.READY)
 
@@ -576,10 +579,7 @@ class Instance:
         return KillOutcome.CANCELLED
 
     def _set_poll(self, open_: bool) -> None:
-        """Open or revoke the slot's poll page (``abi.VMCTX_POLL``): revoked, the guest's next
-        interrupt poll leaves for the host."""
-        libc.mprotect(self._slot.start, PAGE_SIZE,
-                      libc.PROT_READ | libc.PROT_WRITE if open_ else libc.PROT_NONE)
+        self._mem.set_poll(open_)
 
     def _with_timeout(self, timeout: float, call: Any, *args: Any) -> Any:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
@@ -794,12 +794,15 @@ class Instance:
             self._state = State.CLOSED
             self._suspended = self._current = None
             self._vmctx._view = None
-            _by_vmctx.pop(self._slot.vmctx, None)
+            if self._importers is not None:
+                _by_vmctx.pop(self._slot.vmctx, None)
             for callee in self._linked:
-                callee._importers.discard(self)
+                callee._importers.discard(self)  # type: ignore[union-attr]
             self._mem.release()
 
     def _check_no_importers(self, what: str) -> None:
+        if self._importers is None:
+            return
         live = [i for i in self._importers if i._state != State.CLOSED]
         if live:
             raise StateError(f"cannot {what} instance of {self._name!r}: instance(s) "

@@ -14,7 +14,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, List, Optional, Set, Tuple, Union
 
-from ..errors import LimitsExceeded, RegionFull
+from ..errors import LimitsExceeded, RegionFull, StateError
 from ..module.abi import (GLOBAL_SLOT_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
                           RUNTIME_DATA_SIZE, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE)
 from ..module.spec import ModuleData
@@ -41,6 +41,7 @@ class Slot:
     start: int           # the poll page, the slot's first
     base: int            # the instance page
     vmctx: int           # heap base
+    heap_space: int      # heap address space from vmctx (heap_address_space_size)
     stack_base: int      # lowest stack address; the guard page is just below
     stack_top: int       # initial rsp (16-byte aligned)
     stack_limit: int     # stack_base + hostcall reservation
@@ -150,13 +151,14 @@ class MmapRegion:
                  stack_base=b + stack_off,
                  stack_top=b + stack_off + L.stack_size,
                  stack_limit=b + stack_off + L.hostcall_reservation,
+                 heap_space=L.heap_address_space_size,
                  globals=b + globals_off, globals_size=L.globals_size,
                  sigstack=b + sigstack_off, tables=b + tables_off, size=self._slot_size)
             for i, b in ((i, self._base + i * self._slot_size) for i in range(capacity))]
         # popped from the end: slot 0 first, and a slot just freed is reused next (warm caches)
         self._free: List[int] = list(range(capacity - 1, -1, -1))
-        self._live: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDictionary()
-        self._memory = [SlotMemory(slot, self._strategy, INSTANCE_PAGE_SIZE // 8, self._released)
+        released = weakref.WeakMethod(self._released)   # (no cycle: instances keep it alive)
+        self._memory = [SlotMemory(slot, self._strategy, INSTANCE_PAGE_SIZE // 8, released)
                         for slot in self._slots]
         # slots held back from reuse because a view of their old heap is still alive
         self._quarantined: Set[int] = set()
@@ -229,7 +231,7 @@ class MmapRegion:
         except BaseException:
             memory.release()
             raise
-        self._live[slot.index] = inst
+        memory.tenant = weakref.ref(inst)
         inst._start()
         return inst
 
@@ -246,13 +248,22 @@ class MmapRegion:
         """
         if self._closed:
             return
-        live = list(self._live.values())
+        live = self._live()
         for inst in live:
             if inst.state == State.RUNNING:
                 raise RuntimeError(f"cannot close {self!r}: {inst!r} is running")
-        for inst in live:
-            inst.close()
+        while live:   # importers before the instances they import from
+            free = [i for i in live if not any(j.state != State.CLOSED
+                                               for j in (i._importers or ()))]
+            if not free:
+                raise StateError(f"cannot close {self!r}: its instances are imported by live "
+                                 "instances of another region; close those first")
+            for inst in free:
+                inst.close()
+                live.remove(inst)
         self._closed = True
+        for memory in self._memory:   # an instance the garbage collector has not finalised yet
+            memory.closed = True      # must not touch its slot once it is unmapped
         kept = sorted((m.slot.vmctx, page_round(n))
                       for m in self._memory if (n := m.viewed_extent()))
         start = self._base
@@ -270,7 +281,7 @@ class MmapRegion:
     def __del__(self) -> None:
         # Instances keep their region alive, so by now none is live unless the interpreter is
         # shutting down, when unmapping under a live view would be worse than leaking.
-        if not getattr(self, "_closed", True) and not self._live:
+        if not getattr(self, "_closed", True) and not self._live():
             try:
                 self.close()
             except Exception:  # pragma: no cover - interpreter shutdown
@@ -287,11 +298,15 @@ class MmapRegion:
         if self._closed:
             raise ValueError("region is closed")
 
+    def _live(self) -> List[Instance]:
+        """The instances in the region's slots."""
+        return [inst for m in self._memory if m.tenant is not None
+                and (inst := m.tenant()) is not None and inst.state != State.CLOSED]
+
     def _released(self, memory: SlotMemory, viewed: int) -> None:
         """SlotMemory.release: the slot is wiped; free it, or hold it back while a view of its
         old heap is alive (see :meth:`_reclaim`)."""
         index = memory.slot.index
-        self._live.pop(index, None)
         with self._lock:
             if viewed:
                 self._quarantined.add(index)
