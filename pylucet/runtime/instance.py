@@ -213,33 +213,39 @@ class Instance:
         """The embedder's object, for host functions (``vmctx.ctx``)."""
         self._state = State.CLOSED
         self._kill_state = KillState()
-        self._hosts = tuple(imports)
-        # instances whose functions this one imports: kept alive (and refusing to close) while
-        # this one lives, since compiled code calls straight into their slots
+        self._hosts = imports
+        self._linked: Tuple[Instance, ...] = ()
+        """Instances whose functions this one imports: kept alive (and refusing to close) while
+        this one lives, since compiled code calls straight into their slots."""
+        self._importers: Optional["weakref.WeakSet[Instance]"] = None   # made when imported
+        self._imports: Any = None
+        self._imports_base = 0
+        if imports:
+            self._link(imports)
+        self._vmctx = Vmctx(self)
+        self._in_hostcall = False
+        self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
+        self._current: Optional[Tuple[CallPlan, Words, bool]] = None  # the call in progress
+        self._stack_args: Optional[Words] = None
+        self._return_area: Optional[Words] = None
+        self._heap_end = slot.vmctx + slot.heap_space
+        self._page = memory.page
+        self._initialise()
+
+    def _link(self, imports: Sequence[Any]) -> None:
         self._linked = tuple({id(f.instance): f.instance for f in imports
                               if not hasattr(f, "plan")}.values())
-        self._importers: Optional["weakref.WeakSet[Instance]"] = None   # made when imported
         for callee in self._linked:
             if callee._importers is None:
                 callee._importers = weakref.WeakSet()
                 _by_vmctx[callee._slot.vmctx] = callee   # its hostcalls and faults come to us
             callee._importers.add(self)
-        self._vmctx = Vmctx(self)
-        self._in_hostcall = False
-        self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
-        self._current: Optional[Tuple[CallPlan, Words, bool]] = None  # the call in progress
-        self._imports = _import_entries(self._hosts, slot.vmctx)
-        self._imports_base = ctypes.addressof(self._imports) if self._hosts else 0
-        self._stack_args: Optional[Words] = None
-        self._return_area: Optional[Words] = None
-        self._heap_end = slot.vmctx + region.limits.heap_address_space_size
-        self._page = memory.page
-        self._initialise()
+        self._imports = _import_entries(imports, self._slot.vmctx)
+        self._imports_base = ctypes.addressof(self._imports)
 
     def _initialise(self) -> None:
         """Fill the committed, zeroed slot: runtime data, tables, globals, the initial heap."""
         slot, module, fit = self._slot, self._module, self._fit
-        _native()
         u = self._page.u64
         u[_MAGIC] = INSTANCE_MAGIC
         u[_STACK_TOP] = slot.stack_top & ~15

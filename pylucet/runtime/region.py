@@ -38,7 +38,8 @@ class Slot:
     """Absolute addresses of one slot's areas (see :class:`MmapRegion` for the picture)."""
 
     index: int
-    start: int           # the poll page, the slot's first
+    start: int           # the slot's first page (the stack's guard)
+    poll: int            # the poll page, just below the instance page
     base: int            # the instance page
     vmctx: int           # heap base
     heap_space: int      # heap address space from vmctx (heap_address_space_size)
@@ -85,28 +86,28 @@ class MmapRegion:
     become accessible, the heap up to its current size::
 
         offset                       area                                    access
-        +0                           poll page (abi.VMCTX_POLL)              RW; none to interrupt
-        +4K                          instance page                           RW
-                                       INST_* fields | table descriptors | runtime data (VMCTX_*)
-        +8K            = vmctx       heap address space (H)                  RW up to memory_size
-                                       any i32 address + u32 offset lands in it or on the next page
-        +8K+H                        stack guard page                        never
-        +12K+H                       stack (S), grows down                   RW
+        +0                           stack guard page                        never
+        +4K                          stack (S), grows down                   RW
                                        stack limit = its base + hostcall_reservation
-        +12K+H+S                     globals (G), 8 bytes each               RW
-        +12K+H+S+G                   guard page                              never
-        +16K+H+S+G                   signal stack (SS)                       reserved, see below
-        +16K+H+S+G+SS                table entries (T)                       RW for initial entries
-        +16K+H+S+G+SS+T              guard page                              never
-        +20K+H+S+G+SS+T              = slot size: the next slot's poll page
+        +4K+S                        globals (G), 8 bytes each               RW
+        +4K+S+G                      poll page (abi.VMCTX_POLL)              RW; none to interrupt
+        +8K+S+G                      instance page                           RW
+                                       INST_* fields | table descriptors | runtime data (VMCTX_*)
+        +12K+S+G       = vmctx       heap address space (H)                  RW up to memory_size
+                                       any i32 address + u32 offset lands in it or on the next page
+        +12K+S+G+H                   heap guard page                         never
+        +16K+S+G+H                   signal stack (SS)                       reserved, see below
+        +16K+S+G+H+SS                table entries (T)                       RW for initial entries
+        +16K+S+G+H+SS+T              guard page                              never
+        +20K+S+G+H+SS+T              = slot size: the next slot's stack guard page
+
+    Everything a tenant can write but its tables lies in one run of pages, from the stack to
+    the heap, so teardown wipes it with one ``madvise`` (``runtime.alloc``).
 
     ``heap_strategy`` says how an instance's heap gets its initial contents
     (``runtime.alloc.HeapStrategy``): ``"cow"``, the default, maps the module's image copy-on-write,
     so instantiation costs the same for any initial heap (about 17 us here, at 0 KiB as at 4 MiB,
     where copying takes 3 ms: ``tools/bench.py``); ``"copy"`` is Lucet's way, kept to compare.
-
-    The heap's guard page doubles as the stack's: a heap access past the reserved space and a
-    stack overflow both land on it.
 
     The signal stack area is address space only, for now. Lucet switches ``sigaltstack`` to the
     slot's stack around every run; pylucet's fault handler instead runs on a per-thread
@@ -129,13 +130,17 @@ class MmapRegion:
                              f"{', '.join(repr(h.value) for h in HeapStrategy)}, "
                              f"got {heap_strategy!r}") from None
         self._limits = limits
+        self._fit_key = _fit_keys.setdefault(limits, len(_fit_keys))
+        """A small int standing for ``limits`` in modules' fit caches: hashing a Limits (a
+        frozen dataclass) on every instantiation would cost more than the lookup."""
         self._capacity = capacity
         L = limits
-        page_off = PAGE_SIZE                 # the poll page comes first
-        heap_off = page_off + INSTANCE_PAGE_SIZE
-        stack_off = heap_off + L.heap_address_space_size + PAGE_SIZE
+        stack_off = PAGE_SIZE                # after the stack's guard page
         globals_off = stack_off + L.stack_size
-        sigstack_off = globals_off + L.globals_size + PAGE_SIZE
+        poll_off = globals_off + L.globals_size
+        page_off = poll_off + PAGE_SIZE
+        heap_off = page_off + INSTANCE_PAGE_SIZE
+        sigstack_off = heap_off + L.heap_address_space_size + PAGE_SIZE
         tables_off = sigstack_off + L.signal_stack_size
         self._slot_size = tables_off + L.tables_size + PAGE_SIZE
         self._size = capacity * self._slot_size
@@ -147,7 +152,7 @@ class MmapRegion:
             raise OSError(e.errno, f"cannot reserve {capacity} slots of {self._slot_size:#x} "
                                    f"bytes of address space each: {e.strerror}") from e
         self._slots = [
-            Slot(index=i, start=b, base=b + page_off, vmctx=b + heap_off,
+            Slot(index=i, start=b, poll=b + poll_off, base=b + page_off, vmctx=b + heap_off,
                  stack_base=b + stack_off,
                  stack_top=b + stack_off + L.stack_size,
                  stack_limit=b + stack_off + L.hostcall_reservation,
@@ -215,9 +220,9 @@ class MmapRegion:
             raise TypeError(f"linker must be a pylucet.Linker, got {type(linker).__name__}")
         self._check_open()
         imports = _resolve(module, linker)
-        fit = module._fits.get(self._limits)
+        fit = module._fits.get(self._fit_key)
         if fit is None:
-            fit = module._fits[self._limits] = self.fit(module.data)
+            fit = module._fits[self._fit_key] = self.fit(module.data)
         if self._quarantined:
             self._reclaim()
         with self._lock:
@@ -322,6 +327,9 @@ class MmapRegion:
                 with self._lock:
                     self._quarantined.discard(index)
                     self._free.append(index)
+
+
+_fit_keys: dict = {}
 
 
 def _resolve(module: LoadedModule, linker: Optional[Linker]) -> Tuple[HostFunc, ...]:
