@@ -383,10 +383,12 @@ class Instance:
                         self._in_hostcall = False
                     if value is not _DONE:
                         if type(value) is _GENERATOR:
+                            self._state = State.YIELDING
                             yielded = self._host_step(host, lambda: value)
                             if yielded is not None:
                                 final = State.YIELDED
                                 return yielded
+                            self._state = _RUNNING
                         else:
                             self._store(host, value)
                 elif reason == _FAULTED:
@@ -402,13 +404,15 @@ class Instance:
                     raise Terminated(kill.reason)
                 reason = _stubs.resume(page.address)
         except Terminated:
+            self._state = State.TERMINATING    # (seen by a kill switch while we unwind)
             final = State.TERMINATED
             raise
         except FatalFault:
             final = State.FAULTED
             raise
         except (KeyboardInterrupt, SystemExit):
-            final = State.TERMINATED      # from a host function: the guest cannot continue
+            self._state = State.TERMINATING    # from a host function: the guest cannot continue
+            final = State.TERMINATED
             raise
         finally:
             self._finish(final, clean)
@@ -572,6 +576,8 @@ class Instance:
         state = self._state
         if state in (State.TERMINATED, State.TERMINATING, State.FAULTED) or kill.requested:
             return KillOutcome.NOT_TERMINABLE
+        if state == State.YIELDING:
+            state = State.YIELDED      # it is about to be: the request waits for resume
         kill.requested = True
         kill.reason = reason
         self._set_poll(False)
