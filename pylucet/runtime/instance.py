@@ -769,7 +769,7 @@ class Instance:
         self._check_open()
         kill = self._kill_state
         with kill.lock:
-            if self._state == _RUNNING:
+            if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
                 raise StateError(f"cannot reset {self!r} while it runs")
             self._check_no_importers("reset")
             self._vmctx._view = None
@@ -797,7 +797,7 @@ class Instance:
             return
         kill = self._kill_state
         with kill.lock:
-            if self._state == _RUNNING:
+            if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
                 raise StateError(f"cannot close {self!r} while it runs")
             if self._state == State.CLOSED:
                 return
@@ -858,7 +858,7 @@ class Instance:
             raise FatalFault(f"instance of {self._name!r} was poisoned by an earlier fatal "
                              "fault; close it and create a new one")
         state = self._state
-        if state == State.RUNNING:
+        if state in (State.RUNNING, State.YIELDING, State.TERMINATING):
             raise StateError(f"instance of {self._name!r} is running: run() cannot be "
                              "re-entered (from a host function, call another instance)")
         if state == State.YIELDED:
