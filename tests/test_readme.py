@@ -15,3 +15,5 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
         exec(compile(block, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "IntegerDivByZero div 0x4a" in out
+    assert "hi from the guest | ctx: my app" in out
+    assert "timeout" in out

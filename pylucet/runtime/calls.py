@@ -137,6 +137,10 @@ _RET_RAX = word(INSTANCE_FIELDS["ret_rax"])
 _RET_XMM0 = word(INSTANCE_FIELDS["ret_xmm0"])
 
 
+DONE = object()
+"""What :attr:`HostPlan.call` returns once the result is stored."""
+
+
 def _register_word(kind: str, index: int, gpr: int, xmm: int) -> int:
     # an xmm slot is 16 bytes (room for a v128): two words per register
     return gpr + index if kind == GPR else xmm + 2 * index
@@ -186,7 +190,7 @@ class HostPlan:
     the hidden first argument, in ``INST_HC_RDI``).
     """
 
-    __slots__ = ("type", "params", "results", "return_area", "nstack", "invoke", "store")
+    __slots__ = ("type", "params", "results", "return_area", "nstack", "call")
 
     def __init__(self, name: str, ftype: FuncType, fn: Any = None, access_vmctx: bool = False):
         _require_scalar("parameters", name, ftype.params)
@@ -203,43 +207,47 @@ class HostPlan:
             (t, loc.index if loc.kind == RET_AREA else _RET_RAX if loc.kind == RET_GPR
              else _RET_XMM0)
             for t, loc in zip(ftype.results, layout.results))
-        self.invoke = self._invoker(fn, access_vmctx)
-        """``invoke(page, vmctx)``: call the host function with the guest's arguments."""
-        self.store = self._storer()
-        """``store(page, value)``: put its result where the guest's resume finds it."""
+        self.call = self._caller(fn, access_vmctx)
+        """``call(page, vmctx)``: call the host function with the guest's arguments; DONE once
+        a result of the expected type is in place, else what it returned (a generator, several
+        results, something of the wrong type) for :attr:`store` to deal with."""
 
-    # A hostcall's cost is mostly Python overhead, so the two steps every call takes are
-    # specialised per signature, as ``dataclasses`` and ``namedtuple`` do: straight-line code
-    # reading the very words this signature uses, instead of a loop over a plan.
+    # A hostcall's cost is mostly Python overhead, so what every call does is specialised per
+    # signature, as ``dataclasses`` and ``namedtuple`` do: straight-line code reading the very
+    # words this signature uses and storing the usual kind of result, instead of a loop over a
+    # plan. Everything unusual goes through :meth:`store`.
 
-    def _invoker(self, fn: Any, access_vmctx: bool) -> Any:
+    def _caller(self, fn: Any, access_vmctx: bool) -> Any:
         if fn is None:
             return None
         if self.nstack:
-            def invoke(page: Words, vmctx: Any) -> Any:
+            def call(page: Words, vmctx: Any) -> Any:
                 args = self.read_args(page, Words(page.u64[_HC_STACK], self.nstack))
                 return fn(vmctx, *args) if access_vmctx else fn(*args)
-            return invoke
+            return call
         reads = [f"p.{_VIEW[t]}[{2 * i if t in (_I32, _F32) else i}]"
                  for t, _, i in self.params]
         if access_vmctx:
             reads.insert(0, "vmctx")
-        return _compile(f"def invoke(p, vmctx):\n    return fn({', '.join(reads)})\n",
-                        "invoke", fn=fn)
-
-    def _storer(self) -> Any:
-        if len(self.results) != 1:
-            return self._store_any
-        (t, i), = self.results
-        if t in _INT_TYPES:
+        if not self.results:
+            done = "if v is None:\n        return DONE"
+        elif len(self.results) > 1:
+            done = "pass"
+        elif self.results[0][0] in _INT_TYPES:
+            (t, i), = self.results
             lo, hi, mask = _INT_RANGE[t]
-            fast = f"if type(v) is int and {lo} <= v <= {hi}:\n        p.u64[{i}] = v & {mask}"
+            done = (f"if type(v) is int and {lo} <= v <= {hi}:\n"
+                    f"        p.u64[{i}] = v & {mask}\n        return DONE")
         else:
-            fast = f"if type(v) is float:\n        p.{_VIEW[t]}[{2 * i if t is _F32 else i}] = v"
-        return _compile(f"def store(p, v):\n    {fast}\n    else:\n        slow(p, None, v)\n",
-                        "store", slow=self.write_results)
+            (t, i), = self.results
+            done = (f"if type(v) is float:\n"
+                    f"        p.{_VIEW[t]}[{2 * i if t is _F32 else i}] = v\n        return DONE")
+        return _compile(f"def call(p, vmctx):\n    v = fn({', '.join(reads)})\n    {done}\n"
+                        "    return v\n", "call", fn=fn, DONE=DONE)
 
-    def _store_any(self, page: Words, value: Any) -> None:
+    def store(self, page: Words, value: Any) -> None:
+        """Store what a host function returned, checking it against the type
+        (TypeError/ValueError/OverflowError if it does not match)."""
         area = Words(page.u64[_HC_GPR], len(self.results)) if self.return_area else None
         self.write_results(page, area, value)
 

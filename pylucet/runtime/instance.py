@@ -29,9 +29,9 @@ from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           vmctx_libcall)
 from ..module.traps import TrapCode
 from ..wasm.types import ExternKind, ValType
-from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg,
-                    read_value, word as _w, write_value)
-from . import libc
+from .calls import DONE as _DONE
+from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg, read_value,
+                    word as _w, write_value)
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
 from .vmctx import Vmctx
 
@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
     from .exports import Exports
     from .linker import HostFunc
-    from .region import Fit, MmapRegion, Slot
+    from .alloc import SlotMemory
+    from .region import Fit, MmapRegion
 
 class State(enum.IntEnum):
     """Lifecycle of an instance, mirrored in its page's ``state`` field for the stubs.
@@ -118,6 +119,8 @@ _VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
 _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_IMPORTS = _vw(VMCTX_IMPORTS)
 _ROOT = _w(INSTANCE_FIELDS["root"])
+_DESC_BASE, _DESC_LENGTH, _DESC_MAX = (_w(TABLE_DESC[f]) for f in ("base", "length", "max"))
+_DESC_WORDS = _w(TABLE_DESC_SIZE)
 _GUEST_R14 = _w(INSTANCE_FIELDS["guest_r14"])
 _HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
 _FAULT_VMCTX = _w(INSTANCE_FIELDS["fault_vmctx"])
@@ -195,13 +198,14 @@ class Instance:
     was taken: after a ``memory.grow``, take a new one to see the new pages.
     """
 
-    def __init__(self, region: "MmapRegion", slot: "Slot", module: "LoadedModule", fit: "Fit",
-                 imports: Sequence[Any] = (), ctx: Any = None):
-        """Set up a committed, zeroed slot for ``module``, its function imports resolved to
-        ``imports``. Called by the region only."""
+    def __init__(self, region: "MmapRegion", memory: "SlotMemory", module: "LoadedModule",
+                 fit: "Fit", imports: Sequence[Any] = (), ctx: Any = None):
+        """Set up a slot whose memory is committed for ``module``, its function imports
+        resolved to ``imports``. Called by the region only."""
         _native()
         self._region = region
-        self._slot = slot
+        self._mem = memory
+        slot = self._slot = memory.slot
         self._module = module
         self._fit = fit
         self._name = module.name
@@ -209,34 +213,39 @@ class Instance:
         """The embedder's object, for host functions (``vmctx.ctx``)."""
         self._state = State.CLOSED
         self._kill_state = KillState()
-        self._hosts = tuple(imports)
-        # instances whose functions this one imports: kept alive (and refusing to close) while
-        # this one lives, since compiled code calls straight into their slots
-        self._linked = tuple({id(f.instance): f.instance for f in imports
-                              if not hasattr(f, "plan")}.values())
-        self._importers: "weakref.WeakSet[Instance]" = weakref.WeakSet()
-        for callee in self._linked:
-            callee._importers.add(self)
+        self._hosts = imports
+        self._linked: Tuple[Instance, ...] = ()
+        """Instances whose functions this one imports: kept alive (and refusing to close) while
+        this one lives, since compiled code calls straight into their slots."""
+        self._importers: Optional["weakref.WeakSet[Instance]"] = None   # made when imported
+        self._imports: Any = None
+        self._imports_base = 0
+        if imports:
+            self._link(imports)
         self._vmctx = Vmctx(self)
         self._in_hostcall = False
         self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
         self._current: Optional[Tuple[CallPlan, Words, bool]] = None  # the call in progress
-        self._imports = _import_entries(self._hosts, slot.vmctx)
-        self._imports_base = ctypes.addressof(self._imports) if self._hosts else 0
         self._stack_args: Optional[Words] = None
         self._return_area: Optional[Words] = None
-        self._heap_end = slot.vmctx + region.limits.heap_address_space_size
-        page = region._slot_cache.get(slot.index)
-        if page is None:   # the views depend only on the address: build them once per slot
-            page = region._slot_cache[slot.index] = Words(slot.base, _WORDS)
-        self._page = page
+        self._heap_end = slot.vmctx + slot.heap_space
+        self._page = memory.page
         self._initialise()
-        _by_vmctx[slot.vmctx] = self
+
+    def _link(self, imports: Sequence[Any]) -> None:
+        self._linked = tuple({id(f.instance): f.instance for f in imports
+                              if not hasattr(f, "plan")}.values())
+        for callee in self._linked:
+            if callee._importers is None:
+                callee._importers = weakref.WeakSet()
+                _by_vmctx[callee._slot.vmctx] = callee   # its hostcalls and faults come to us
+            callee._importers.add(self)
+        self._imports = _import_entries(imports, self._slot.vmctx)
+        self._imports_base = ctypes.addressof(self._imports)
 
     def _initialise(self) -> None:
         """Fill the committed, zeroed slot: runtime data, tables, globals, the initial heap."""
         slot, module, fit = self._slot, self._module, self._fit
-        _native()
         u = self._page.u64
         u[_MAGIC] = INSTANCE_MAGIC
         u[_STACK_TOP] = slot.stack_top & ~15
@@ -252,20 +261,13 @@ class Instance:
         globals_image, table_images = module._instance_images()
         if globals_image:
             ctypes.memmove(slot.globals, globals_image, len(globals_image))
-        for i, (place, image) in enumerate(zip(fit.tables, table_images)):
-            desc = slot.table_descs + i * TABLE_DESC_SIZE
-            d = (ctypes.c_uint64 * (TABLE_DESC_SIZE // 8)).from_address(desc)
-            d[_w(TABLE_DESC["base"])] = slot.tables + place.offset
-            d[_w(TABLE_DESC["length"])] = place.length
-            d[_w(TABLE_DESC["max"])] = place.capacity
+        desc = _w(slot.table_descs - slot.base)     # the descriptors sit in the instance page
+        for place, image in zip(fit.tables, table_images):
+            u[desc + _DESC_BASE] = slot.tables + place.offset
+            u[desc + _DESC_LENGTH] = place.length
+            u[desc + _DESC_MAX] = place.capacity
+            desc += _DESC_WORDS
             ctypes.memmove(slot.tables + place.offset, image, len(image))
-        data = module.data
-        for page_index, content in data.sparse_data.items():
-            offset = page_index * PAGE_SIZE
-            if offset + len(content) > fit.initial_heap:
-                raise InstantiationError(f"module {self._name!r}: initial data at {offset:#x} "
-                                         "lies outside the initial heap")
-            ctypes.memmove(slot.vmctx + offset, content, len(content))
         self._set_state(State.READY)
 
     def _start(self) -> None:
@@ -374,21 +376,21 @@ class Instance:
                     host, vmctx = self._host_called()
                     self._in_hostcall = True
                     try:
-                        value = host.plan.invoke(page, vmctx)
+                        value = host.plan.call(page, vmctx)
                     except BaseException as e:
                         self._host_failed(host, e)
                     finally:
                         self._in_hostcall = False
-                    if type(value) is _GENERATOR:
-                        yielded = self._host_step(host, lambda: value)
-                        if yielded is not None:
-                            final = State.YIELDED
-                            return yielded
-                    else:
-                        try:
-                            host.plan.store(page, value)
-                        except (TypeError, ValueError, OverflowError) as e:
-                            raise Terminated(f"host function {host.name} {e}") from None
+                    if value is not _DONE:
+                        if type(value) is _GENERATOR:
+                            self._state = State.YIELDING
+                            yielded = self._host_step(host, lambda: value)
+                            if yielded is not None:
+                                final = State.YIELDED
+                                return yielded
+                            self._state = _RUNNING
+                        else:
+                            self._store(host, value)
                 elif reason == _FAULTED:
                     raise self._explain_fault()
                 elif reason == _INTERRUPTED:
@@ -402,13 +404,15 @@ class Instance:
                     raise Terminated(kill.reason)
                 reason = _stubs.resume(page.address)
         except Terminated:
+            self._state = State.TERMINATING    # (seen by a kill switch while we unwind)
             final = State.TERMINATED
             raise
         except FatalFault:
             final = State.FAULTED
             raise
         except (KeyboardInterrupt, SystemExit):
-            final = State.TERMINATED      # from a host function: the guest cannot continue
+            self._state = State.TERMINATING    # from a host function: the guest cannot continue
+            final = State.TERMINATED
             raise
         finally:
             self._finish(final, clean)
@@ -475,7 +479,11 @@ class Instance:
         the instance that called it (this one, or one it called into)."""
         u = self._page.u64
         caller = self
-        if u[_HC_VMCTX] != self._slot.vmctx:
+        if u[_HC_VMCTX] == self._slot.vmctx:           # the usual case, first
+            index = (u[_HC_ENTRY] - self._imports_base) >> _IMPORT_SHIFT
+            if 0 <= index < len(self._hosts):
+                return self._hosts[index], self._vmctx
+        else:
             caller = _by_vmctx.get(u[_HC_VMCTX])  # type: ignore[assignment]
             if caller is None:
                 raise FatalFault(f"a hostcall under instance {self._name!r} came from an "
@@ -513,11 +521,14 @@ class Instance:
             self._host_failed(host, e)
         finally:
             self._in_hostcall = False
+        self._store(host, value)
+        return None
+
+    def _store(self, host: "HostFunc", value: Any) -> None:
         try:
             host.plan.store(self._page, value)
         except (TypeError, ValueError, OverflowError) as e:
             raise Terminated(f"host function {host.name} {e}") from None
-        return None
 
     def resume(self, value: object = None, *, timeout: Optional[float] = None) -> Any:
         """Continue a guest that a host function suspended (state YIELDED): inside the host
@@ -565,6 +576,8 @@ class Instance:
         state = self._state
         if state in (State.TERMINATED, State.TERMINATING, State.FAULTED) or kill.requested:
             return KillOutcome.NOT_TERMINABLE
+        if state == State.YIELDING:
+            state = State.YIELDED      # it is about to be: the request waits for resume
         kill.requested = True
         kill.reason = reason
         self._set_poll(False)
@@ -578,10 +591,7 @@ class Instance:
         return KillOutcome.CANCELLED
 
     def _set_poll(self, open_: bool) -> None:
-        """Open or revoke the slot's poll page (``abi.VMCTX_POLL``): revoked, the guest's next
-        interrupt poll leaves for the host."""
-        libc.mprotect(self._slot.start, PAGE_SIZE,
-                      libc.PROT_READ | libc.PROT_WRITE if open_ else libc.PROT_NONE)
+        self._mem.set_poll(open_)
 
     def _with_timeout(self, timeout: float, call: Any, *args: Any) -> Any:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
@@ -717,7 +727,7 @@ class Instance:
     @property
     def heap(self) -> memoryview:
         """The linear memory, writable, as it is now (see the class docstring on lifetime)."""
-        return self._region._heap_view(self._slot, self.memory_size)
+        return self._mem.heap_view(self.memory_size)
 
     def grow_memory(self, pages: int) -> int:
         """Grow the heap by ``pages`` wasm pages; returns the old size in pages.
@@ -736,7 +746,7 @@ class Instance:
                                  f"{old // WASM_PAGE_SIZE} by {pages} pages: the maximum is "
                                  f"{u[_VM_MEMORY_MAX] // WASM_PAGE_SIZE} pages")
         if pages:
-            self._region._grow_heap(self._slot, old, new)
+            self._mem.grow_heap(old, new)
             u[_VM_MEMORY_SIZE] = new
         return old // WASM_PAGE_SIZE
 
@@ -759,25 +769,25 @@ class Instance:
         self._check_open()
         kill = self._kill_state
         with kill.lock:
-            if self._state == _RUNNING:
+            if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
                 raise StateError(f"cannot reset {self!r} while it runs")
             self._check_no_importers("reset")
             self._vmctx._view = None
-            region = self._region
-            if region._viewed_extent(self._slot.index) > self._fit.initial_heap:
+            memory = self._mem
+            if memory.viewed_extent() > self._fit.initial_heap:
                 # keeping those pages accessible would let the guest reach past its memory
                 raise StateError(f"cannot reset {self!r}: a heap view larger than the initial "
                                  "heap is still alive (drop it, or close the instance)")
             kill.valid = False                     # old kill switches now report INVALID
             self._state = State.CLOSED   # until initialised again: a failure leaves it closed
             self._suspended = self._current = None
-            region._wipe(self._slot, keep_heap=region._viewed_extent(self._slot.index))
+            memory.wipe(keep_heap=memory.viewed_extent())
         self._kill_state = KillState()
         try:
-            region._commit(self._slot, self._fit)
+            memory.commit(self._module, self._fit)
             self._initialise()
         except BaseException:
-            region._release(self._slot)
+            memory.release()
             raise
         self._start()
 
@@ -787,7 +797,7 @@ class Instance:
             return
         kill = self._kill_state
         with kill.lock:
-            if self._state == _RUNNING:
+            if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
                 raise StateError(f"cannot close {self!r} while it runs")
             if self._state == State.CLOSED:
                 return
@@ -796,12 +806,15 @@ class Instance:
             self._state = State.CLOSED
             self._suspended = self._current = None
             self._vmctx._view = None
-            _by_vmctx.pop(self._slot.vmctx, None)
+            if self._importers is not None:
+                _by_vmctx.pop(self._slot.vmctx, None)
             for callee in self._linked:
-                callee._importers.discard(self)
-            self._region._release(self._slot)
+                callee._importers.discard(self)  # type: ignore[union-attr]
+            self._mem.release()
 
     def _check_no_importers(self, what: str) -> None:
+        if self._importers is None:
+            return
         live = [i for i in self._importers if i._state != State.CLOSED]
         if live:
             raise StateError(f"cannot {what} instance of {self._name!r}: instance(s) "
@@ -845,7 +858,7 @@ class Instance:
             raise FatalFault(f"instance of {self._name!r} was poisoned by an earlier fatal "
                              "fault; close it and create a new one")
         state = self._state
-        if state == State.RUNNING:
+        if state in (State.RUNNING, State.YIELDING, State.TERMINATING):
             raise StateError(f"instance of {self._name!r} is running: run() cannot be "
                              "re-entered (from a host function, call another instance)")
         if state == State.YIELDED:
