@@ -272,7 +272,7 @@ def test_lifecycles_do_not_grow_mappings_memory_or_fds(module):
 
 
 def test_capacity_beyond_the_address_space_is_refused():
-    with pytest.raises(OSError, match="cannot reserve 100000 slots"):
+    with pytest.raises(LimitsExceeded, match="cannot reserve 100000 slots"):
         MmapRegion(100_000)          # 100,000 x 8 GiB is more than a process can address
     with pytest.raises(ValueError):
         MmapRegion(0)

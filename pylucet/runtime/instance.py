@@ -20,7 +20,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, StateError,
-                      Terminate, Terminated, Trap, UnknownExport)
+                      Terminate, Terminated, Trap, UnknownExport, Unsupported)
 from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           INSTANCE_PAGE_SIZE, PAGE_SIZE, TABLE_DESC, TABLE_DESC_SIZE,
                           VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_MAX,
@@ -32,6 +32,7 @@ from ..wasm.types import ExternKind, ValType
 from .calls import DONE as _DONE
 from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg, read_value,
                     word as _w, write_value)
+from . import signals, stubs
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
 from .vmctx import Vmctx
 
@@ -176,10 +177,15 @@ _libcall_words: List[Tuple[int, int]] = []   # (instance page word, libcall addr
 
 
 def _native() -> Any:
-    """The native stubs, and the fault handler installed, on the first instantiation."""
+    """The native stubs, and the fault handler installed, on the first instantiation; after
+    that, a check that it is still ours at every instantiation. (Python-level changes --
+    ``faulthandler.enable``, ``signal.signal`` -- put ours back in front at once, for free; the
+    check catches native code replacing it, for one system call per instantiation rather than
+    per call: ``tools/bench_signals.py``.)"""
     global _stubs, _ensure_altstack
-    if _stubs is None:
-        from . import signals, stubs
+    if _stubs is not None:
+        signals.check_installed()
+    else:
         signals.install()
         signals.install_sigint()
         _ensure_altstack = signals.ensure_altstack
@@ -936,7 +942,7 @@ class Globals:
     def _cell(self, spec: Any) -> Any:
         ctype = _GLOBAL_CTYPES.get(spec.valtype)
         if ctype is None:
-            raise NotImplementedError(f"globals of type {spec.valtype.text} are not supported")
+            raise Unsupported(f"globals of type {spec.valtype.text} are not supported yet")
         return ctype.from_address(self._instance._slot.globals + spec.offset)
 
     def __getitem__(self, key: Union[int, str]) -> Value:

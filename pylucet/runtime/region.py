@@ -149,8 +149,8 @@ class MmapRegion:
                                    libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE)
         except OSError as e:
             # the usual cause: capacity x slot size exceeds the 128 TiB of user address space
-            raise OSError(e.errno, f"cannot reserve {capacity} slots of {self._slot_size:#x} "
-                                   f"bytes of address space each: {e.strerror}") from e
+            raise LimitsExceeded(f"cannot reserve {capacity} slots of {self._slot_size:#x} "
+                                 f"bytes of address space each: {e.strerror}") from e
         self._slots = [
             Slot(index=i, start=b, poll=b + poll_off, base=b + page_off, vmctx=b + heap_off,
                  stack_base=b + stack_off,
@@ -247,7 +247,7 @@ class MmapRegion:
     def close(self) -> None:
         """Unmaps the region. Live instances are closed first.
 
-        Refuses (RuntimeError) while one of its instances is running. A heap view that outlives
+        Refuses (:class:`~pylucet.StateError`) while one of its instances is running. A heap view that outlives
         the region keeps its pages mapped (zeroed) until the process exits, rather than turning
         into a pointer into unmapped memory.
         """
@@ -256,7 +256,7 @@ class MmapRegion:
         live = self._live()
         for inst in live:
             if inst.state == State.RUNNING:
-                raise RuntimeError(f"cannot close {self!r}: {inst!r} is running")
+                raise StateError(f"cannot close {self!r}: {inst!r} is running")
         while live:   # importers before the instances they import from
             free = [i for i in live if not any(j.state != State.CLOSED
                                                for j in (i._importers or ()))]
