@@ -44,7 +44,7 @@ def _ranges(indices: Iterable[int]) -> str:
 def print_module(header: ArtifactHeader, md: ModuleData, out: TextIO,
                  functions: Optional[List[FunctionSpec]] = None) -> None:
     w = lambda *a: print(*a, file=out)  # noqa: E731
-    w(f"module {md.name!r}: format version {header.version}")
+    w(f"module {md.display_name!r}: format version {header.version}")
     w(f"  .text at {header.text_vaddr:#x}, {header.text_size:#x} bytes; "
       f"module data at {header.self_vaddr:#x}, {header.blob_size:#x} bytes")
     w(f"  start function: {_opt(md.start)}")

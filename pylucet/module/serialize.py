@@ -51,6 +51,7 @@ Blob
       name       str?
       start      u32?
       data_error str?
+      flags      u32  1: compiled with interrupt checks (version 3 on)
       features   u32 n; str[n]                       sorted
       heap       u8 present; if 1: u64 initial_size, u64? max_size, u64 reserved_size,
                  u64 guard_size
@@ -97,7 +98,7 @@ from .traps import TrapCode, TrapSite, TrapTable
 
 MAGIC = b"PYLUCET\0"
 BLOB_MAGIC = b"PLMD"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 NONE32 = 0xFFFF_FFFF
 NONE64 = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -189,6 +190,7 @@ def dumps(md: ModuleData) -> bytes:
     w.pack("I", w.opt_s(md.name))
     w.pack("I", _opt(md.start, NONE32))
     w.pack("I", w.opt_s(md.data_error))
+    w.pack("I", 1 if md.interrupt_checks else 0)
     features = sorted(md.features)
     w.pack("I", len(features))
     w.arr("I", [w.s(f) for f in features])
@@ -378,6 +380,9 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
     name = r.opt_s(r.u32())
     start = r.u32()
     data_error = r.opt_s(r.u32())
+    module_flags = r.u32()
+    if module_flags & ~1:
+        raise LoadError(f"module data has unknown flags {module_flags:#x}")
     features = frozenset(map(r.s, r.arr("I", r.u32())))
 
     heap = None
@@ -465,7 +470,7 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
     return ModuleData(name=name, heap=heap, types=types, globals=globals_, functions=functions,
                       imports=imports, exports=exports, tables=tables, sparse_data=sparse,
                       start=None if start == NONE32 else start, features=features,
-                      data_error=data_error)
+                      data_error=data_error, interrupt_checks=bool(module_flags & 1))
 
 
 def _pairs(a: array) -> Iterator[Tuple[int, int]]:

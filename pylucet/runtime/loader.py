@@ -53,8 +53,8 @@ class LoadedModule:
         """
         missing = sorted(set(data.features) - set(cpu.cpu_features()))
         if missing:
-            raise LoadError(f"module {data.name!r} was compiled for CPU features this machine "
-                            f"lacks: {', '.join(missing)}")
+            raise LoadError(f"module {data.display_name!r} was compiled for CPU features this "
+                            f"machine lacks: {', '.join(missing)}")
         for f in data.functions:
             if f.code_offset < 0 or f.code_offset + f.code_size > text_size:
                 raise LoadError(f"function {f.name!r} ({f.code_offset:#x}+{f.code_size:#x}) lies "
