@@ -1,37 +1,125 @@
-"""``pylucetc``: compile a wasm binary or WAT text file into a native shared object."""
+"""pylucetc: compile a WebAssembly module (.wasm binary or .wat text) into a native shared object.
+
+The shared object is a real ELF file: readelf, objdump, gdb and perf can read it, and
+pylucet.load() or pylucet-wasi run it. Sizes take K, M and G suffixes (binary: 64K = 65536).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence, TextIO
 
-from ..compiler.driver import compile_module
 from ..errors import Error
+from ._common import (CommandError, ExitStatus, Parser, add_heap_options, compile_options,
+                      require_file, seconds_since_process_start, status_of, tool)
+
+PROG = "pylucetc"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="pylucetc", description=__doc__)
+class ProgressLine:
+    """A one-line progress display on a terminal: functions done of total, rate, ETA.
+
+    Draws at most ten times a second and only after the compile has run for half a second, so
+    small modules print nothing; ``clear`` removes the line when the compile ends.
+    """
+
+    def __init__(self, out: TextIO, label: str):
+        self.out = out
+        self.label = label
+        self.started = time.perf_counter()
+        self.last = 0.0
+        self.drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        elapsed = now - self.started
+        if done < total and (elapsed < 0.5 or now - self.last < 0.1):
+            return
+        if not self.drawn and done == total:
+            return
+        self.last = now
+        rate = done / elapsed if elapsed else 0.0
+        eta = (total - done) / rate if rate else 0.0
+        self.out.write(f"\r{self.label}: {done}/{total} functions ({100 * done // total}%), "
+                       f"{rate:,.0f} functions/s, ETA {_duration(eta)}\x1b[K")
+        self.out.flush()
+        self.drawn = True
+
+    def clear(self) -> None:
+        if self.drawn:
+            self.out.write("\r\x1b[K")
+            self.out.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds}s"
+
+
+def progress_for(label: str, stream: TextIO = sys.stderr) -> Optional[ProgressLine]:
+    """A progress display on ``stream`` if it is a terminal, else None (nothing is printed)."""
+    try:
+        return ProgressLine(stream, label) if stream.isatty() else None
+    except (AttributeError, ValueError):
+        return None
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = Parser(PROG, __doc__)
     ap.add_argument("input", type=Path, help="module to compile (.wasm or .wat)")
     ap.add_argument("-o", "--output", type=Path,
                     help="shared object to write (default: INPUT with the suffix .so)")
+    add_heap_options(ap)
     ap.add_argument("--stats", action="store_true",
-                    help="print compile statistics (functions, instructions/s)")
-    args = ap.parse_args(argv)
-    output = args.output or args.input.with_suffix(".so")
+                    help="print where the time went: start-up, each compile phase, writing")
+    return ap
+
+
+@tool(PROG)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    startup = seconds_since_process_start()
+    args = parser().parse_args(argv)
+    output: Path = args.output or args.input.with_suffix(".so")
+    require_file(args.input)
+    t0 = time.perf_counter()
+    from ..compiler.driver import compile_module
+    t_import = time.perf_counter() - t0
     try:
-        compiled = compile_module(args.input)
-        elf = compiled.to_elf()
-    except (Error, OSError) as e:
-        print(f"pylucetc: {args.input}: {e}", file=sys.stderr)
-        return 1
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_bytes(elf)
-    tmp.replace(output)
+        options = compile_options(args)
+        progress = progress_for(str(args.input))
+        try:
+            compiled = compile_module(args.input, progress=progress, **options)
+        finally:
+            if progress is not None:
+                progress.clear()
+    except ValueError as e:   # options the compiler cannot honour
+        raise CommandError(str(e), ExitStatus.USAGE) from None
+    except Error as e:
+        raise CommandError(f"{args.input}: {e}", status_of(e)) from None
+    t1 = time.perf_counter()
+    elf = compiled.to_elf()
+    t2 = time.perf_counter()
+    from .._atomic import write_atomically
+    try:
+        write_atomically(output, elf)
+    except OSError as e:
+        raise CommandError(f"cannot write {output}: {e.strerror}", ExitStatus.CANT_CREATE) \
+            from None
+    t3 = time.perf_counter()
     if args.stats:
-        print(f"{args.input}: {compiled.stats}")
-    return 0
+        lines: List[str] = []
+        if startup is not None:
+            lines.append(f"start-up: {startup * 1e3:.0f} ms (interpreter and pylucet's "
+                         "imports, before main)")
+        lines.append(f"compiler import: {t_import * 1e3:.1f} ms")
+        lines.append(f"compile: {compiled.stats}")
+        lines.append(f"ELF: {len(elf)} bytes built in {(t2 - t1) * 1e3:.1f} ms, written in "
+                     f"{(t3 - t2) * 1e3:.1f} ms")
+        print("\n".join(f"{args.input}: {line}" for line in lines))
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":  # pragma: no cover
