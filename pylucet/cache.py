@@ -29,7 +29,6 @@ A cache hit imports neither the compiler nor the WAT parser.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
 from pathlib import Path
@@ -84,7 +83,7 @@ def cache_key(source: bytes, options: Optional[dict] = None) -> str:
     """The key of ``source`` compiled with ``options`` (``compile_module``'s keywords)."""
     h = hashlib.sha256(b"pylucet compile cache\0")
     h.update(compiler_fingerprint().encode())
-    h.update(json.dumps(options or {}, sort_keys=True).encode())
+    h.update(repr(sorted((options or {}).items())).encode())   # ints and bools: repr is exact
     h.update(b"\0")
     h.update(hashlib.sha256(source).digest())
     return h.hexdigest()
