@@ -1,9 +1,9 @@
 """Import cost: `import pylucet`, the runtime (whose import assembles the asm/ stubs with keystone
 and maps them), and the compiler, each in a fresh interpreter; median of --runs.
 
-Two figures per case: the wall time of the statement, and what ``python3 -X importtime`` reports
+Two figures per case: the wall time of the statement, and what "python3 -X importtime" reports
 as the cumulative time of the top-level import (the number the import-time issue is about).
-With ``--baseline DIR`` (another checkout, e.g. ``git archive <commit> | tar -x -C DIR``) the
+With --baseline DIR (another checkout, e.g. "git archive <commit> | tar -x -C DIR") the
 same cases run against it too and the ratio is printed beside them.
 """
 

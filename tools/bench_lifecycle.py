@@ -7,6 +7,7 @@ teardown. Python's own call overhead (~0.3 us per ctypes call) bounds what pyluc
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -108,7 +109,8 @@ def bench_wasmtime() -> Dict[str, float]:
     return out
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
     ours = bench_pylucet()
     try:
         theirs = bench_wasmtime()

@@ -1,6 +1,6 @@
-"""What keeping our fault handler in front costs per guest run: ``signals.check_installed()``
+"""What keeping our fault handler in front costs per guest run: signals.check_installed()
 (one ctypes call into asm/sigcheck.s, one rt_sigaction query of SIGSEGV), beside the stub
-asked about all four fault signals, the same queries through the glibc ``sigaction`` binding,
+asked about all four fault signals, the same queries through the glibc sigaction binding,
 and a bare ctypes call of the smallest stub, in one run; medians of --repeat timings of --number
 calls each, in ns per call."""
 

@@ -3,6 +3,7 @@ and the totals. Reads the suite from $PYLUCET_TESTSUITE (default ../shared/tests
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections import Counter
@@ -15,7 +16,8 @@ from tests.conftest import suite_path  # noqa: E402
 from tests.spec_runner import ScriptRunner, spec_scripts  # noqa: E402
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
     suite = suite_path()
     if not suite.is_dir():
         print(f"no test suite at {suite}", file=sys.stderr)
