@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .runtime import Instance, Limits, LoadedModule, MmapRegion
 
 __all__ = [
+    "WasiConfig", "wasi",
     "compile", "compile_module", "load", "Limits", "MmapRegion", "Instance", "LoadedModule",
     "TrapCode", "Error", "CompileError", "MalformedModule", "InvalidModule", "Unsupported",
     "LoadError", "LinkError", "LimitsExceeded", "RegionFull", "InstantiationError", "Trap",
@@ -64,6 +65,12 @@ def __getattr__(name: str) -> Any:
     if name in _COMPILER_NAMES:
         from .compiler import driver
         return getattr(driver, name)
+    if name == "WasiConfig":
+        from .wasi import WasiConfig
+        return WasiConfig
+    if name == "wasi":
+        import importlib
+        return importlib.import_module(".wasi", __name__)
     raise AttributeError(f"module 'pylucet' has no attribute {name!r}")
 
 
