@@ -99,7 +99,7 @@ def backtrace(trap: BaseException) -> List[str]:
 
 def report_trap(trap: Any, out: Any = None) -> None:
     out = out or sys.stderr
-    out.write(f"{PROG}: trap: {trap.code.name}: {trap}\n")
+    out.write(f"{PROG}: trap: {trap}\n")   # the message starts with the trap code
     frames = backtrace(trap)
     if frames:
         out.write("wasm backtrace:\n")
@@ -135,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config.argv = [args.program.name, *remainder(args.args)]
     env = dict(os.environ) if args.inherit_env else {}   # --env on top of the inherited ones
     env.update(args.env)
-    config.env = list(env.items())
+    config.env = env
     for host, guest in args.dir:
         config.preopen_dir(host, guest)
     config.inherit_stdio()
@@ -145,11 +145,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         status = wasi.run(module, config, limits=limits, entrypoint=args.entrypoint,
                           timeout=args.timeout)
     except pylucet.Trap as trap:
-        if trap.code == pylucet.TrapCode.Interrupt and args.timeout is not None:
-            raise CommandError(f"timed out after {args.timeout:g} s", ExitStatus.TIMEOUT) \
-                from None
         report_trap(trap)
         return ExitStatus.TRAP
+    except pylucet.Terminated as e:
+        # the runtime's watchdog ends a call with the reason "timeout: ..." (Instance.run)
+        if args.timeout is not None and str(e.reason).startswith("timeout"):
+            raise CommandError(f"timed out after {args.timeout:g} s", ExitStatus.TIMEOUT) \
+                from None
+        cause = f" ({type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ else ""
+        raise CommandError(f"{e}{cause}", ExitStatus.TERMINATED) from None
     except pylucet.UnknownExport as e:
         raise CommandError(f"{args.program}: {e}", ExitStatus.USAGE) from None
     return int(status) & 0xFF   # as a POSIX exit status keeps only the low byte

@@ -11,18 +11,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 
 class WasiConfig:
     def __init__(self) -> None:
         self.argv: List[str] = []
-        self.env: List[Tuple[str, str]] = []
+        self.env: Dict[str, str] = {}
         self.preopens: List[Tuple[str, str]] = []
         self.stdio_inherited = False
 
     def inherit_env(self) -> None:
-        self.env = list(os.environ.items())
+        self.env = dict(os.environ)
 
     def preopen_dir(self, host: str, guest: str) -> None:
         self.preopens.append((host, guest))
@@ -35,7 +35,7 @@ def run(module: Any, config: WasiConfig, *, region: Any = None, limits: Any = No
         entrypoint: str = "_start", timeout: Optional[float] = None) -> int:
     import pylucet
     if os.environ.get("PYLUCET_WASI_STUB_ECHO"):
-        sys.stderr.write(json.dumps({"argv": config.argv, "env": dict(config.env),
+        sys.stderr.write(json.dumps({"argv": config.argv, "env": config.env,
                                      "preopens": config.preopens,
                                      "stdio": config.stdio_inherited, "entrypoint": entrypoint,
                                      "timeout": timeout,
