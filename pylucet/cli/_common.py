@@ -87,13 +87,22 @@ def version_text(prog: str) -> str:
     return f"{prog} (pylucet) {__version__}, artifact format version {FORMAT_VERSION}"
 
 
+class _Version(argparse.Action):
+    """``--version``, worked out only when asked (start-up stays free of the imports)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        print(version_text(parser.prog))
+        parser.exit()
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with a ``--version``, plain help text and one-line usage errors (status 2)."""
 
     def __init__(self, prog: str, description: str, **kw: Any):
         kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(prog=prog, description=description, **kw)
-        self.add_argument("--version", action="version", version=version_text(prog))
+        self.add_argument("--version", action=_Version, nargs=0,
+                          help="show the version and exit")
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
