@@ -137,12 +137,15 @@ def test_load_module_by_suffix(tmp_path):
 
 
 CONCURRENT = """
-import sys, time
+import os, sys, time
 sys.path.insert(0, {root!r})
 from pylucet.cache import CompileCache
+import pylucet.compiler.driver   # imported before the barrier, so all start compiling at once
 c = CompileCache({directory!r})
-while time.time() < {start}:
-    pass
+open(os.path.join({barrier!r}, str(os.getpid())), "w").close()
+deadline = time.time() + 120
+while len(os.listdir({barrier!r})) < {n} and time.time() < deadline:
+    time.sleep(0.001)
 art, path = c.artifact(open({source!r}, "rb").read())
 print(c.compiles, c.hits, len(art))
 """
@@ -151,12 +154,13 @@ print(c.compiles, c.hits, len(art))
 def test_concurrent_first_compiles_leave_one_sound_entry(tmp_path):
     """Several processes miss at the same moment and each compiles and stores; whatever order
     the renames land in, the entry is whole and every process got a whole artifact."""
-    import time
     src = tmp_path / "big.wasm"
     src.write_bytes((ROOT / "examples" / "hello.wasm").read_bytes())
     directory = tmp_path / "cache"
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     script = CONCURRENT.format(root=str(ROOT), directory=str(directory), source=str(src),
-                               start=time.time() + 1.5)
+                               barrier=str(barrier), n=4)
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     results = [p.communicate(timeout=300) for p in procs]
