@@ -10,6 +10,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_compile_cache(tmp_path_factory):
+    """Tools the tests run (pylucet run, pylucet-wasi) compile through the compile cache: keep
+    it out of the user's ~/.cache, for this process and the subprocesses it starts."""
+    old = os.environ.get("PYLUCET_CACHE")
+    os.environ["PYLUCET_CACHE"] = str(tmp_path_factory.mktemp("compile-cache"))
+    yield
+    if old is None:
+        os.environ.pop("PYLUCET_CACHE", None)
+    else:
+        os.environ["PYLUCET_CACHE"] = old
+
+
 def suite_path() -> Path:
     """``$PYLUCET_TESTSUITE``, else ``../shared/testsuite`` beside the project root."""
     return Path(os.environ.get("PYLUCET_TESTSUITE", ROOT.parent / "shared" / "testsuite"))
