@@ -45,6 +45,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     (d / "t.wat").write_text(T_WAT)
     (d / "imports.wat").write_text(IMPORTS_WAT)
+    (d / "big.wat").write_text('(module (memory 4) (func (export "_start")))')
     (d / "bad.wasm").write_bytes(b"\0asm\1\0\0\0\1\5")
     (d / "invalid.wat").write_text("(module (func (result i32) (i64.const 1)))")
     (d / "notes.txt").write_text("not an artifact\n")
@@ -112,6 +113,8 @@ BAD = [
     ("pylucet-wasi", ["--timeout", "nan", "{d}/t.wat"], ExitStatus.USAGE, "seconds"),
     ("pylucet-wasi", ["--max-heap-size", "1000", "{d}/t.wat"], ExitStatus.USAGE, "wasm page"),
     ("pylucet-wasi", ["--stack-size", "1x", "{d}/t.wat"], ExitStatus.USAGE, "size"),
+    ("pylucet-wasi", ["--max-heap-size", "64K", "{d}/big.wat"], ExitStatus.LIMITS,
+     "initial heap"),
 ]
 
 
