@@ -54,7 +54,8 @@ def run(cmd, cwd, stdin):
 def test_example_compiles(name, tmp_path):
     done = subprocess.run([sys.executable, "-m", "pylucet.cli.pylucetc",
                            str(EXAMPLES / f"{name}.wasm"), "-o", str(tmp_path / "x.so")],
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert done.returncode == 0, done.stderr
 
 

@@ -85,20 +85,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output: Path = args.output or args.input.with_suffix(".so")
     require_file(args.input)
     t0 = time.perf_counter()
-    from ..compiler.driver import compile_module
+    from ..compiler.driver import check_heap_options, compile_module
     t_import = time.perf_counter() - t0
+    options = compile_options(args)
     try:
-        options = compile_options(args)
-        progress = progress_for(str(args.input))
-        try:
-            compiled = compile_module(args.input, progress=progress, **options)
-        finally:
-            if progress is not None:
-                progress.clear()
-    except ValueError as e:   # options the compiler cannot honour
+        check_heap_options(**{k: v for k, v in options.items() if k != "interrupt_checks"})
+    except ValueError as e:   # options the code generator cannot honour
         raise CommandError(str(e), ExitStatus.USAGE) from None
+    progress = progress_for(str(args.input))
+    try:
+        compiled = compile_module(args.input, progress=progress, **options)
     except Error as e:
         raise CommandError(f"{args.input}: {e}", status_of(e)) from None
+    finally:
+        if progress is not None:
+            progress.clear()
     t1 = time.perf_counter()
     elf = compiled.to_elf()
     t2 = time.perf_counter()

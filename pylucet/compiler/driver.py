@@ -152,7 +152,7 @@ def compile_module(source: Source, name: Optional[str] = None, *,
     ``reserved_size`` and ``guard_size`` go into the module's :class:`HeapSpec` (see
     :func:`heap_spec` for what they must satisfy); ``max_heap`` caps the memory's maximum, in
     bytes. ``progress(done, total)`` is called after each function, for a progress display."""
-    _check_heap_options(reserved_size, guard_size, max_heap)
+    check_heap_options(reserved_size, guard_size, max_heap)
     started = time.perf_counter()
     binary = read_source(source)
     read_done = time.perf_counter()
@@ -263,7 +263,8 @@ def _unique_symbol(symbol: str, func_index: int, used: Dict[str, int]) -> str:
     return symbol
 
 
-def _check_heap_options(reserved_size: int, guard_size: int, max_heap: Optional[int]) -> None:
+def check_heap_options(reserved_size: int = HEAP_RESERVED_SIZE, guard_size: int = HEAP_GUARD_SIZE,
+                       max_heap: Optional[int] = None) -> None:
     """Heap options the code generator can honour (misuse of the API: ValueError)."""
     for what, value, unit in (("reserved_size", reserved_size, WASM_PAGE_SIZE),
                               ("guard_size", guard_size, PAGE_SIZE),

@@ -1,4 +1,4 @@
-"""Run ``pylucet-wasi`` with the stand-in ``pylucet.wasi`` (``wasi_stub``): ``python3 THIS ARGS``."""
+"""Run pylucet-wasi with the stand-in pylucet.wasi of wasi_stub.py: python3 THIS ARGS..."""
 import sys
 from pathlib import Path
 
