@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pylucet.cli._common import ExitStatus, size
-from pylucet.cli.pylucetc import ProgressLine, progress_for
+from pylucet.cli._common import ExitStatus, ProgressLine, progress_for, size
 from pylucet.cli.run import parse_arg
 from pylucet.wasm.types import ValType
 

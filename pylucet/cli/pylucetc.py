@@ -10,61 +10,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, TextIO
+from typing import List, Optional, Sequence
 
 from ..errors import Error
 from ._common import (CommandError, ExitStatus, Parser, add_heap_options, compile_options,
-                      require_file, seconds_since_process_start, status_of, tool)
+                      progress_for, require_file, seconds_since_process_start, status_of, tool)
 
 PROG = "pylucetc"
-
-
-class ProgressLine:
-    """A one-line progress display on a terminal: functions done of total, rate, ETA.
-
-    Draws at most ten times a second and only after the compile has run for half a second, so
-    small modules print nothing; ``clear`` removes the line when the compile ends.
-    """
-
-    def __init__(self, out: TextIO, label: str):
-        self.out = out
-        self.label = label
-        self.started = time.perf_counter()
-        self.last = 0.0
-        self.drawn = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        elapsed = now - self.started
-        if done < total and (elapsed < 0.5 or now - self.last < 0.1):
-            return
-        if not self.drawn and done == total:
-            return
-        self.last = now
-        rate = done / elapsed if elapsed else 0.0
-        eta = (total - done) / rate if rate else 0.0
-        self.out.write(f"\r{self.label}: {done}/{total} functions ({100 * done // total}%), "
-                       f"{rate:,.0f} functions/s, ETA {_duration(eta)}\x1b[K")
-        self.out.flush()
-        self.drawn = True
-
-    def clear(self) -> None:
-        if self.drawn:
-            self.out.write("\r\x1b[K")
-            self.out.flush()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds}s"
-
-
-def progress_for(label: str, stream: TextIO = sys.stderr) -> Optional[ProgressLine]:
-    """A progress display on ``stream`` if it is a terminal, else None (nothing is printed)."""
-    try:
-        return ProgressLine(stream, label) if stream.isatty() else None
-    except (AttributeError, ValueError):
-        return None
 
 
 def parser() -> argparse.ArgumentParser:

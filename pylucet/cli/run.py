@@ -14,7 +14,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..wasm.types import ValType
 from ._common import CommandError, ExitStatus, Parser, remainder, require_file, tool

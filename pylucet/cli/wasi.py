@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
-from ._common import (CommandError, ExitStatus, Parser, remainder, require_file, size,
-                      status_of, tool)
+from ._common import (CommandError, ExitStatus, Parser, progress_for, remainder, require_file,
+                      size, status_of, tool)
 
 PROG = "pylucet-wasi"
 
@@ -119,7 +119,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import pylucet
     from .. import cache
-    from .pylucetc import progress_for
     progress = None if str(args.program).endswith(".so") else progress_for(
         f"compiling {args.program}")
     try:
