@@ -224,6 +224,9 @@ def test_objdump_shows_module_data_and_options(files, tmp_path):
     done = run_tool(files, "pylucet-objdump", str(so), "--disassemble", "fib")
     assert done.returncode == 0, done.stderr
     assert "<guest_func_fib>:" in done.stdout and "<guest_func_sum>:" not in done.stdout
+    done = run_tool(files, "pylucet-objdump", "-d", str(so))     # the file, not a FUNC
+    assert done.returncode == 0, done.stderr
+    assert "<guest_func_fib>:" in done.stdout and "<guest_func_sum>:" in done.stdout
 
 
 def test_stats_report_compile_time_apart_from_start_up(files, tmp_path):

@@ -206,7 +206,9 @@ def add_heap_options(parser: argparse.ArgumentParser) -> None:
                         help="address space the heap may address without a bounds check "
                              "(default 4GiB)")
     parser.add_argument("--guard-size", type=size, metavar="N",
-                        help="inaccessible guard space after the reserved part (default 4GiB)")
+                        help="inaccessible guard space after the reserved part (default 4GiB; "
+                             "reserved + guard must be at least 8GiB, as compiled code does "
+                             "no bounds checks)")
     parser.add_argument("--max-heap", type=size, metavar="N",
                         help="cap the module's maximum memory at N bytes")
     parser.add_argument("--no-interrupt-checks", action="store_true",

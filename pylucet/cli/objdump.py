@@ -138,7 +138,7 @@ def disassemble(elf: ELFFile, path: Path, header: ArtifactHeader,
 
 def parser() -> argparse.ArgumentParser:
     ap = Parser(PROG, __doc__)
-    ap.add_argument("artifact", type=Path, help="shared object written by pylucetc")
+    ap.add_argument("artifact", type=Path, nargs="?", help="shared object written by pylucetc")
     ap.add_argument("-d", "--disassemble", nargs="?", const="", metavar="FUNC",
                     help="disassemble each function, or only FUNC (capstone, else binutils' "
                          "objdump)")
@@ -149,7 +149,13 @@ def parser() -> argparse.ArgumentParser:
 
 @tool(PROG)
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    if args.artifact is None:
+        # "-d x.so": argparse gives the file to --disassemble's optional FUNC
+        if not args.disassemble or not Path(args.disassemble).exists():
+            ap.error("the following arguments are required: artifact")
+        args.artifact, args.disassemble = Path(args.disassemble), ""
     require_file(args.artifact)
     try:
         elf = ELFFile.open(args.artifact)
