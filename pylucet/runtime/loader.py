@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import LinkError, LoadError
 from ..module import serialize
-from ..module.abi import GLOBAL_SLOT_SIZE, MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY
+from ..module.abi import MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY, slot_size
 from ..module.spec import FunctionSpec, ModuleData
 from ..wasm.types import ExternKind
 from . import cpu, signals
@@ -118,7 +118,7 @@ class LoadedModule:
         """(globals image, [table image, ...]): bytes each instantiation copies in as they are."""
         if self._images is None:
             data = self.data
-            end = max((g.offset + GLOBAL_SLOT_SIZE for g in data.globals), default=0)
+            end = max((g.offset + slot_size(g.valtype) for g in data.globals), default=0)
             glob = bytearray(end)
             for g in data.globals:
                 struct.pack_into("<Q", glob, g.offset, g.init & 0xFFFF_FFFF_FFFF_FFFF)

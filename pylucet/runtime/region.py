@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Set, Tuple, Union
 
 from ..errors import LimitsExceeded, RegionFull
-from ..module.abi import (GLOBAL_SLOT_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
-                          RUNTIME_DATA_SIZE, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE)
+from ..module.abi import (INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE, RUNTIME_DATA_SIZE,
+                          TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE, slot_size)
 from ..module.spec import ModuleData
 from . import libc
 from .alloc import HeapStrategy, SlotMemory
@@ -92,7 +92,7 @@ class MmapRegion:
         +8K+H                        stack guard page                        never
         +12K+H                       stack (S), grows down                   RW
                                        stack limit = its base + hostcall_reservation
-        +12K+H+S                     globals (G), 8 bytes each               RW
+        +12K+H+S                     globals (G), abi.slot_size(t) each    RW
         +12K+H+S+G                   guard page                              never
         +16K+H+S+G                   signal stack (SS)                       reserved, see below
         +16K+H+S+G+SS                table entries (T)                       RW for initial entries
@@ -347,7 +347,7 @@ def _fit(data: ModuleData, limits: Limits) -> Fit:
         memory_max -= memory_max % WASM_PAGE_SIZE
         memory_max = max(memory_max, initial_heap)
 
-    globals_end = max((g.offset + GLOBAL_SLOT_SIZE for g in data.globals), default=0)
+    globals_end = max((g.offset + slot_size(g.valtype) for g in data.globals), default=0)
     if globals_end > limits.globals_size:
         raise LimitsExceeded(f"module {data.name!r} needs {globals_end} bytes of globals, but "
                              f"globals_size is {limits.globals_size}")
