@@ -9,7 +9,7 @@ place. Handlers may peek at the next instruction for these fusions; nothing else
 
 Split by concern, as Winch's ``codegen/`` is:
 
-============== ======================================================================================
+============== =====================================================================================
 ``function``   ``FunctionCompiler``: the main loop, prologue, epilogue, frame patching, trap stubs
 ``context``    ``CodeGenContext``: the value stack, the register allocator and the frame it holds,
                and their combined operations; the value representation (from ``module.abi``)
@@ -21,7 +21,7 @@ Split by concern, as Winch's ``codegen/`` is:
 ``variables``  locals, globals, ``drop``, ``select``
 ``int_ops``    integer arithmetic, compares, conversions, constant folds
 ``float_ops``  floating-point arithmetic, compares, conversions
-============== ======================================================================================
+============== =====================================================================================
 
 Locals: a cheap pre-scan counts each local's uses (a use inside loops counts more) and the
 busiest i32/i64 locals get the callee-saved registers in ``context.LOCAL_REGS`` for the whole

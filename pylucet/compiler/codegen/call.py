@@ -10,7 +10,7 @@ copying.
 
 from __future__ import annotations
 
-from typing import Callable, List, Tuple
+from typing import TYPE_CHECKING, Callable, List, Tuple
 
 from ...module.abi import (GPR, GUEST_FLOAT_ARG_REGS, GUEST_INT_ARG_REGS, SLOT_WORD, STACK,
                            TABLE_ENTRY, call_layout)
@@ -20,7 +20,11 @@ from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, fits_i32
 from ..x86_64.registers import CC_E, CC_NE, GPR_NAMES, R10, R11, RSP, XMM
 from . import tables
-from .context import CONST, IN_XMM, REG, SLOT, XTMP, require_num, result_reg, signed as _signed, width
+from .context import (CONST, IN_XMM, REG, SLOT, XTMP, require_num, result_reg, signed as _signed,
+                      width)
+
+if TYPE_CHECKING:
+    from .function import FunctionCompiler
 
 ARG_REGS = tuple(GPR_NAMES.index(r) for r in GUEST_INT_ARG_REGS)
 FLOAT_ARG_REGS = tuple(XMM[int(r[3:])] for r in GUEST_FLOAT_ARG_REGS)
@@ -39,14 +43,14 @@ def arg_homes(params, results=()) -> List[int]:
     return homes
 
 
-def op_call(cg, _, callee, off):
+def op_call(cg: FunctionCompiler, _, callee, off):
     # an imported function is called through its trampoline (abi.IMPORT_TRAMPOLINE_SIZE),
     # so it is an ordinary direct call here; the driver resolves the target either way
     ftype = cg.env.func_types[callee]
     _call(cg, ftype, lambda: cg.calls.append((cg.asm.call_rel32(), callee)))
 
 
-def op_call_indirect(cg, _, imm, off):
+def op_call_indirect(cg: FunctionCompiler, _, imm, off):
     ctx = cg.ctx
     type_index, table = imm
     env = cg.env
@@ -67,7 +71,7 @@ def op_call_indirect(cg, _, imm, off):
     _call(cg, ftype, lambda: asm.call_r(R10))
 
 
-def _call(cg, ftype: FuncType, emit_call: Callable[[], None]) -> None:
+def _call(cg: FunctionCompiler, ftype: FuncType, emit_call: Callable[[], None]) -> None:
     """Arguments per the SysV convention, the call, and the result in rax/xmm0 (several:
     in the slots the return area pointed at). Everything but the arguments that lives in a
     scratch register is spilled first (caller-saved); r10 and r11 are free for the call
@@ -137,7 +141,7 @@ def _call(cg, ftype: FuncType, emit_call: Callable[[], None]) -> None:
         stack.append((REG, result_reg(t), t))
 
 
-def _parallel_move(cg, moves: List[Tuple[int, tuple]], xmm: bool) -> None:
+def _parallel_move(cg: FunctionCompiler, moves: List[Tuple[int, tuple]], xmm: bool) -> None:
     """Move each (destination register, register entry) pair at once, breaking cycles with
     r11 or xmm15."""
     mov = cg.asm.movaps if xmm else (lambda d, s: cg.asm.mov_rr(64, d, s))

@@ -22,7 +22,7 @@ results, in slots 0..n-1 like any multi-value label, and copies them to the retu
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 from ...module.abi import POLL_INSN_SIZE, RESULT_SLOT_SIZE, VMCTX_POLL, call_layout
 from ...module.traps import TrapCode
@@ -30,6 +30,9 @@ from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX
 from ..x86_64.registers import CC_AE, R11, R14, RAX, RSP
 from .context import CONST, REG, SLOT, require_num, result_reg, width
+
+if TYPE_CHECKING:
+    from .function import FunctionCompiler
 
 # control frame kinds
 K_BLOCK, K_LOOP, K_IF, K_ELSE, K_FUNC = range(5)
@@ -66,7 +69,7 @@ class Ctrl:
         return len(self.results) > 1
 
 
-def interrupt_check(cg) -> None:
+def interrupt_check(cg: FunctionCompiler) -> None:
     """Poll for an interruption (kill switch, timeout, Ctrl-C): a load from the slot's poll
     page, which faults once the host revokes it (``abi.VMCTX_POLL``). Only at function
     entry and loop headers, where every live value sits in a callee-saved register or the
@@ -79,14 +82,14 @@ def interrupt_check(cg) -> None:
     assert len(cg.asm.code) - start == POLL_INSN_SIZE
 
 
-def _block_type(cg, blocktype) -> Tuple[tuple, tuple]:
+def _block_type(cg: FunctionCompiler, blocktype) -> Tuple[tuple, tuple]:
     params, results = cg.env.block_type(blocktype)
     require_num(params, "block parameters")
     require_num(results, "block results")
     return params, results
 
 
-def op_block(cg, kind, blocktype, off):
+def op_block(cg: FunctionCompiler, kind, blocktype, off):
     ctx = cg.ctx
     params, results = _block_type(cg, blocktype)
     ctx.spill_all()
@@ -103,7 +106,7 @@ def op_block(cg, kind, blocktype, off):
         interrupt_check(cg)
 
 
-def op_if(cg, _, blocktype, off):
+def op_if(cg: FunctionCompiler, _, blocktype, off):
     ctx = cg.ctx
     params, results = _block_type(cg, blocktype)
     c = cg.stack.pop()
@@ -124,7 +127,7 @@ def op_if(cg, _, blocktype, off):
     cg.ctrl.append(frame)
 
 
-def _values_to_slots(cg, frame: Ctrl, n: int, below: int = 0) -> None:
+def _values_to_slots(cg: FunctionCompiler, frame: Ctrl, n: int, below: int = 0) -> None:
     """Store the ``n`` values ``below`` entries down the stack into the slots of the
     positions where ``frame``'s label keeps them. The sources are at those positions or
     higher, so storing in ascending order never overwrites a value not yet read."""
@@ -135,7 +138,7 @@ def _values_to_slots(cg, frame: Ctrl, n: int, below: int = 0) -> None:
         ctx.store_slot(stack[first + k], frame.height + k)
 
 
-def _to_label(cg, frame: Ctrl, at_end: bool = False, below: int = 0) -> None:
+def _to_label(cg: FunctionCompiler, frame: Ctrl, at_end: bool = False, below: int = 0) -> None:
     """Put the values a label of ``frame`` (its branch label, or ``at_end`` its end) takes,
     ``below`` entries down the stack, where the label expects them: their slots, or
     rax/xmm0 for a single value."""
@@ -148,7 +151,7 @@ def _to_label(cg, frame: Ctrl, at_end: bool = False, below: int = 0) -> None:
         ctx.move_to(i, result_reg(cg.stack[i][2]))
 
 
-def _reset_to(cg, frame: Ctrl, with_results: bool) -> None:
+def _reset_to(cg: FunctionCompiler, frame: Ctrl, with_results: bool) -> None:
     """The canonical state at a label of ``frame``: the entries below it, plus its results
     in their slots or rax/xmm0."""
     ctx = cg.ctx
@@ -167,7 +170,7 @@ def _reset_to(cg, frame: Ctrl, with_results: bool) -> None:
         cg.stack.append((REG, result_reg(t), t))
 
 
-def op_else(cg, _, imm, off):
+def op_else(cg: FunctionCompiler, _, imm, off):
     frame = cg.ctrl[-1]
     asm = cg.asm
     if not cg.unreachable:
@@ -181,7 +184,7 @@ def op_else(cg, _, imm, off):
     cg.unreachable = False
 
 
-def op_end(cg, _, imm, off):
+def op_end(cg: FunctionCompiler, _, imm, off):
     ctx = cg.ctx
     if cg.ctrl[-1].kind == K_IF and cg.ctrl[-1].params:
         # an if without else passes its params on as results: an empty else arm does that
@@ -209,25 +212,25 @@ def op_end(cg, _, imm, off):
         cg.epilogue()
 
 
-def _branch_target(cg, depth: int) -> Ctrl:
+def _branch_target(cg: FunctionCompiler, depth: int) -> Ctrl:
     frame = cg.ctrl[-1 - depth]
     if frame.kind != K_LOOP:
         frame.branched = True
     return frame
 
 
-def op_br(cg, _, depth, off):
+def op_br(cg: FunctionCompiler, _, depth, off):
     frame = _branch_target(cg, depth)
     _to_label(cg, frame)
     cg.asm.jmp(frame.label)
     cg.unreachable = True
 
 
-def op_return(cg, _, imm, off):
+def op_return(cg: FunctionCompiler, _, imm, off):
     op_br(cg, None, len(cg.ctrl) - 1, off)
 
 
-def op_br_if(cg, _, depth, off):
+def op_br_if(cg: FunctionCompiler, _, depth, off):
     ctx = cg.ctx
     frame = _branch_target(cg, depth)
     stack = cg.stack
@@ -254,7 +257,7 @@ def op_br_if(cg, _, depth, off):
     cg.asm.jcc(cc, frame.label)
 
 
-def op_br_table(cg, _, imm, off):
+def op_br_table(cg: FunctionCompiler, _, imm, off):
     ctx = cg.ctx
     depths, default = imm
     frames = [_branch_target(cg, d) for d in depths]
@@ -279,7 +282,7 @@ def op_br_table(cg, _, imm, off):
     cg.unreachable = True
 
 
-def _br_table_stubs(cg, frames: List[Ctrl], dflt: Ctrl) -> None:
+def _br_table_stubs(cg: FunctionCompiler, frames: List[Ctrl], dflt: Ctrl) -> None:
     """br_table when some target keeps its values in slots: the targets' heights differ,
     so each distinct target gets a stub that puts the values in place and jumps on."""
     ctx = cg.ctx
@@ -322,7 +325,7 @@ def _br_table_stubs(cg, frames: List[Ctrl], dflt: Ctrl) -> None:
     cg.unreachable = True
 
 
-def _indexed_jump(cg, reg: int, targets: List[int], default: int) -> None:
+def _indexed_jump(cg: FunctionCompiler, reg: int, targets: List[int], default: int) -> None:
     """Jump to label ``targets[reg]``, or to ``default`` when ``reg`` (an i32, clobbered) is
     out of range, through a table of 32-bit offsets emitted after the function's code."""
     asm = cg.asm
@@ -336,11 +339,11 @@ def _indexed_jump(cg, reg: int, targets: List[int], default: int) -> None:
     cg.jump_tables.append((table, targets))
 
 
-def op_unreachable(cg, _, imm, off):
+def op_unreachable(cg: FunctionCompiler, _, imm, off):
     cg.trap_here(TrapCode.Unreachable, off)
     cg.asm.ud2()
     cg.unreachable = True
 
 
-def op_nop(cg, _, imm, off):
+def op_nop(cg: FunctionCompiler, _, imm, off):
     pass

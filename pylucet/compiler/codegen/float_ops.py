@@ -11,7 +11,7 @@ the parity flag, become a 0/1 value first.
 from __future__ import annotations
 
 import struct
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
 
 from ...module.traps import TrapCode
 from ..x86_64 import encoding as X
@@ -19,8 +19,11 @@ from ..x86_64.registers import CC_AE, CC_B, CC_BE, CC_E, CC_NE, CC_NP, CC_P, CC_
 from .context import (CONST, F32, F64, FLAGS, I32, IN_XMM, MASK, REG, XTMP, CodeGenContext,
                       width)
 
+if TYPE_CHECKING:
+    from .function import FunctionCompiler
 
-def op_fconst(cg, t, imm, off):
+
+def op_fconst(cg: FunctionCompiler, t, imm, off):
     cg.stack.append((CONST, imm & MASK[width(t)], t))
 
 
@@ -34,7 +37,7 @@ def _fsrc(ctx: CodeGenContext, e: tuple) -> Tuple[object, int]:
     return reg, reg
 
 
-def op_farith(cg, arg, imm, off):
+def op_farith(cg: FunctionCompiler, arg, imm, off):
     """add, sub, mul, div: the hardware's NaN propagation is what the spec allows."""
     ctx = cg.ctx
     op, fw = arg
@@ -48,7 +51,7 @@ def op_farith(cg, arg, imm, off):
     cg.stack.append((REG, dst, a[2]))
 
 
-def op_funary(cg, arg, imm, off):
+def op_funary(cg: FunctionCompiler, arg, imm, off):
     """sqrt, and ceil/floor/trunc/nearest as roundss/roundsd with a fixed mode."""
     ctx = cg.ctx
     fw, mode = arg
@@ -63,7 +66,7 @@ def op_funary(cg, arg, imm, off):
     cg.stack.append((REG, dst, e[2]))
 
 
-def op_fsign(cg, arg, imm, off):
+def op_fsign(cg: FunctionCompiler, arg, imm, off):
     """abs, neg, copysign: pure sign-bit operations, so NaN payloads pass unchanged."""
     ctx = cg.ctx
     name, fw = arg
@@ -99,7 +102,7 @@ def op_fsign(cg, arg, imm, off):
     stack.append((REG, dst, t))
 
 
-def op_fminmax(cg, arg, imm, off):
+def op_fminmax(cg: FunctionCompiler, arg, imm, off):
     """min/max: NaN if either operand is; -0 < +0. minss/maxss alone get both wrong (they
     return the second operand), so those cases go first."""
     ctx = cg.ctx
@@ -126,7 +129,7 @@ def op_fminmax(cg, arg, imm, off):
     cg.stack.append((REG, dst, a[2]))
 
 
-def op_fcompare(cg, arg, imm, off):
+def op_fcompare(cg: FunctionCompiler, arg, imm, off):
     """ucomis sets CF, ZF and PF for NaN, so 'above' conditions are false when unordered;
     lt/le compare the other way round to use them. eq/ne need PF as well and are made
     into a 0/1 value (fused as its ``ne 0``)."""
@@ -161,7 +164,7 @@ def op_fcompare(cg, arg, imm, off):
         cg.stack.append((REG, r, I32))
 
 
-def op_fprecision(cg, fw, imm, off):
+def op_fprecision(cg: FunctionCompiler, fw, imm, off):
     """promote/demote from precision ``fw`` to the other."""
     ctx = cg.ctx
     e = cg.stack.pop()
@@ -172,7 +175,7 @@ def op_fprecision(cg, fw, imm, off):
     cg.stack.append((REG, dst, t))
 
 
-def op_fconvert(cg, arg, imm, off):
+def op_fconvert(cg: FunctionCompiler, arg, imm, off):
     """Integer to float, correctly rounded. An unsigned i32 converts as a (zero-extended)
     i64; an unsigned i64 with the top bit set is halved, keeping the lost bit as a sticky
     bit so the one rounding stays correct, converted and doubled."""
@@ -213,7 +216,7 @@ def op_fconvert(cg, arg, imm, off):
     cg.stack.append((REG, dst, t))
 
 
-def op_trunc(cg, arg, imm, off):
+def op_trunc(cg: FunctionCompiler, arg, imm, off):
     """Float to integer, trapping or saturating. NaN and the range are checked first
     against exact bounds (see ``_trunc_bounds``); then cvtts2si only sees values whose
     truncation fits. Unsigned i32 converts as i64; unsigned i64 of 2^63 or more converts
@@ -266,7 +269,7 @@ def op_trunc(cg, arg, imm, off):
     cg.stack.append((REG, r, t))
 
 
-def op_reinterpret(cg, t, imm, off):
+def op_reinterpret(cg: FunctionCompiler, t, imm, off):
     """The same bits in the other register class."""
     ctx = cg.ctx
     e = cg.stack.pop()

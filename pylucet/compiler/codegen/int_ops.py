@@ -9,6 +9,8 @@ local updates that register in place. Divisions fault on purpose (their trap sit
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ...module.traps import TrapCode
 from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, fits_i32
@@ -16,12 +18,15 @@ from ..x86_64.registers import (CC_A, CC_AE, CC_B, CC_BE, CC_E, CC_G, CC_GE, CC_
                                 CC_O, RAX, RCX, RDX, SWAPPED_CC)
 from .context import CONST, FLAGS, I32, I64, LOCAL, MASK, REG, signed as _signed, width
 
+if TYPE_CHECKING:
+    from .function import FunctionCompiler
 
-def op_const(cg, w, imm, off):
+
+def op_const(cg: FunctionCompiler, w, imm, off):
     cg.stack.append((CONST, imm & MASK[w], I64 if w == 64 else I32))
 
 
-def op_alu(cg, arg, imm, off):
+def op_alu(cg: FunctionCompiler, arg, imm, off):
     """add, sub, and, or, xor."""
     ctx = cg.ctx
     op, w, fold = arg
@@ -60,7 +65,7 @@ def op_alu(cg, arg, imm, off):
     stack.append((REG, dst, t))
 
 
-def op_mul(cg, w, imm, off):
+def op_mul(cg: FunctionCompiler, w, imm, off):
     ctx = cg.ctx
     stack = cg.stack
     b = stack.pop()
@@ -90,7 +95,7 @@ def op_mul(cg, w, imm, off):
     stack.append((REG, dst, t))
 
 
-def op_div(cg, arg, imm, off):
+def op_div(cg: FunctionCompiler, arg, imm, off):
     """div_s, div_u, rem_s, rem_u: the dividend in rax, the result in rax or rdx."""
     ctx = cg.ctx
     w, signed, rem = arg
@@ -154,7 +159,7 @@ def op_div(cg, arg, imm, off):
     stack.append((REG, result, t))
 
 
-def op_shift(cg, arg, imm, off):
+def op_shift(cg: FunctionCompiler, arg, imm, off):
     ctx = cg.ctx
     op, w, fold = arg
     asm = cg.asm
@@ -181,7 +186,7 @@ def op_shift(cg, arg, imm, off):
     stack.append((REG, dst, a[2]))
 
 
-def op_bitcount(cg, arg, imm, off):
+def op_bitcount(cg: FunctionCompiler, arg, imm, off):
     ctx = cg.ctx
     kind, w, feature, fold = arg
     e = cg.stack.pop()
@@ -195,7 +200,7 @@ def op_bitcount(cg, arg, imm, off):
     cg.stack.append((REG, dst, e[2]))
 
 
-def op_eqz(cg, w, imm, off):
+def op_eqz(cg: FunctionCompiler, w, imm, off):
     ctx = cg.ctx
     e = cg.stack.pop()
     if e[0] == CONST:
@@ -215,7 +220,7 @@ def op_eqz(cg, w, imm, off):
     cg.push_cond(CC_E)
 
 
-def op_compare(cg, arg, imm, off):
+def op_compare(cg: FunctionCompiler, arg, imm, off):
     ctx = cg.ctx
     cc, w = arg
     stack = cg.stack
@@ -234,7 +239,7 @@ def op_compare(cg, arg, imm, off):
     cg.push_cond(cc)
 
 
-def op_convert(cg, arg, imm, off):
+def op_convert(cg: FunctionCompiler, arg, imm, off):
     """wrap, extend_i32_u/s and the sign-extension operators."""
     ctx = cg.ctx
     t, srcw, signed, fold = arg

@@ -11,7 +11,7 @@ space.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
 
 from ...module.abi import VMCTX_MEMORY_SIZE, Libcall, vmctx_libcall
 from ...module.traps import TrapCode
@@ -20,8 +20,11 @@ from ..x86_64.encoding import NO_INDEX, fits_i32
 from ..x86_64.registers import CC_A, CC_AE, R11, R14, RAX, RCX, RDI, RSI
 from .context import CONST, I32, IN_XMM, REG, signed as _signed, width
 
+if TYPE_CHECKING:
+    from .function import FunctionCompiler
 
-def _address(cg, e: tuple, offset: int) -> Tuple[X.Mem, int]:
+
+def _address(cg: FunctionCompiler, e: tuple, offset: int) -> Tuple[X.Mem, int]:
     """The heap operand for address entry ``e`` + ``offset``, and the scratch register
     the caller owns (or -1)."""
     ctx = cg.ctx
@@ -40,7 +43,7 @@ def _address(cg, e: tuple, offset: int) -> Tuple[X.Mem, int]:
     return (R14, R11, 1, 0), reg if owned else -1
 
 
-def op_load(cg, arg, memarg, off):
+def op_load(cg: FunctionCompiler, arg, memarg, off):
     ctx = cg.ctx
     t, size, signed = arg
     mem, owned = _address(cg, cg.stack.pop(), memarg[1])
@@ -65,7 +68,7 @@ def op_load(cg, arg, memarg, off):
     cg.stack.append((REG, dst, t))
 
 
-def op_store(cg, size, memarg, off):
+def op_store(cg: FunctionCompiler, size, memarg, off):
     ctx = cg.ctx
     stack = cg.stack
     v = stack.pop()
@@ -91,7 +94,7 @@ def op_store(cg, size, memarg, off):
         ctx.free(owned)
 
 
-def op_memory_size(cg, _, imm, off):
+def op_memory_size(cg: FunctionCompiler, _, imm, off):
     ctx = cg.ctx
     reg = ctx.alloc()
     cg.asm.mov_rm(64, reg, (R14, NO_INDEX, 1, VMCTX_MEMORY_SIZE))
@@ -99,7 +102,7 @@ def op_memory_size(cg, _, imm, off):
     cg.stack.append((REG, reg, I32))
 
 
-def op_memory_grow(cg, _, imm, off):
+def op_memory_grow(cg: FunctionCompiler, _, imm, off):
     ctx = cg.ctx
     stack = cg.stack
     ctx.move_to(len(stack) - 1, RDI)
@@ -115,7 +118,7 @@ def op_memory_grow(cg, _, imm, off):
 # Bulk memory: the string instructions with their fixed registers. Both ranges are checked
 # before a byte is written, so a trap leaves memory untouched and ``rep movsb``/``rep stosb``
 # never fault (they need no trap site).
-def _bulk_operands(cg, regs: Tuple[int, int, int]) -> None:
+def _bulk_operands(cg: FunctionCompiler, regs: Tuple[int, int, int]) -> None:
     """Pop the three i32 operands into the fixed registers ``regs`` (deepest operand first),
     which the caller owns and frees."""
     ctx = cg.ctx
@@ -126,13 +129,13 @@ def _bulk_operands(cg, regs: Tuple[int, int, int]) -> None:
     del stack[first:]
 
 
-def _range_trap(cg, off: int) -> int:
+def _range_trap(cg: FunctionCompiler, off: int) -> int:
     """The trap stub for ``_check_heap_range``: its probe is the range's last byte, at
     r11 - 1, which the failed check proved to lie at or past the end of the heap."""
     return cg.trap_label(TrapCode.HeapOutOfBounds, off, (R14, R11, 1, -1))
 
 
-def _check_heap_range(cg, start: int, trap: int) -> None:
+def _check_heap_range(cg: FunctionCompiler, start: int, trap: int) -> None:
     """Jump to ``trap`` unless ``start`` + ``rcx`` (left in r11) is at most the current heap
     size. Both are zero-extended i32s, so the 64-bit sum cannot wrap; an empty range may
     start at the very end but not past it."""
@@ -142,7 +145,7 @@ def _check_heap_range(cg, start: int, trap: int) -> None:
     asm.jcc(CC_A, trap)
 
 
-def op_memory_copy(cg, _, imm, off):
+def op_memory_copy(cg: FunctionCompiler, _, imm, off):
     """memmove: when the destination overlaps the source from above, copy backwards
     (``std``), or the first bytes written would overwrite source bytes not yet read."""
     ctx = cg.ctx
@@ -171,7 +174,7 @@ def op_memory_copy(cg, _, imm, off):
         ctx.free(reg)
 
 
-def op_memory_fill(cg, _, imm, off):
+def op_memory_fill(cg: FunctionCompiler, _, imm, off):
     """``rep stosb`` stores al: the low 8 bits of the value, as the spec wants."""
     ctx = cg.ctx
     _bulk_operands(cg, (RDI, RAX, RCX))

@@ -3,6 +3,8 @@ its entries (``abi.TABLE_ENTRY``); ``table.size`` and the entry lookup ``call_in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ...module.abi import TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, VMCTX_TABLES
 from ...module.traps import TrapCode
 from ..x86_64 import encoding as X
@@ -10,8 +12,11 @@ from ..x86_64.encoding import NO_INDEX
 from ..x86_64.registers import CC_AE, R10, R11, R14
 from .context import I32, REG
 
+if TYPE_CHECKING:
+    from .function import FunctionCompiler
 
-def op_table_size(cg, _, table, off):
+
+def op_table_size(cg: FunctionCompiler, _, table, off):
     ctx = cg.ctx
     reg = ctx.alloc()
     length = table * TABLE_DESC_SIZE + TABLE_DESC["length"]
@@ -20,7 +25,7 @@ def op_table_size(cg, _, table, off):
     cg.stack.append((REG, reg, I32))
 
 
-def entry_address(cg, table: int, off: int) -> None:
+def entry_address(cg: FunctionCompiler, table: int, off: int) -> None:
     """Turn the element index in r10 into the address of its entry in ``table``, trapping
     (``TableOutOfBounds``) past the table's current length. Uses r11."""
     asm = cg.asm

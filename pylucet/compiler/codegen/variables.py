@@ -7,6 +7,8 @@ in the globals area that the vmctx points at, each at its ``ModuleEnv.global_off
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ...module.abi import VMCTX_GLOBALS
 from ...wasm.types import ValType
 from ..x86_64 import encoding as X
@@ -14,12 +16,15 @@ from ..x86_64.encoding import NO_INDEX, fits_i32
 from ..x86_64.registers import R11, R14
 from .context import CONST, IN_XMM, LOCAL, REG, require_num, signed as _signed, width
 
+if TYPE_CHECKING:
+    from .function import FunctionCompiler
 
-def op_local_get(cg, _, idx, off):
+
+def op_local_get(cg: FunctionCompiler, _, idx, off):
     cg.stack.append((LOCAL, idx, cg.local_types[idx]))
 
 
-def op_local_set(cg, tee, idx, off):
+def op_local_set(cg: FunctionCompiler, tee, idx, off):
     ctx = cg.ctx
     e = cg.stack.pop()
     if e[0] == LOCAL and e[1] == idx:
@@ -56,13 +61,13 @@ def op_local_set(cg, tee, idx, off):
         cg.stack.append((LOCAL, idx, t))
 
 
-def _global_type(cg, idx: int) -> ValType:
+def _global_type(cg: FunctionCompiler, idx: int) -> ValType:
     t = cg.env.global_types[idx]
     require_num((t,), "globals")
     return t
 
 
-def op_global_get(cg, _, idx, off):
+def op_global_get(cg: FunctionCompiler, _, idx, off):
     ctx = cg.ctx
     t = _global_type(cg, idx)
     reg = ctx.alloc(t)
@@ -77,7 +82,7 @@ def op_global_get(cg, _, idx, off):
     cg.stack.append((REG, reg, t))
 
 
-def op_global_set(cg, _, idx, off):
+def op_global_set(cg: FunctionCompiler, _, idx, off):
     ctx = cg.ctx
     t = _global_type(cg, idx)
     w = width(t)
@@ -95,7 +100,7 @@ def op_global_set(cg, _, idx, off):
         ctx.free(reg, t)
 
 
-def op_select(cg, _, imm, off):
+def op_select(cg: FunctionCompiler, _, imm, off):
     ctx = cg.ctx
     if imm is not None:
         require_num(imm, "select operands")
@@ -135,6 +140,6 @@ def op_select(cg, _, imm, off):
     stack.append((REG, dst, t))
 
 
-def op_drop(cg, _, imm, off):
+def op_drop(cg: FunctionCompiler, _, imm, off):
     ctx = cg.ctx
     ctx.pop_free()
