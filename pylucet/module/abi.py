@@ -100,9 +100,19 @@ def value_class(t: ValType) -> ValueClass:
     return _VALUE_CLASS[t]
 
 
+SLOT_WORD = 8
+"""Bytes of one slot word: every scalar and reference value takes one (an i32 zero-extended, an
+f32 in the low half), a v128 two, 16-byte aligned."""
+
+
 def slot_words(t: ValType) -> int:
     """8-byte words a value of type ``t`` takes in a stack, result or global slot."""
     return 2 if _VALUE_CLASS[t] == ValueClass.VECTOR else 1
+
+
+def slot_size(t: ValType) -> int:
+    """Bytes (and alignment) of a ``t`` in a frame, result or global slot: 8, or 16 for v128."""
+    return SLOT_WORD * slot_words(t)
 
 
 class Loc(NamedTuple):
@@ -309,11 +319,8 @@ IMPORT_TRAMPOLINE_SIZE = 32
 call to an import is an ordinary ``call rel32``, and a table entry for an import is a plain code
 address): it loads r10 = &entry i from the vmctx and jumps to ``entry.func``."""
 
-RESULT_SLOT_SIZE = 8
-"""Bytes per result in a return area (v128 results, later, will take two slots, aligned)."""
-
-GLOBAL_SLOT_SIZE = 8
-"""Scalar globals take 8 bytes each in the globals area; v128 (later) will take 16, aligned."""
+RESULT_SLOT_SIZE = SLOT_WORD
+"""Bytes per return-area word: result i sits at ``CallLayout.results[i].index`` words."""
 
 
 # --- Symbols in a compiled artifact -----------------------------------------------------------------

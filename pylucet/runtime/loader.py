@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..elf.reader import ELFFile, read_artifact
 from ..errors import LinkError, LoadError, UnknownExport
-from ..module.abi import GLOBAL_SLOT_SIZE, MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY
+from ..module.abi import MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY, slot_size
 from ..module.serialize import HEADER_SIZE
 from ..module.spec import FunctionSpec, ModuleData
 from ..wasm.types import ExternKind
@@ -122,7 +122,7 @@ class LoadedModule:
         """(globals image, [table image, ...]): bytes each instantiation copies in as they are."""
         if self._images is None:
             data = self.data
-            end = max((g.offset + GLOBAL_SLOT_SIZE for g in data.globals), default=0)
+            end = max((g.offset + slot_size(g.valtype) for g in data.globals), default=0)
             glob = bytearray(end)
             for g in data.globals:
                 struct.pack_into("<Q", glob, g.offset, g.init & 0xFFFF_FFFF_FFFF_FFFF)

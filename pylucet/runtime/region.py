@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Set, Tuple, Union
 
 from ..errors import LimitsExceeded, RegionFull, StateError
-from ..module.abi import (GLOBAL_SLOT_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
-                          RUNTIME_DATA_SIZE, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE)
+from ..module.abi import (INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE, RUNTIME_DATA_SIZE,
+                          TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE, slot_size)
 from ..module.spec import ModuleData
 from . import libc
 from .alloc import HeapStrategy, SlotMemory
@@ -89,7 +89,7 @@ class MmapRegion:
         +0                           stack guard page                        never
         +4K                          stack (S), grows down                   RW
                                        stack limit = its base + hostcall_reservation
-        +4K+S                        globals (G), 8 bytes each               RW
+        +4K+S                        globals (G), abi.slot_size(t) each    RW
         +4K+S+G                      poll page (abi.VMCTX_POLL)              RW; none to interrupt
         +8K+S+G                      instance page                           RW
                                        INST_* fields | table descriptors | runtime data (VMCTX_*)
@@ -351,16 +351,16 @@ def _fit(data: ModuleData, limits: Limits) -> Fit:
         initial_heap = memory_max = 0
     else:
         if heap.initial_size > limits.heap_memory_size:
-            raise LimitsExceeded(f"module {data.name!r} needs an initial heap of "
+            raise LimitsExceeded(f"module {data.display_name!r} needs an initial heap of "
                                  f"{heap.initial_size} bytes, but heap_memory_size is "
                                  f"{limits.heap_memory_size}")
         if heap.reserved_size + heap.guard_size > limits.heap_address_space_size:
             raise LimitsExceeded(
-                f"module {data.name!r} was compiled for {heap.reserved_size} bytes of heap plus "
+                f"module {data.display_name!r} was compiled for {heap.reserved_size} bytes of heap plus "
                 f"{heap.guard_size} of guard, more than heap_address_space_size "
                 f"({limits.heap_address_space_size}): its unchecked accesses could leave the slot")
         if heap.initial_size % WASM_PAGE_SIZE:
-            raise LimitsExceeded(f"module {data.name!r}: initial heap size {heap.initial_size} "
+            raise LimitsExceeded(f"module {data.display_name!r}: initial heap size {heap.initial_size} "
                                  "is not a whole number of wasm pages")
         initial_heap = heap.initial_size
         # growth stops at the first of: the module's maximum, the limits, the space the code was
@@ -370,17 +370,17 @@ def _fit(data: ModuleData, limits: Limits) -> Fit:
         memory_max -= memory_max % WASM_PAGE_SIZE
         memory_max = max(memory_max, initial_heap)
 
-    globals_end = max((g.offset + GLOBAL_SLOT_SIZE for g in data.globals), default=0)
+    globals_end = max((g.offset + slot_size(g.valtype) for g in data.globals), default=0)
     if globals_end > limits.globals_size:
-        raise LimitsExceeded(f"module {data.name!r} needs {globals_end} bytes of globals, but "
+        raise LimitsExceeded(f"module {data.display_name!r} needs {globals_end} bytes of globals, but "
                              f"globals_size is {limits.globals_size}")
 
     if len(data.tables) > MAX_TABLES:
-        raise LimitsExceeded(f"module {data.name!r} has {len(data.tables)} tables; at most "
+        raise LimitsExceeded(f"module {data.display_name!r} has {len(data.tables)} tables; at most "
                              f"{MAX_TABLES} are supported")
     needed = sum(t.initial for t in data.tables)
     if needed > limits.table_elements:
-        raise LimitsExceeded(f"module {data.name!r} needs {needed} table elements, but "
+        raise LimitsExceeded(f"module {data.display_name!r} needs {needed} table elements, but "
                              f"table_elements is {limits.table_elements}")
     # every table gets its initial size; room to grow goes to the tables in order, as far as
     # their maximum asks (the usual single table gets all of it)
