@@ -494,11 +494,15 @@ def measure_ppci(out: Results, p: Pylucet) -> None:
         return benchlib.iterate(lambda: f(*args), b)
 
     def hostcalls() -> Result:
-        def inc(x: int) -> int:   # ppci types its imports from the annotations
+        def inc(x: int) -> int:
             return x + 1
 
         def nop() -> None:
             pass
+        # ppci types its imports from real annotations, not the strings this file's
+        # ``from __future__ import annotations`` makes of them
+        inc.__annotations__ = {"x": int, "return": int}
+        nop.__annotations__ = {"return": None}
 
         f = inst(CALLER, "caller", {"env": {"inc": inc, "nop": nop}}).exports["loop_inc"]
         assert f(HOSTCALLS) == HOSTCALLS
