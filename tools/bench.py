@@ -327,7 +327,7 @@ for _ in range(200):
 warm.sort()
 print(json.dumps([first, warm[len(warm) // 2]]))
 """
-        samples = 2 if self.smoke else (8 if self.budget is benchlib.QUICK else 30)
+        samples = 2 if self.smoke else (5 if self.budget is benchlib.QUICK else 20)
         extra = []
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         for _ in range(samples):
@@ -603,19 +603,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pylucet-bench-") as tmp:
         p = Pylucet(budget, Path(tmp), strategies, args.smoke)
         out = Results()
-        p.measure(out)
+        phases: Dict[str, float] = {}
+
+        def phase(name: str, fn: Callable[[], None]) -> bool:
+            t = time.perf_counter()
+            try:
+                fn()
+            except ImportError as e:
+                print(f"({name} not measured: {e}; pip install -e '.[bench]')")
+                return False
+            finally:
+                phases[name] = time.perf_counter() - t
+            return True
+
+        phase("pylucet", lambda: p.measure(out))
         peers: List[str] = []
         if args.compare:
-            try:
-                measure_wasmtime(out, p)
+            if phase("wasmtime", lambda: measure_wasmtime(out, p)):
                 peers += ["wasmtime cow", "wasmtime copy", "wasmtime pooling"]
-            except ImportError:
-                print("(wasmtime not installed: pip install -e '.[bench]')")
-            try:
-                measure_ppci(out, p)
+            if phase("ppci", lambda: measure_ppci(out, p)):
                 peers.append("ppci native")
-            except ImportError:
-                print("(ppci not installed: pip install -e '.[bench]')")
         peers = [w for w in peers if any(w in r["by"] for r in out.rows.values())]
     ours = [f"pylucet {s}" for s in strategies]
     # rows measured once (not per strategy) live under "pylucet": show them in the last column
@@ -641,7 +648,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             "budget": dataclasses.asdict(budget),
             "measurements": out.to_json()}, indent=1))
         print(f"json: {args.json}")
-    print(f"(whole run: {time.perf_counter() - started:.1f} s)")
+    print(f"(whole run: {time.perf_counter() - started:.1f} s; "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()) + ")")
     return 0
 
 

@@ -27,15 +27,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 class Budget:
     """How long to warm up and measure, and how many samples to take."""
 
-    warmup_s: float = 0.3
-    measure_s: float = 1.5
-    samples: int = 50
+    warmup_s: float
+    measure_s: float
+    samples: int
     max_iterations: Optional[int] = None
     """Caps the iterations of a whole measurement (for costly routines such as a subprocess)."""
 
 
-FULL = Budget()
-QUICK = Budget(warmup_s=0.05, measure_s=0.25, samples=20)
+FULL = Budget(warmup_s=0.3, measure_s=1.0, samples=50)
+QUICK = Budget(warmup_s=0.03, measure_s=0.12, samples=15)
 SMOKE = Budget(warmup_s=0.0, measure_s=0.0, samples=2, max_iterations=4)
 
 
@@ -91,14 +91,18 @@ def _batch_size(one_iteration_s: float, budget: Budget) -> int:
 
 
 def _warm_up(run_once: Callable[[], float], budget: Budget) -> float:
-    """Run until the warm-up time has passed (at least once); the mean time of one run."""
-    spent, runs = 0.0, 0
-    deadline = time.perf_counter() + budget.warmup_s
+    """Run until the warm-up time has passed (at least once); the mean wall time of one run,
+    setup and cleanup included, so that a cheap routine behind a costly setup (teardown after
+    touching 4 MiB) cannot stretch the measurement far beyond its budget."""
+    runs = 0
+    start = time.perf_counter()
+    deadline = start + budget.warmup_s
     while True:
-        spent += run_once()
+        run_once()
         runs += 1
-        if time.perf_counter() >= deadline:
-            return spent / runs
+        now = time.perf_counter()
+        if now >= deadline:
+            return (now - start) / runs
 
 
 def iterate(fn: Callable[[], Any], budget: Budget) -> Stats:
@@ -172,6 +176,9 @@ def fmt_stats(s: Stats) -> str:
     return out + (f" ({outliers} outliers)" if outliers else "")
 
 
+STRATEGY_COLOURS = {"copy": "tab:blue", "cow": "tab:orange"}
+
+
 def plot_lines(path: str, title: str, xs_label: str, series: Dict[str, List[Tuple[int, float]]],
                note: str = "") -> None:
     """One line per series (x in bytes, y in seconds), log-x, as a small PNG."""
@@ -184,9 +191,12 @@ def plot_lines(path: str, title: str, xs_label: str, series: Dict[str, List[Tupl
         pts = [(x, y) for x, y in points if x > 0 and y == y]
         if not pts:
             continue
-        style = "--" if name.startswith("wasmtime") or name.startswith("ppci") else "-"
-        ax.plot([x for x, _ in pts], [y * 1e6 for _, y in pts], style, marker="o",
-                markersize=3, label=name)
+        # one colour per heap strategy, solid for pylucet and dashed for a peer, so the eye
+        # pairs pylucet's copy curve with the peer's copy curve
+        colour = next((c for key, c in STRATEGY_COLOURS.items() if key in name), "tab:gray")
+        style = "-" if name.startswith("pylucet") else "--"
+        ax.plot([x for x, _ in pts], [y * 1e6 for _, y in pts], style, color=colour,
+                marker="o", markersize=3, linewidth=2 if style == "-" else 1, label=name)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ticks = sorted({x for pts in series.values() for x, _ in pts if x > 0})
