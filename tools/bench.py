@@ -80,6 +80,20 @@ TOUCH = """(module (memory (export "memory") 64)
       (br $l)))))"""
 
 
+TRAPS = {"oob": "trap round trip: heap out of bounds", "unreachable": "trap round trip: unreachable"}
+
+
+def trapping(fn: Callable[..., Any], *args: Any) -> None:
+    """Call ``fn``, which must trap (pylucet's Trap or wasmtime's Trap), and swallow the trap."""
+    try:
+        fn(*args)
+    except Exception as e:   # noqa: BLE001 - each library's own trap type
+        if "trap" not in type(e).__name__.lower():
+            raise
+    else:
+        raise AssertionError(f"{fn} did not trap")
+
+
 def many_args_wat() -> str:
     """Lucet's run_many_args: one function of 66 i64/f64 parameters (here alternating), summed
     as f64 so every argument must arrive in its place for the result to come out right."""
@@ -240,6 +254,11 @@ class Pylucet:
         with region.new_instance(nop) as inst:
             out.add("call_nop", "5. call a nop export (round trip)", "pylucet",
                     benchlib.iterate(lambda: inst.run("nop"), b), LUCET_US["call_nop"])
+            out.add("call_add", "call add(i32, i32)", "pylucet",
+                    benchlib.iterate(lambda: inst.run("add", 1, 2), b))
+            for export, label in TRAPS.items():
+                out.add(f"trap_{export}", label, "pylucet",
+                        benchlib.iterate(lambda e=export: trapping(inst.run, e), b))
         out.add("first_run", "6. first instantiate+run of a process (handler install)",
                 "pylucet", self.first_run(), LUCET_US["first_run"])
 
@@ -429,6 +448,13 @@ def measure_wasmtime(out: Results, p: Pylucet) -> None:
     store = wasmtime.Store(engine)
     nop = wasmtime.Instance(store, wasmtime.Module(engine, NOP), []).exports(store)["nop"]
     out.add("call_nop", "", "wasmtime cow", benchlib.iterate(lambda: nop(store), b))
+    nop_exports = wasmtime.Instance(store, wasmtime.Module(engine, NOP), []).exports(store)
+    add = nop_exports["add"]
+    out.add("call_add", "", "wasmtime cow", benchlib.iterate(lambda: add(store, 1, 2), b))
+    for export in TRAPS:
+        f = nop_exports[export]
+        out.add(f"trap_{export}", "", "wasmtime cow",
+                benchlib.iterate(lambda f=f: trapping(f, store), b))
     out.add("first_run", "", "wasmtime cow",
             "n/a: wasmtime installs its handlers when the first Engine is made, with no "
             "separate first-run step to isolate")
