@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from ..errors import UnknownExport
 from .exports import Exports, Func
-from .instance import Globals, Instance, State, Yielded
+from .globalvars import Globals
+from .instance import Instance, State, Yielded
 from .killswitch import KillOutcome, KillSwitch
 from .limits import Limits
 from .linker import F32, F64, I32, I64, HostFunc, Linker

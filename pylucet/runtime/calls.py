@@ -16,12 +16,15 @@ Integer values cross as Python ints (i32/i64 read back signed), floats as Python
 from __future__ import annotations
 
 import ctypes
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
-from ..errors import Unsupported
+from ..errors import UnknownExport, Unsupported
 from ..module.abi import (ENTRY_MAX_STACK_ARGS, GPR, INSTANCE_FIELDS, RET_AREA, RET_GPR,
                           STACK, call_layout)
 from ..wasm.types import FuncType, ValType
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .loader import LoadedModule
 
 Value = Union[int, float]
 
@@ -281,3 +284,31 @@ class HostPlan:
         for (t, i), v in zip(results, value):
             write_value(area, t, i, v)  # type: ignore[arg-type]
 
+
+# --- plans per module ------------------------------------------------------------------------
+
+def plan(module: "LoadedModule", func: Union[str, int]) -> CallPlan:
+    """The plan for an export name or a function index (cached on the module; index plans
+    under a tuple key so that ``run`` never finds them by name)."""
+    key = func if isinstance(func, str) else (func,)
+    plan = module._plans.get(key)
+    if plan is None:
+        if isinstance(func, str):
+            index = module.export_index(func)
+            if index is None:
+                raise UnknownExport(func, module.export_names)
+            name = func
+        else:
+            index = func
+            total = module.data.num_imported_funcs + len(module.data.functions)
+            if not 0 <= index < total:
+                raise IndexError(f"function index {index} out of range (module has {total})")
+            name = _func_name(module, index)
+        plan = CallPlan(name, index, module.data.func_type(index), module.function_address(index))
+        module._plans[key] = plan
+    return plan
+
+
+def _func_name(module: "LoadedModule", index: int) -> str:
+    nimp = module.data.num_imported_funcs
+    return module.data.functions[index - nimp].name if index >= nimp else str(index)

@@ -20,7 +20,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, StateError,
-                      Terminate, Terminated, Trap, UnknownExport, Unsupported)
+                      Terminate, Terminated, Trap)
 from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           INSTANCE_PAGE_SIZE, PAGE_SIZE, TABLE_DESC, TABLE_DESC_SIZE,
                           VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_MAX,
@@ -28,9 +28,8 @@ from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           IMPORT_ENTRY, IMPORT_ENTRY_SIZE, ExitReason, Libcall, call_layout,
                           vmctx_libcall)
 from ..module.traps import TrapCode
-from ..wasm.types import ExternKind, ValType
 from .calls import DONE as _DONE
-from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg, read_value,
+from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, plan as _plan, read_value,
                     word as _w, write_value)
 from . import signals, stubs
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
@@ -39,6 +38,7 @@ from .vmctx import Vmctx
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
     from .exports import Exports
+    from .globalvars import Globals
     from .linker import HostFunc
     from .alloc import SlotMemory
     from .region import Fit, MmapRegion
@@ -140,33 +140,6 @@ _GENERATOR = types.GeneratorType
 _IMPORT_WORDS = IMPORT_ENTRY_SIZE // 8
 _IMPORT_SHIFT = IMPORT_ENTRY_SIZE.bit_length() - 1
 assert 1 << _IMPORT_SHIFT == IMPORT_ENTRY_SIZE
-
-
-def _plan(module: "LoadedModule", func: Union[str, int]) -> CallPlan:
-    """The plan for an export name or a function index (cached on the module; index plans
-    under a tuple key so that ``run`` never finds them by name)."""
-    key = func if isinstance(func, str) else (func,)
-    plan = module._plans.get(key)
-    if plan is None:
-        if isinstance(func, str):
-            index = module.export_index(func)
-            if index is None:
-                raise UnknownExport(func, module.export_names)
-            name = func
-        else:
-            index = func
-            total = module.data.num_imported_funcs + len(module.data.functions)
-            if not 0 <= index < total:
-                raise IndexError(f"function index {index} out of range (module has {total})")
-            name = _func_name(module, index)
-        plan = CallPlan(name, index, module.data.func_type(index), module.function_address(index))
-        module._plans[key] = plan
-    return plan
-
-
-def _func_name(module: "LoadedModule", index: int) -> str:
-    nimp = module.data.num_imported_funcs
-    return module.data.functions[index - nimp].name if index >= nimp else str(index)
 
 
 # --- the instance -------------------------------------------------------------------------------
@@ -760,6 +733,7 @@ class Instance:
     def globals(self) -> "Globals":
         """The module's globals, by index or export name: ``inst.globals["counter"] += 1``."""
         self._check_open()
+        from .globalvars import Globals
         return Globals(self)
 
     # --- lifetime -----------------------------------------------------------------------------
@@ -908,72 +882,3 @@ def _signame(signo: int) -> str:
         return signal.Signals(signo).name
     except ValueError:
         return f"signal {signo}"
-
-
-_GLOBAL_CTYPES = {ValType.I32: ctypes.c_int32, ValType.I64: ctypes.c_int64,
-                  ValType.F32: ctypes.c_float, ValType.F64: ctypes.c_double}
-
-
-class Globals:
-    """An instance's globals, addressed by index (defined globals, in order) or export name."""
-
-    def __init__(self, instance: Instance):
-        self._instance = instance
-        data = instance._module.data
-        self._specs = data.globals
-        self._names = {e.name: e.index for e in data.exports if e.kind == ExternKind.GLOBAL}
-
-    def _locate(self, key: Union[int, str]) -> Tuple[str, Any]:
-        if isinstance(key, str):
-            if key not in self._names:
-                raise KeyError(f"no exported global {key!r} (exported globals: "
-                               f"{', '.join(self._names) or 'none'})")
-            index = self._names[key]
-        elif isinstance(key, int) and not isinstance(key, bool):
-            index = key
-        else:
-            raise TypeError(f"globals are indexed by int or export name, not {key!r}")
-        if not 0 <= index < len(self._specs):
-            raise IndexError(f"global index {index} out of range ({len(self._specs)} globals)")
-        self._instance._check_open()
-        spec = self._specs[index]
-        return (f"global {key!r}", spec)
-
-    def _cell(self, spec: Any) -> Any:
-        ctype = _GLOBAL_CTYPES.get(spec.valtype)
-        if ctype is None:
-            raise Unsupported(f"globals of type {spec.valtype.text} are not supported yet")
-        return ctype.from_address(self._instance._slot.globals + spec.offset)
-
-    def __getitem__(self, key: Union[int, str]) -> Value:
-        _, spec = self._locate(key)
-        return self._cell(spec).value
-
-    def __setitem__(self, key: Union[int, str], value: Value) -> None:
-        what, spec = self._locate(key)
-        if not spec.mutable:
-            raise ValueError(f"{what} is immutable")
-        t = spec.valtype
-        cell = self._cell(spec)
-        slot_word = ctypes.c_uint64.from_address(ctypes.addressof(cell))
-        try:
-            if t in (ValType.I32, ValType.I64):
-                # masked to the type's width, so an i32's upper half stays zero as at instantiation
-                slot_word.value = int_arg(t, value)
-            else:
-                value = float_arg(t, value)
-                slot_word.value = 0
-                cell.value = value
-        except (TypeError, OverflowError) as e:
-            raise type(e)(f"{what}: {e}") from None
-
-    def __len__(self) -> int:
-        return len(self._specs)
-
-    def __repr__(self) -> str:
-        parts = []
-        names = {i: n for n, i in self._names.items()}
-        for i, spec in enumerate(self._specs):
-            label = names.get(i, str(i))
-            parts.append(f"{label}: {spec.valtype.text} = {self._cell(spec).value!r}")
-        return "{" + ", ".join(parts) + "}"

@@ -40,8 +40,8 @@ class Descriptor:
                  preopen: Optional[str] = None):
         self.fd = fd
         self.filetype = filetype
-        self.rights = rights
-        self.inheriting = inheriting
+        self.rights = int(rights)          # plain ints: checked on every call, and IntFlag
+        self.inheriting = int(inheriting)  # arithmetic costs microseconds
         self.flags = flags
         self.owned = owned
         """Close the host fd with the descriptor (not for inherited stdio)."""
@@ -68,7 +68,7 @@ class Descriptor:
             flags |= Fdflags.NONBLOCK
         return cls(fd, ftype, rights, Rights(0), flags, owned=owned)
 
-    def require(self, rights: Rights) -> None:
+    def require(self, rights: int) -> None:
         if rights & ~self.rights:
             raise WasiError(Errno.NOTCAPABLE)
 
@@ -105,6 +105,7 @@ class StreamDescriptor(Descriptor):
         return data.encode() if isinstance(data, str) else data
 
     def write(self, data: bytes) -> int:
+        data = bytes(data)
         target = getattr(self.stream, "buffer", self.stream)
         try:
             target.write(data)
@@ -124,12 +125,12 @@ class FdTable:
     def __init__(self) -> None:
         self._fds: Dict[int, Descriptor] = {}
 
-    def get(self, fd: int, rights: Rights = Rights(0)) -> Descriptor:
+    def get(self, fd: int, rights: int = 0) -> Descriptor:
         d = self._fds.get(fd)
         if d is None:
             raise WasiError(Errno.BADF)
-        if rights:
-            d.require(rights)
+        if rights & ~d.rights:
+            raise WasiError(Errno.NOTCAPABLE)
         return d
 
     def insert(self, d: Descriptor, at: Optional[int] = None) -> int:
