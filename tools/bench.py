@@ -34,141 +34,26 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import benchlib  # noqa: E402
-from benchlib import Budget, Stats  # noqa: E402
-from _workloads import FIB, NOP  # noqa: E402
+from benchlib import Budget, Result, Results, Stats, size_label  # noqa: E402
+from _workloads import (DENSE_SIZES, FIB, HELLO_OUTPUT, HELLO_STANDIN, HOSTCALLS,  # noqa: E402
+                        MANY_ARGS, NOP, SMOKE_SIZES, SPARSE_SIZES, TOUCH, TOUCH_SIZES, TRAPS,
+                        MiB, heap_module, many_args, many_args_wat, trapping)
 from bench_hostcall import CALLER  # noqa: E402
-from pylucet.wasm.leb128 import encode_s, encode_u  # noqa: E402
+from bench_peers import measure_ppci, measure_wasmtime  # noqa: E402
 
-KiB, MiB = 1 << 10, 1 << 20
-DENSE_SIZES = [0, 4 * KiB, 8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB, 128 * KiB, 256 * KiB,
-               512 * KiB, 1 * MiB, 2 * MiB, 4 * MiB]
-SPARSE_SIZES = [0, 256 * KiB, 512 * KiB, 1 * MiB, 2 * MiB, 4 * MiB]
-TOUCH_SIZES = [0, 64 * KiB, 256 * KiB, 1 * MiB, 2 * MiB, 4 * MiB]
-SMOKE_SIZES = [0, 64 * KiB]
-HOSTCALLS = 1000
 STRATEGIES = ("copy", "cow")
-
 # Lucet's published figures, in microseconds (per MiB for teardown against the heap touched)
 LUCET_US = {"load_region_instantiate": 52, "instantiate_hello": 30, "call_nop": 0.5,
             "first_run": 4.9, "drop_hello": 23, "touch_per_mib": "35-40 /MiB"}
 
 HELLO_WASM = ROOT / "examples" / "hello.wasm"
-HELLO_STANDIN = """(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "Hello, World!\\n")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 14))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"""
-HELLO_OUTPUT = b"Hello, World!\n"
-
-MANY_ARGS = 66
-TOUCH = """(module (memory (export "memory") 64)
-  (func (export "nop"))
-  (func (export "touch") (param $n i32) (local $i i32)
-    (block $done (loop $l
-      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
-      (i64.store (local.get $i) (i64.const -1))
-      (local.set $i (i32.add (local.get $i) (i32.const 8)))
-      (br $l)))))"""
-
-
-TRAPS = {"oob": "trap round trip: heap out of bounds", "unreachable": "trap round trip: unreachable"}
-
-
-def trapping(fn: Callable[..., Any], *args: Any) -> None:
-    """Call ``fn``, which must trap (pylucet's Trap or wasmtime's Trap), and swallow the trap."""
-    try:
-        fn(*args)
-    except Exception as e:   # noqa: BLE001 - each library's own trap type
-        if "trap" not in type(e).__name__.lower():
-            raise
-    else:
-        raise AssertionError(f"{fn} did not trap")
-
-
-def many_args_wat() -> str:
-    """Lucet's run_many_args: one function of 66 i64/f64 parameters (here alternating), summed
-    as f64 so every argument must arrive in its place for the result to come out right."""
-    params = " ".join("i64" if i % 2 == 0 else "f64" for i in range(MANY_ARGS))
-    body = []
-    for i in range(MANY_ARGS):
-        body.append(f"(local.get {i})" + (" (f64.convert_i64_s)" if i % 2 == 0 else ""))
-        if i:
-            body.append("(f64.add)")
-    return (f'(module (func (export "many") (param {params}) (result f64) '
-            f'{" ".join(body)}))')
-
-
-def many_args() -> List[Union[int, float]]:
-    return [i if i % 2 == 0 else float(i) for i in range(MANY_ARGS)]
-
-
-def heap_module(size: int, sparse: bool) -> bytes:
-    """A wasm binary with an initial memory of ``size`` bytes (rounded up to wasm pages) whose
-    data segments fill it densely (every byte i % 256) or sparsely (one 4 KiB page in eight),
-    and one export, ``nop``. Binary because a 4 MiB segment is 12 MiB of escaped WAT text."""
-    def vec(items: List[bytes]) -> bytes:
-        return encode_u(len(items)) + b"".join(items)
-
-    def section(sid: int, content: bytes) -> bytes:
-        return bytes([sid]) + encode_u(len(content)) + content
-
-    pattern = bytes(range(256)) * 16   # one 4 KiB page of i % 256
-    if sparse:
-        segments = [(off, pattern) for off in range(0, size, 8 * 4096)]
-    else:
-        segments = [(0, (pattern * (size // 4096 + 1))[:size])] if size else []
-    pages = -(-size // 65536)
-    return b"".join([
-        b"\0asm\1\0\0\0",
-        section(1, vec([b"\x60\x00\x00"])),
-        section(3, vec([encode_u(0)])),
-        section(5, vec([b"\x00" + encode_u(pages)])),
-        section(7, vec([encode_u(3) + b"nop" + b"\x00" + encode_u(0)])),
-        section(10, vec([encode_u(2) + b"\x00\x0b"])),
-        section(11, vec([b"\x00\x41" + encode_s(off) + b"\x0b" + encode_u(len(data)) + data
-                         for off, data in segments])),
-    ])
-
-
-def _size(n: int) -> str:
-    return f"{n >> 20} MiB" if n >= MiB else f"{n >> 10} KiB"
-
-
-# --- the results ---------------------------------------------------------------------------------
-
-Result = Union[Stats, str]   # a measurement, or why it could not be made
-
-
-class Results:
-    """Rows in the order they were measured: our figure, Lucet's, and each peer's."""
-
-    def __init__(self) -> None:
-        self.rows: Dict[str, Dict[str, Any]] = {}
-
-    def add(self, key: str, label: str, who: str, result: Result, lucet: Any = None,
-            x: Optional[int] = None, curve: Optional[str] = None) -> None:
-        row = self.rows.setdefault(key, {"label": label, "lucet_us": lucet, "x": x,
-                                         "curve": curve, "by": {}})
-        row["by"][who] = result
-
-    def curve(self, curve: str, who: str) -> List[Tuple[int, float]]:
-        return [(r["x"], r["by"][who].median) for r in self.rows.values()
-                if r["curve"] == curve and isinstance(r["by"].get(who), Stats)]
-
-    def to_json(self) -> Dict[str, Any]:
-        return {k: {"label": r["label"], "lucet_us": r["lucet_us"], "heap_bytes": r["x"],
-                    "results": {w: (v.to_json() if isinstance(v, Stats) else {"n/a": v})
-                                for w, v in r["by"].items()}}
-                for k, r in self.rows.items()}
 
 
 # --- pylucet ------------------------------------------------------------------------------------
@@ -319,7 +204,7 @@ class Pylucet:
             region = pl.MmapRegion(2, heap_strategy=strategy)
             for (kind, size), module in modules.items():
                 n = "3" if kind == "dense" else "4"
-                out.add(f"{kind}_{size}", f"{n}. instantiate, {kind} heap {_size(size)}",
+                out.add(f"{kind}_{size}", f"{n}. instantiate, {kind} heap {size_label(size)}",
                         f"pylucet {strategy}",
                         benchlib.batched(lambda: None, lambda _: region.new_instance(module),
                                          lambda inst: inst.close(), b),
@@ -331,7 +216,7 @@ class Pylucet:
                 return inst
 
             for size in touch_sizes:
-                out.add(f"touch_{size}", f"8. teardown after touching {_size(size)}",
+                out.add(f"touch_{size}", f"8. teardown after touching {size_label(size)}",
                         f"pylucet {strategy}",
                         benchlib.batched(lambda: touched(size), lambda inst: inst.close(),
                                          budget=b),
@@ -383,197 +268,6 @@ print(json.dumps([first, second, warm[len(warm) // 2]]))
             extra.append(first - warm)
             once_only.append(first - second)
         return benchlib.summarise(extra, samples), benchlib.summarise(once_only, samples)
-
-
-# --- wasmtime-py --------------------------------------------------------------------------------
-
-def wasmtime_engines() -> Dict[str, Any]:
-    """wasmtime's default engine (copy-on-write heap images), one without copy-on-write (copy),
-    and one with the pooling allocator. wasmtime-py 50's Config has no pooling setter; its
-    ctypes bindings to the C API (``wasmtime._bindings``) do, so the pool is set through them."""
-    import wasmtime
-    engines = {"wasmtime cow": wasmtime.Engine()}
-    config = wasmtime.Config()
-    config.memory_init_cow = False
-    engines["wasmtime copy"] = wasmtime.Engine(config)
-    try:
-        from wasmtime import _bindings as c
-        config = wasmtime.Config()
-        pool = c.wasmtime_pooling_allocation_config_new()
-        for setter in ("total_core_instances", "total_memories", "total_tables", "total_stacks"):
-            getattr(c, f"wasmtime_pooling_allocation_config_{setter}_set")(pool, 16)
-        c.wasmtime_pooling_allocation_config_max_memory_size_set(pool, 8 * MiB)
-        c.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)
-        c.wasmtime_pooling_allocation_config_delete(pool)
-        engines["wasmtime pooling"] = wasmtime.Engine(config)
-    except (ImportError, AttributeError) as e:
-        print(f"(wasmtime pooling allocator unavailable: {e})")
-    return engines
-
-
-def measure_wasmtime(out: Results, p: Pylucet) -> None:
-    import wasmtime
-    b = p.budget
-    engines = wasmtime_engines()
-    hello_wasm = HELLO_WASM.read_bytes() if p.hello_is_real else wasmtime.wat2wasm(HELLO_STANDIN)
-    for who, engine in engines.items():
-        hello = wasmtime.Module(engine, hello_wasm)
-        cwasm = p.workdir / f"hello-{who.split()[-1]}.cwasm"
-        cwasm.write_bytes(hello.serialize())
-        linker = wasmtime.Linker(engine)
-        linker.define_wasi()
-
-        def instantiate(module: Any, engine: Any = engine, linker: Any = linker) -> Any:
-            store = wasmtime.Store(engine)
-            store.set_wasi(wasmtime.WasiConfig())
-            linker.instantiate(store, module)
-            return store
-
-        def load_instantiate(_: Any, engine: Any = engine, cwasm: Path = cwasm) -> Any:
-            return instantiate(wasmtime.Module.deserialize_file(engine, str(cwasm)))
-
-        def started(engine: Any = engine, linker: Any = linker, hello: Any = hello) -> Any:
-            store = wasmtime.Store(engine)
-            store.set_wasi(wasmtime.WasiConfig())
-            return store, linker.instantiate(store, hello).exports(store)["_start"]
-
-        close = lambda store: store.close()  # noqa: E731
-        out.add("load_region_instantiate", "", who,
-                benchlib.batched(lambda: None, load_instantiate, close, b))
-        out.add("instantiate_hello", "", who,
-                benchlib.batched(lambda: None, lambda _, h=hello: instantiate(h), close, b))
-        out.add("drop_hello", "", who,
-                benchlib.batched(lambda h=hello: instantiate(h), close, budget=b))
-        out.add("hello_start", "", who,
-                benchlib.batched(started, lambda sf: sf[1](sf[0]) or sf,
-                                 lambda sf: sf[0].close(), b))
-        # heap curves: wasmtime's cow and copy engines line up with our strategies
-        if who == "wasmtime pooling":
-            continue
-        dense = SMOKE_SIZES if p.smoke else DENSE_SIZES
-        sparse = SMOKE_SIZES if p.smoke else SPARSE_SIZES
-        for kind, sizes in (("dense", dense), ("sparse", sparse)):
-            for size in sizes:
-                module = wasmtime.Module(engine, heap_module(size, kind == "sparse"))
-
-                def plain(_: Any, engine: Any = engine, module: Any = module) -> Any:
-                    store = wasmtime.Store(engine)
-                    wasmtime.Instance(store, module, [])
-                    return store
-
-                out.add(f"{kind}_{size}", "", who, benchlib.batched(lambda: None, plain, close, b))
-        touch = wasmtime.Module(engine, TOUCH)
-        for size in (SMOKE_SIZES if p.smoke else TOUCH_SIZES):
-            def touched(engine: Any = engine, size: int = size) -> Any:
-                store = wasmtime.Store(engine)
-                wasmtime.Instance(store, touch, []).exports(store)["touch"](store, size)
-                return store
-            out.add(f"touch_{size}", "", who, benchlib.batched(touched, close, budget=b))
-
-    engine = engines["wasmtime cow"]
-    store = wasmtime.Store(engine)
-    nop = wasmtime.Instance(store, wasmtime.Module(engine, NOP), []).exports(store)["nop"]
-    out.add("call_nop", "", "wasmtime cow", benchlib.iterate(lambda: nop(store), b))
-    nop_exports = wasmtime.Instance(store, wasmtime.Module(engine, NOP), []).exports(store)
-    add = nop_exports["add"]
-    out.add("call_add", "", "wasmtime cow", benchlib.iterate(lambda: add(store, 1, 2), b))
-    for export in TRAPS:
-        f = nop_exports[export]
-        out.add(f"trap_{export}", "", "wasmtime cow",
-                benchlib.iterate(lambda f=f: trapping(f, store), b))
-    out.add("first_run", "", "wasmtime cow",
-            "n/a: wasmtime installs its handlers when the first Engine is made, with no "
-            "separate first-run step to isolate")
-    fib = wasmtime.Instance(store, wasmtime.Module(engine, FIB), []).exports(store)["fib"]
-    out.add("fib25", "", "wasmtime cow", benchlib.iterate(
-        lambda: fib(store, 25), Budget(b.warmup_s, b.measure_s * 2, min(b.samples, 20),
-                                       b.max_iterations)))
-    many = wasmtime.Instance(store, wasmtime.Module(engine, many_args_wat()),
-                             []).exports(store)["many"]
-    args = many_args()
-    out.add("many_args", "", "wasmtime cow", benchlib.iterate(lambda: many(store, *args), b))
-    i32 = wasmtime.ValType.i32()
-    inc = wasmtime.Func(store, wasmtime.FuncType([i32], [i32]), lambda x: x + 1)
-    hnop = wasmtime.Func(store, wasmtime.FuncType([], []), lambda: None)
-    loop = wasmtime.Instance(store, wasmtime.Module(engine, CALLER),
-                             [inc, hnop]).exports(store)["loop_inc"]
-    assert loop(store, HOSTCALLS) == HOSTCALLS
-    out.add("hostcall_1000", "", "wasmtime cow",
-            benchlib.iterate(lambda: loop(store, HOSTCALLS), b))
-
-
-# --- ppci ---------------------------------------------------------------------------------------
-
-def measure_ppci(out: Results, p: Pylucet) -> None:
-    """ppci's native target compiles wasm to x86-64 and loads it in-process. Its instantiate
-    always runs its whole pipeline; with ``cache_file`` the compiled object is reused, so what
-    is timed is loading that object, filling memory and tables, and building the exports."""
-    from ppci import wasm
-    b = p.budget
-    who = "ppci native"
-    no_wasi = "n/a: ppci has no WASI implementation to run hello with"
-    for key in ("load_region_instantiate", "instantiate_hello", "drop_hello", "hello_start"):
-        out.add(key, "", who, no_wasi)
-    out.add("first_run", "", who, "n/a: not measured (no first-run step in ppci's API to "
-                                  "isolate)")
-    cache = p.workdir / "ppci"
-    cache.mkdir(exist_ok=True)
-
-    def attempt(key: str, fn: Callable[[], Result]) -> None:
-        try:
-            out.add(key, "", who, fn())
-        except Exception as e:   # noqa: BLE001 - report why the peer cannot, and carry on
-            out.add(key, "", who, f"n/a: {type(e).__name__}: {str(e)[:80]}")
-
-    def inst(source: Union[str, bytes], name: str, imports: Any = None) -> Any:
-        return wasm.instantiate(wasm.Module(source), imports or {}, target="native",
-                                cache_file=str(cache / f"{name}.cache"))
-
-    def nop_call() -> Result:
-        i = inst(NOP, "nop")
-        return benchlib.iterate(lambda: i.exports["nop"](), b)
-
-    def fib() -> Result:
-        f = inst(FIB, "fib").exports["fib"]
-        assert f(20) == 6765
-        return benchlib.iterate(lambda: f(25), Budget(b.warmup_s, b.measure_s * 2,
-                                                     min(b.samples, 10), b.max_iterations))
-
-    def many() -> Result:
-        f = inst(many_args_wat(), "many").exports["many"]
-        args = many_args()
-        assert f(*args) == float(sum(range(MANY_ARGS)))
-        return benchlib.iterate(lambda: f(*args), b)
-
-    def hostcalls() -> Result:
-        def inc(x: int) -> int:
-            return x + 1
-
-        def nop() -> None:
-            pass
-        # ppci types its imports from real annotations, not the strings this file's
-        # ``from __future__ import annotations`` makes of them
-        inc.__annotations__ = {"x": int, "return": int}
-        nop.__annotations__ = {"return": None}
-
-        f = inst(CALLER, "caller", {"env": {"inc": inc, "nop": nop}}).exports["loop_inc"]
-        assert f(HOSTCALLS) == HOSTCALLS
-        return benchlib.iterate(lambda: f(HOSTCALLS), b)
-
-    attempt("call_nop", nop_call)
-    attempt("fib25", fib)
-    attempt("many_args", many)
-    attempt("hostcall_1000", hostcalls)
-    for kind, sizes in (("dense", SMOKE_SIZES if p.smoke else DENSE_SIZES),
-                        ("sparse", SMOKE_SIZES if p.smoke else SPARSE_SIZES)):
-        for size in sizes:
-            data = heap_module(size, kind == "sparse")
-            attempt(f"{kind}_{size}", lambda data=data, name=f"{kind}{size}": benchlib.batched(
-                lambda: None, lambda _: inst(data, name), budget=b))
-    for size in (SMOKE_SIZES if p.smoke else TOUCH_SIZES):
-        out.add(f"touch_{size}", "", who,
-                "n/a: ppci instances have no teardown of their own (freed by the GC)")
-
 
 # --- output -------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import gc
 import random
 import statistics
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +201,7 @@ def plot_lines(path: str, title: str, xs_label: str, series: Dict[str, List[Tupl
     ax.set_yscale("log")
     ticks = sorted({x for pts in series.values() for x, _ in pts if x > 0})
     ax.set_xticks(ticks)
-    ax.set_xticklabels([_size_label(x) for x in ticks], rotation=45, fontsize=7)
+    ax.set_xticklabels([size_label(x) for x in ticks], rotation=45, fontsize=7)
     ax.set_xlabel(xs_label)
     ax.set_ylabel("median time (µs, log)")
     ax.set_title(title, fontsize=10)
@@ -214,7 +214,33 @@ def plot_lines(path: str, title: str, xs_label: str, series: Dict[str, List[Tupl
     plt.close(fig)
 
 
-def _size_label(n: int) -> str:
+def size_label(n: int) -> str:
     if n >= 1 << 20:
         return f"{n >> 20} MiB"
     return f"{n >> 10} KiB"
+
+
+Result = Union[Stats, str]   # a measurement, or why it could not be made
+
+
+class Results:
+    """Rows in the order they were measured: our figure, Lucet's, and each peer's."""
+
+    def __init__(self) -> None:
+        self.rows: Dict[str, Dict[str, Any]] = {}
+
+    def add(self, key: str, label: str, who: str, result: Result, lucet: Any = None,
+            x: Optional[int] = None, curve: Optional[str] = None) -> None:
+        row = self.rows.setdefault(key, {"label": label, "lucet_us": lucet, "x": x,
+                                         "curve": curve, "by": {}})
+        row["by"][who] = result
+
+    def curve(self, curve: str, who: str) -> List[Tuple[int, float]]:
+        return [(r["x"], r["by"][who].median) for r in self.rows.values()
+                if r["curve"] == curve and isinstance(r["by"].get(who), Stats)]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {k: {"label": r["label"], "lucet_us": r["lucet_us"], "heap_bytes": r["x"],
+                    "results": {w: (v.to_json() if isinstance(v, Stats) else {"n/a": v})
+                                for w, v in r["by"].items()}}
+                for k, r in self.rows.items()}
