@@ -628,7 +628,13 @@ class Instance:
         as ``memory.grow`` returns -1 there.
         """
         self._check_usable()
-        if not isinstance(pages, int) or pages < 0:
+        return self._grow(pages)
+
+    def _grow(self, pages: int) -> int:
+        """grow_memory without the state check: a host function grows the heap of the
+        instance that called it, which is RUNNING then (``Vmctx.grow_memory``)."""
+        self._check_open()
+        if isinstance(pages, bool) or not isinstance(pages, int) or pages < 0:
             raise ValueError(f"grow_memory takes a non-negative number of pages, got {pages!r}")
         u = self._page.u64
         old = u[_VM_MEMORY_SIZE]
