@@ -408,12 +408,15 @@ class Instance:
         return self._host_step(host, lambda: host.fn(self._vmctx, *args) if host.access_vmctx
                                else host.fn(*args))
 
-    def _host_step(self, host: "HostFunc", step: Any) -> Optional[Yielded]:
-        """Run ``step`` (the host function, or the next step of its generator) and store the
-        result it ends with; a generator that yields suspends the call instead."""
+    def _host_step(self, host: "HostFunc", step: Any,
+                   resuming: bool = False) -> Optional[Yielded]:
+        """Run ``step`` (the host function, or, ``resuming``, the next step of its generator)
+        and store the result it ends with; a generator that yields suspends the call instead."""
         self._in_hostcall = True
         try:
             value = step()
+            if resuming:        # send() came back with a value: the generator yielded again
+                return Yielded(value)
             if type(value) is _GENERATOR:
                 self._suspended = (value, host)
                 value = next(value)
@@ -457,7 +460,7 @@ class Instance:
         try:
             if kill.requested:
                 raise Terminated(kill.reason)
-            yielded = self._host_step(host, lambda: generator.send(value))
+            yielded = self._host_step(host, lambda: generator.send(value), resuming=True)
             if yielded is not None:
                 return yielded
             final = _RUNNING
