@@ -1,0 +1,226 @@
+"""Yield and resume: generator host functions suspend the guest, ``resume`` continues it."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pylucet import StateError, Terminated
+from pylucet.runtime import Linker, MmapRegion, State, Yielded
+
+from .conftest import instantiate
+
+# go(n): calls env.step(i) for i in 0..n-1, summing what each returns, then adds env.last()
+WAT = """(module
+  (import "env" "step" (func $step (param i32) (result i64)))
+  (import "env" "last" (func $last (result i64)))
+  (global $calls (mut i32) (i32.const 0))
+  (func (export "go") (param $n i32) (result i64)
+    (local $i i32) (local $sum i64)
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $sum (i64.add (local.get $sum) (call $step (local.get $i))))
+        (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+    (i64.add (local.get $sum) (call $last)))
+  (func (export "calls") (result i32) (global.get $calls)))"""
+
+
+@pytest.fixture(scope="module")
+def region():
+    with MmapRegion(3) as r:
+        yield r
+
+
+def _inst(region, step, last=lambda: 0):
+    linker = Linker()
+    linker.define_func("env", "step", step, type="(i32) -> i64", access_vmctx=True)
+    linker.define_func("env", "last", last, type="() -> i64")
+    return instantiate(region, WAT, linker=linker)
+
+
+def test_yield_a_value_and_resume_with_the_result(region):
+    def step(vmctx, i):
+        got = yield ("asks", i)
+        return got * 10
+    with _inst(region, step) as inst:
+        out = inst.run("go", 1)
+        assert isinstance(out, Yielded) and out.value == ("asks", 0)
+        assert inst.state == State.YIELDED
+        assert inst.resume(4) == 40
+        assert inst.state == State.READY
+        assert inst.run("calls") == 1
+
+
+def test_yield_from_vmctx_yield(region):
+    def step(vmctx, i):
+        got = yield from vmctx.yield_(i + 100)
+        return got
+    with _inst(region, step) as inst:
+        assert inst.run("go", 1).value == 100
+        assert inst.resume(-5) == -5
+
+
+def test_several_yields_in_one_host_call(region):
+    def step(vmctx, i):
+        a = yield "a"
+        b = yield "b"
+        c = yield from vmctx.yield_("c")
+        return a + b + c
+    with _inst(region, step) as inst:
+        assert inst.run("go", 1).value == "a"
+        assert inst.resume(1).value == "b"
+        assert inst.resume(20).value == "c"
+        assert inst.resume(300) == 321
+
+
+def test_yields_across_several_host_calls_in_one_run(region):
+    def step(vmctx, i):
+        return (yield i)
+
+    def last():
+        return 1000
+    with _inst(region, step, last) as inst:
+        out = inst.run("go", 5)
+        seen = []
+        while isinstance(out, Yielded):
+            seen.append(out.value)
+            out = inst.resume(out.value * 2)
+        assert seen == [0, 1, 2, 3, 4]
+        assert out == 2 * sum(range(5)) + 1000
+        assert inst.run("calls") == 5
+
+
+def test_a_generator_that_does_not_yield_just_returns(region):
+    def step(vmctx, i):
+        if False:
+            yield
+        return i + 1
+    with _inst(region, step) as inst:
+        assert inst.run("go", 3) == 6
+
+
+def test_resume_on_another_thread(region):
+    def step(vmctx, i):
+        return (yield threading.get_ident())
+    with _inst(region, step) as inst:
+        out = inst.run("go", 3)
+        results = []
+
+        def worker():
+            o = out
+            while isinstance(o, Yielded):
+                results.append(o.value)
+                o = inst.resume(7)
+            results.append(o)
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert results[0] == threading.get_ident()
+        assert results[1] != threading.get_ident()      # the generator ran on the worker
+        assert results[-1] == 21
+
+
+def test_each_resume_on_a_different_thread(region):
+    def step(vmctx, i):
+        return (yield i)
+    with _inst(region, step) as inst:
+        out = inst.run("go", 6)
+        while isinstance(out, Yielded):
+            box = []
+            t = threading.Thread(target=lambda v=out.value: box.append(inst.resume(v + 1)))
+            t.start()
+            t.join()
+            out = box[0]
+        assert out == sum(range(1, 7))
+
+
+def test_yielding_in_a_resumed_run(region):
+    """A run that was itself resumed yields again from a later host call (the guest is a
+    generator, in effect)."""
+    def step(vmctx, i):
+        got = yield f"first {i}"
+        got2 = yield f"second {i}"
+        return got + got2
+    with _inst(region, step) as inst:
+        out = inst.run("go", 2)
+        seen = []
+        while isinstance(out, Yielded):
+            seen.append(out.value)
+            out = inst.resume(1)
+        assert seen == ["first 0", "second 0", "first 1", "second 1"]
+        assert out == 4
+
+
+def test_running_a_yielded_instance_is_a_state_error(region):
+    def step(vmctx, i):
+        return (yield i)
+    with _inst(region, step) as inst:
+        inst.run("go", 1)
+        with pytest.raises(StateError, match="yielded"):
+            inst.run("go", 1)
+        with pytest.raises(StateError, match="yielded"):
+            inst.run("calls")
+        assert inst.resume(3) == 3
+        with pytest.raises(StateError, match="not yielded"):
+            inst.resume(3)
+
+
+def test_reset_a_yielded_instance(region):
+    finished = []
+
+    def step(vmctx, i):
+        try:
+            return (yield i)
+        finally:
+            finished.append(i)
+    with _inst(region, step) as inst:
+        inst.run("go", 2)
+        inst.reset()
+        assert inst.state == State.READY
+        with pytest.raises(StateError):
+            inst.resume(1)
+        assert inst.run("calls") == 0
+        assert inst.run("go", 1).value == 0
+        assert inst.resume(9) == 9
+
+
+def test_close_of_a_yielded_instance_frees_its_slot():
+    def step(vmctx, i):
+        return (yield i)
+    with MmapRegion(1) as r:
+        inst = _inst(r, step)
+        assert isinstance(inst.run("go", 1), Yielded)
+        inst.close()
+        with pytest.raises(ValueError, match="closed"):
+            inst.resume(1)
+        with _inst(r, step) as again:    # the only slot is free again
+            assert isinstance(again.run("go", 1), Yielded)
+            assert again.resume(2) == 2
+
+
+def test_an_exception_after_resume_terminates(region):
+    def step(vmctx, i):
+        yield i
+        raise KeyError("after resume")
+    with _inst(region, step) as inst:
+        inst.run("go", 1)
+        with pytest.raises(Terminated) as info:
+            inst.resume(None)
+        assert isinstance(info.value.__cause__, KeyError)
+        assert inst.state == State.TERMINATED
+        inst.reset()
+        assert inst.run("calls") == 0
+
+
+def test_the_wrong_result_after_resume_terminates(region):
+    def step(vmctx, i):
+        return (yield i)
+    with _inst(region, step) as inst:
+        inst.run("go", 1)
+        with pytest.raises(Terminated, match="env.step"):
+            inst.resume("not an int")
+        assert inst.state == State.TERMINATED
