@@ -16,6 +16,7 @@ import ctypes
 import enum
 import signal
 import types
+import weakref
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, StateError,
@@ -79,6 +80,15 @@ class Yielded:
 
     def __repr__(self) -> str:
         return f"Yielded({self.value!r})"
+
+
+class _Deadline:
+    """A timeout's claim on one call: ``live`` until that call finishes."""
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        self.live = True
 
 
 class UnknownExport(Error, LookupError):
@@ -214,6 +224,7 @@ class Instance:
         self._in_hostcall = False
         self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
         self._current: Optional[Tuple[CallPlan, Words, bool]] = None  # the call in progress
+        self._deadline: Optional[_Deadline] = None   # the timeout of the call in progress
         self._imports = _import_entries(self._hosts, slot.vmctx)
         self._imports_base = ctypes.addressof(self._imports) if self._hosts else 0
         self._stack_args: Optional[Words] = None
@@ -383,6 +394,9 @@ class Instance:
         that it cannot hit the next one."""
         kill = self._kill_state
         with kill.lock:
+            if self._deadline is not None:   # the call a timeout was for is over
+                self._deadline.live = False
+                self._deadline = None
             if final != State.YIELDED:
                 self._current = None
                 self._suspended = None
@@ -498,14 +512,36 @@ class Instance:
         return KillOutcome.CANCELLED
 
     def _with_timeout(self, timeout: float, call: Any, *args: Any) -> Any:
+        """``call(*args)``, terminated by the watchdog if it takes longer than ``timeout``.
+
+        The watchdog may fire late, after the call has ended (it takes a deadline off its heap
+        before it runs the callback, and ``cancel`` cannot stop that), and a kill then would
+        be CANCELLED and end the *next* call. So the deadline is only live until the call
+        finishes: ``_finish`` retires it, under the kill lock the callback also takes.
+        """
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
-        switch = self.kill_switch()
-        token = WATCHDOG.schedule(timeout, lambda: switch.terminate(
-            f"timeout: the call took longer than {timeout:g} s"))
+        self._check_open()
+        kill = self._kill_state
+        deadline = _Deadline()
+        reason = f"timeout: the call took longer than {timeout:g} s"
+        ref = weakref.ref(self)   # a cancelled deadline stays on the heap until it is due
+
+        def expire() -> None:
+            with kill.lock:
+                instance = ref()
+                if deadline.live and kill.valid and instance is not None:
+                    instance._kill(kill, reason)
+        with kill.lock:
+            self._deadline = deadline
+        token = WATCHDOG.schedule(timeout, expire)
         try:
             return call(*args)
         finally:
+            with kill.lock:
+                deadline.live = False
+                if self._deadline is deadline:
+                    self._deadline = None
             WATCHDOG.cancel(token)
 
     def _load_args(self, plan: CallPlan, args: Sequence[Value], raw: bool) -> Words:
