@@ -19,9 +19,10 @@ import struct
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from ..errors import LinkError, LoadError
+from ..errors import LoadError
 from ..module import serialize
-from ..module.abi import GLOBAL_SLOT_SIZE, MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY
+from ..module.abi import (GLOBAL_SLOT_SIZE, IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL, NULL_TYPE_ID,
+                          TABLE_ENTRY)
 from ..module.spec import FunctionSpec, ModuleData
 from ..wasm.types import ExternKind
 from . import cpu, signals
@@ -89,17 +90,19 @@ class LoadedModule:
         return self._exports.get(name)
 
     def function_address(self, func: Union[int, str]) -> int:
-        """Entry address of a defined function, by wasm function index or export name."""
+        """Entry address of a function, by wasm function index or export name. An imported
+        function's is its trampoline in the module's code (``abi.IMPORT_TRAMPOLINE_SIZE``),
+        which goes on to whatever the calling instance's import entry holds: the same
+        address serves every instance, in tables and as an exported import alike."""
         if isinstance(func, str):
             index = self._exports.get(func)
             if index is None:
                 raise KeyError(f"no exported function {func!r}")
             func = index
         nimp = self.data.num_imported_funcs
+        if 0 <= func < nimp:
+            return self.text_base + IMPORT_TRAMPOLINE_SIZE * func
         if not nimp <= func < nimp + len(self.data.functions):
-            if 0 <= func < nimp:
-                raise LinkError(f"function {func} is imported; calling imports is not "
-                                "supported yet")
             raise IndexError(f"function index {func} out of range")
         return self.text_base + self.data.functions[func - nimp].code_offset
 
