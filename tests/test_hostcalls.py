@@ -486,3 +486,16 @@ def test_recursion_guest_host_other_instance_host(region):
         assert insts[5].run("go", 5) == 15
         assert depth == [5, 4, 3, 2, 1, 0]
         assert all(i.state == State.READY for i in insts)
+
+
+def test_keyboard_interrupt_in_a_host_function_propagates(region):
+    """Ctrl-C while a host function runs is not a hostcall error: it reaches the caller as
+    itself, and the instance, which cannot continue, is TERMINATED until reset."""
+    def body(vmctx, a, b):
+        raise KeyboardInterrupt
+    with _vmctx_instance(region, body) as inst:
+        with pytest.raises(KeyboardInterrupt):
+            inst.run("go", 0, 0)
+        assert inst.state == State.TERMINATED
+        inst.reset()
+        assert inst.run("size") == 1

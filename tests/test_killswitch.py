@@ -302,3 +302,20 @@ def test_without_interrupt_checks_only_a_hostcall_stops_the_guest(region, module
         t.join(30)
         assert isinstance(box.get("error"), Terminated)
         assert host.laps > laps
+
+
+def test_after_a_fatal_fault_not_terminable_until_reset():
+    """A fault no trap table explains poisons the instance: a switch cannot terminate it
+    (NOT_TERMINABLE); after reset the old switch is INVALID and a new one works."""
+    from pylucet import FatalFault
+    from pylucet.runtime.testing import MockFunction, mock_module
+    module = mock_module([MockFunction("unexplained", "ud2"), MockFunction("nop", "ret")])
+    with MmapRegion(1) as r, r.new_instance(module) as inst:
+        switch = inst.kill_switch()
+        with pytest.raises(FatalFault):
+            inst.run("unexplained")
+        assert switch.terminate() == KillOutcome.NOT_TERMINABLE
+        inst.reset()
+        assert switch.terminate() == KillOutcome.INVALID
+        assert inst.run("nop") is None
+        assert inst.kill_switch().terminate() == KillOutcome.CANCELLED

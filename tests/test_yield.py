@@ -180,6 +180,7 @@ def test_reset_a_yielded_instance(region):
     with _inst(region, step) as inst:
         inst.run("go", 2)
         inst.reset()
+        assert finished == [0]       # the suspended generator was closed, not left pending
         assert inst.state == State.READY
         with pytest.raises(StateError):
             inst.resume(1)
