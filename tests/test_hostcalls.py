@@ -499,3 +499,43 @@ def test_keyboard_interrupt_in_a_host_function_propagates(region):
         assert inst.state == State.TERMINATED
         inst.reset()
         assert inst.run("size") == 1
+
+
+def test_stack_arguments_and_a_return_area_together(region):
+    params = ("i64",) * 20 + ("f64",) * 12
+    results = ("i64", "f64", "i32")
+    seen = []
+
+    def f(*args):
+        seen.append(args)
+        return sum(args[:20]), sum(args[20:]), len(args)
+    linker = Linker()
+    linker.define_func("env", "f", f, type=f"({', '.join(params)}) -> ({', '.join(results)})")
+    args = [_sample(t, k) for k, t in enumerate(params)]
+    with instantiate(region, _relay(params, results), linker=linker) as inst:
+        assert inst.run("go", *args) == (sum(args[:20]), sum(args[20:]), 32)
+    assert seen == [tuple(args)]
+
+
+@pytest.mark.parametrize("action", ["close", "reset"])
+def test_closing_or_resetting_the_calling_instance_is_refused(region, action):
+    def body(vmctx, a, b):
+        getattr(vmctx.instance, action)()
+        return 0
+    with _vmctx_instance(region, body) as inst:
+        with pytest.raises(Terminated) as info:
+            inst.run("go", 0, 0)
+        assert isinstance(info.value.__cause__, StateError)
+        assert inst.state == State.TERMINATED
+        inst.reset()
+        assert inst.run("size") == 1
+
+
+def test_a_vmctx_kept_after_close_refuses_cleanly(region):
+    kept = []
+    with _vmctx_instance(region, lambda vmctx, a, b: kept.append(vmctx) or 0) as inst:
+        inst.run("go", 0, 0)
+    with pytest.raises(ValueError):
+        kept[0].read(0, 4)
+    with pytest.raises(ValueError):
+        kept[0].memory

@@ -319,3 +319,35 @@ def test_after_a_fatal_fault_not_terminable_until_reset():
         assert switch.terminate() == KillOutcome.INVALID
         assert inst.run("nop") is None
         assert inst.kill_switch().terminate() == KillOutcome.CANCELLED
+
+
+def test_a_timeout_during_a_slow_hostcall_takes_effect_when_it_returns(region, modules):
+    inst, host = _new(region, modules)
+    returned = []
+
+    def during():
+        time.sleep(0.3)
+        returned.append(True)
+        return 0
+    host.during = during
+    with inst:
+        with pytest.raises(Terminated, match="timeout"):
+            inst.run("host", timeout=0.05)
+        assert returned == [True]           # the host function was not cut short
+
+
+def test_terminating_another_instance_from_a_host_function(region, modules):
+    """A host function of B kills A, spinning on another thread."""
+    a, a_host = _new(region, modules)
+    b_linker = Linker()
+    switch = a.kill_switch()
+    b_linker.define_func("env", "lap", lambda i: None, type="(i64) -> ()")
+    b_linker.define_func("env", "host", lambda: int(switch.terminate() == KillOutcome.SIGNALLED),
+                         type="() -> i32")
+    with a, region.new_instance(modules["checked"], linker=b_linker) as b:
+        t, box = _run_in_thread(a, "spin_reporting")
+        assert a_host.lapped.wait(30)
+        assert b.run("host") == 1
+        t.join(30)
+        assert isinstance(box.get("error"), Terminated)
+        assert b.state == State.READY

@@ -225,3 +225,53 @@ def test_the_wrong_result_after_resume_terminates(region):
         with pytest.raises(Terminated, match="env.step"):
             inst.resume("not an int")
         assert inst.state == State.TERMINATED
+
+
+def test_yield_from_a_host_function_with_several_results_and_stack_arguments(region):
+    params = ("i64",) * 8 + ("f64",) * 10
+    wat = f"""(module
+      (import "env" "f" (func $f (param {' '.join(params)}) (result i64 f64 i32)))
+      (func (export "go") (param {' '.join(params)}) (result i64 f64 i32)
+        (call $f {' '.join(f'(local.get {i})' for i in range(len(params)))})))"""
+
+    def f(*args):
+        scale = yield sum(args)
+        return args[7] * scale, args[17] * scale, scale
+    linker = Linker()
+    linker.define_func("env", "f", f, type=f"({', '.join(params)}) -> (i64, f64, i32)")
+    args = list(range(1, 9)) + [k * 0.5 for k in range(1, 11)]
+    with instantiate(region, wat, linker=linker) as inst:
+        out = inst.run("go", *args)
+        assert out.value == sum(args)
+        box = []
+        t = threading.Thread(target=lambda: box.append(inst.resume(3)))
+        t.start()
+        t.join()
+        assert box == [(24, 15.0, 3)]
+
+
+def test_a_timeout_covers_one_run_not_the_time_spent_yielded(region):
+    import time
+
+    def step(vmctx, i):
+        return (yield i)
+    with _inst(region, step) as inst:
+        out = inst.run("go", 2, timeout=0.05)
+        time.sleep(0.15)                    # yielded for longer than the run's timeout
+        out = inst.resume(1, timeout=5)
+        assert isinstance(out, Yielded)
+        assert inst.resume(1) == 2
+
+
+def test_a_timeout_on_resume(region):
+    import time
+
+    def step(vmctx, i):
+        yield i
+        time.sleep(0.3)                     # the host function outlasts the resume's timeout
+        return 1
+    with _inst(region, step) as inst:
+        inst.run("go", 1)
+        with pytest.raises(Terminated, match="timeout"):
+            inst.resume(None, timeout=0.05)
+        assert inst.state == State.TERMINATED
