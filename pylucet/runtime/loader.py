@@ -67,7 +67,8 @@ class LoadedModule:
         self._exports = {e.name: e.index for e in data.exports if e.kind == ExternKind.FUNC}
         # per-module caches filled by the runtime: Fit per Limits (region), call plans (instance)
         self._fits: Dict[Any, Any] = {}
-        self._plans: Dict[Any, Any] = {}
+        self._plans: Dict[str, Any] = {}         # by export name: run() looks here first
+        self._index_plans: Dict[int, Any] = {}   # by function index (never found by run())
         self._links: Dict[Any, Any] = {}   # resolved imports per linker state (region)
         self._images: Optional[Tuple[bytes, List[bytes]]] = None
         # a module without functions has no code that could fault
