@@ -200,3 +200,35 @@ def test_imports_in_tables_and_exports_through_a_real_artifact(tmp_path):
         assert inst.run("call_ii", 2, 10, 3) == 13
         assert inst.run("reexported", 1, 2) == 3
         assert inst.run("call_ii", 0, 10, 3) == 7
+
+
+def test_a_cached_index_plan_is_not_reachable_by_name(inst):
+    """run_func_index caches its plan under a key that is not a str; run() must not find it
+    when handed that key."""
+    assert inst.run_func_index(1, 9, 4) == 5
+    for key in [(1,), [1]]:
+        with pytest.raises(TypeError):
+            inst.run(key, 9, 4)
+
+
+def test_a_trap_after_a_nested_instance_trapped():
+    """Guest A's host function runs guest B, which traps (caught); then A itself traps: the
+    trap is A's, with A's function name."""
+    wat_b = """(module (func (export "boom") (unreachable)))"""
+    wat_a = """(module (import "env" "f" (func $f (result i32)))
+      (func $a_div (export "go") (result i32) (i32.div_u (i32.const 1) (call $f))))"""
+    with MmapRegion(2) as region:
+        b = instantiate(region, wat_b)
+
+        def f():
+            with pytest.raises(Trap) as info:
+                b.run("boom")
+            assert info.value.code == TrapCode.Unreachable
+            return 0
+        linker = Linker()
+        linker.define_func("env", "f", f, type="() -> i32")
+        with b, instantiate(region, wat_a, linker=linker) as a:
+            with pytest.raises(Trap) as info:
+                a.run("go")
+            assert info.value.code == TrapCode.IntegerDivByZero
+            assert info.value.func in ("a_div", "go")
