@@ -69,7 +69,6 @@ class LoadedModule:
         self._fits: Dict[Any, Any] = {}
         self._plans: Dict[str, Any] = {}         # by export name: run() looks here first
         self._index_plans: Dict[int, Any] = {}   # by function index (never found by run())
-        self._links: Dict[Any, Any] = {}   # resolved imports per linker state (region)
         self._images: Optional[Tuple[bytes, List[bytes]]] = None
         # a module without functions has no code that could fault
         handle = signals.register_code(text_base, text_base + text_size) if text_size else None
