@@ -539,3 +539,37 @@ def test_a_vmctx_kept_after_close_refuses_cleanly(region):
         kept[0].read(0, 4)
     with pytest.raises(ValueError):
         kept[0].memory
+
+
+def test_a_linker_and_its_host_functions_are_not_kept_alive_by_the_module(region):
+    """One linker per request is a common pattern: the module must not keep every linker
+    (and whatever its host functions hold) it was ever instantiated with."""
+    import gc
+    import weakref
+    class Payload(bytearray):
+        pass
+    module = load_wat(_relay(["i32"], ["i32"]))
+    refs = []
+    for k in range(20):
+        payload = Payload(1 << 16)
+        linker = Linker()
+        linker.define_func("env", "f", lambda x, p=payload: x + len(p), type="(i32) -> i32")
+        with region.new_instance(module, linker=linker) as inst:
+            assert inst.run("go", k) == k + (1 << 16)
+        refs.append(weakref.ref(payload))
+        del linker, payload, inst
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0
+
+
+def test_a_redefinition_is_seen_by_the_next_instantiation(region):
+    module = load_wat(_relay(["i32"], ["i32"]))
+    linker = Linker()
+    linker.allow_shadowing = True
+    linker.define_func("env", "f", lambda x: x + 1, type="(i32) -> i32")
+    with region.new_instance(module, linker=linker) as inst:
+        assert inst.run("go", 1) == 2
+        linker.define_func("env", "f", lambda x: x + 2, type="(i32) -> i32")
+        assert inst.run("go", 1) == 2            # an instance keeps what it was linked with
+    with region.new_instance(module, linker=linker) as inst:
+        assert inst.run("go", 1) == 3
