@@ -573,3 +573,41 @@ def test_a_redefinition_is_seen_by_the_next_instantiation(region):
         assert inst.run("go", 1) == 2            # an instance keeps what it was linked with
     with region.new_instance(module, linker=linker) as inst:
         assert inst.run("go", 1) == 3
+
+
+def test_i32_arguments_ignore_the_upper_register_bits(region):
+    """An i32 the guest made by wrapping an i64 may leave the upper half of its register or
+    stack slot set; the host must see only the low 32 bits, in registers and on the stack."""
+    seen = []
+    n = 12                                   # 6 in registers, 6 on the stack
+    linker = Linker()
+    linker.define_func("env", "f", lambda *a: seen.append(a),
+                       type=f"({', '.join(['i32'] * n)}) -> ()")
+    args = " ".join(f"(i32.wrap_i64 (i64.add (local.get 0) (i64.const {k})))" for k in range(n))
+    wat = f"""(module (import "env" "f" (func $f (param {' '.join(['i32'] * n)})))
+      (func (export "go") (param i64) (call $f {args})))"""
+    with instantiate(region, wat, linker=linker) as inst:
+        inst.run("go", 0x12345678_7FFFFFFE)
+    assert seen == [tuple(((0x7FFFFFFE + k + 2**31) % 2**32) - 2**31 for k in range(n))]
+
+
+def test_negative_i32_results_reach_the_guest_zero_extended(region):
+    linker = Linker()
+    linker.define_func("env", "f", lambda x: -1, type="(i32) -> i32")
+    linker.define_func("env", "g", lambda x: (-2, -3), type="(i32) -> (i32, i32)")
+    wat = """(module
+      (import "env" "f" (func $f (param i32) (result i32)))
+      (import "env" "g" (func $g (param i32) (result i32 i32)))
+      (func (export "one") (result i64) (i64.extend_i32_u (call $f (i32.const 0))))
+      (func (export "two") (result i64) (local $b i32)
+        (call $g (i32.const 0)) (local.set $b)
+        (i64.extend_i32_u)
+        (i64.add (i64.shl (i64.extend_i32_u (local.get $b)) (i64.const 32))))
+      (func (export "addr") (result i32) (i32.load8_u (call $f (i32.const 0))))
+      (memory 1))"""
+    with instantiate(region, wat, linker=linker) as inst:
+        assert inst.run("one") == 0xFFFFFFFF
+        assert inst.run("two") == (0xFFFFFFFD << 32) + 0xFFFFFFFE - (1 << 64)
+        with pytest.raises(pylucet.Trap) as info:    # address 0xffffffff: out of bounds, in
+            inst.run("addr")                         # the guard, not 4 GiB below the heap
+        assert info.value.code == pylucet.TrapCode.HeapOutOfBounds
