@@ -24,7 +24,8 @@ WAT = """(module
   (func (export "spin") (param $who i32) (local $i i32)
     (loop $l
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (if (i32.eqz (i32.and (local.get $i) (i32.const 0xfff))) (then (call $tick (local.get $who))))
+      (if (i32.eqz (i32.and (local.get $i) (i32.const 0xfff)))
+        (then (call $tick (local.get $who))))
       (br $l)))
   (func (export "count")
     (loop $l
