@@ -383,9 +383,11 @@ class Instance:
         except FatalFault:
             final = State.FAULTED
             raise
-        except (KeyboardInterrupt, SystemExit):
-            final = State.TERMINATED      # from a host function: the guest cannot continue
-            raise
+        except (Trap, StateError):
+            raise                         # the call is over and the guest may run again
+        except BaseException:
+            final = State.TERMINATED      # Ctrl-C, SystemExit... from a host function: the
+            raise                         # guest was left mid-call and cannot continue
         finally:
             self._finish(final)
 
@@ -478,7 +480,9 @@ class Instance:
             if yielded is not None:
                 return yielded
             final = _RUNNING
-        except Terminated:
+        except BaseException:
+            # Terminated, or Ctrl-C / SystemExit out of the host function: either way its
+            # generator is finished and the guest cannot continue
             final = State.TERMINATED
             raise
         finally:
