@@ -611,3 +611,39 @@ def test_negative_i32_results_reach_the_guest_zero_extended(region):
         with pytest.raises(pylucet.Trap) as info:    # address 0xffffffff: out of bounds, in
             inst.run("addr")                         # the guard, not 4 GiB below the heap
         assert info.value.code == pylucet.TrapCode.HeapOutOfBounds
+
+
+def test_the_host_sees_memory_the_guest_grew(region):
+    sizes = []
+
+    def body(vmctx, ptr, n):
+        sizes.append(len(vmctx.memory))
+        vmctx.write(ptr, b"\x07")
+        return vmctx.memory[ptr]
+    wat = """(module
+      (import "env" "call" (func $call (param i32 i32) (result i32)))
+      (memory 1 4)
+      (func (export "grow_then_call") (result i32)
+        (drop (memory.grow (i32.const 2)))
+        (call $call (i32.const 196607) (i32.const 0))))"""
+    linker = Linker()
+    linker.define_func("env", "call", body, type="(i32, i32) -> i32", access_vmctx=True)
+    with instantiate(region, wat, linker=linker) as inst:
+        assert inst.run("grow_then_call") == 7
+        assert sizes == [3 * 65536]
+        inst.reset()
+        assert inst.memory_pages == 1
+
+
+def test_a_base_exception_from_a_host_function_terminates(region):
+    class Custom(BaseException):
+        pass
+
+    def body(vmctx, a, b):
+        raise Custom()
+    with _vmctx_instance(region, body) as inst:
+        with pytest.raises(Custom):
+            inst.run("go", 0, 0)
+        assert inst.state == State.TERMINATED
+        inst.reset()
+        assert inst.run("size") == 1

@@ -275,3 +275,20 @@ def test_a_timeout_on_resume(region):
         with pytest.raises(Terminated, match="timeout"):
             inst.resume(None, timeout=0.05)
         assert inst.state == State.TERMINATED
+
+
+def test_keyboard_interrupt_after_resume_terminates(region):
+    """Ctrl-C in a resumed host function propagates as itself, as it does on the first step,
+    and leaves the instance TERMINATED: its generator is dead, there is nothing to resume."""
+    def step(vmctx, i):
+        yield i
+        raise KeyboardInterrupt
+    with _inst(region, step) as inst:
+        inst.run("go", 1)
+        with pytest.raises(KeyboardInterrupt):
+            inst.resume(None)
+        assert inst.state == State.TERMINATED
+        with pytest.raises(StateError):
+            inst.resume(5)
+        inst.reset()
+        assert inst.run("calls") == 0
