@@ -15,7 +15,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from ..errors import LimitsExceeded, RegionFull
+from ..errors import LimitsExceeded, RegionFull, StateError
 from ..module.abi import (GLOBAL_SLOT_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
                           RUNTIME_DATA_SIZE, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE)
 from ..module.spec import ModuleData
@@ -219,7 +219,7 @@ class MmapRegion:
     def close(self) -> None:
         """Unmaps the region. Live instances are closed first.
 
-        Refuses (RuntimeError) while one of its instances is running. A heap view that outlives
+        Refuses (StateError) while one of its instances is running. A heap view that outlives
         the region keeps its pages mapped (zeroed) until the process exits, rather than turning
         into a pointer into unmapped memory.
         """
@@ -228,7 +228,7 @@ class MmapRegion:
         live = list(self._live.values())
         for inst in live:
             if inst.state == State.RUNNING:
-                raise RuntimeError(f"cannot close {self!r}: {inst!r} is running")
+                raise StateError(f"cannot close {self!r}: {inst!r} is running")
         for inst in live:
             inst.close()
         self._closed = True
