@@ -173,3 +173,32 @@ def test_two_guests_run_in_parallel(module):
         del a_memory
         a.close()
         b.close()
+
+
+def test_closing_the_region_while_a_guest_runs_on_another_thread_is_refused(module):
+    from pylucet import StateError
+    spinning = threading.Event()
+
+    def tick(who):
+        spinning.set()
+    region = MmapRegion(1)
+    inst = region.new_instance(module, linker=_linker(tick))
+    switch = inst.kill_switch()
+    box = {}
+
+    def spin():
+        try:
+            inst.run("spin", 0)
+        except Exception as e:     # the kill below
+            box["error"] = e
+    t = threading.Thread(target=spin)
+    t.start()
+    assert spinning.wait(30)
+    with pytest.raises(StateError, match="running"):
+        region.close()
+    assert not region.closed and inst.state == State.RUNNING
+    switch.terminate()
+    t.join(30)
+    assert "kill switch" in str(box["error"])
+    region.close()
+    assert region.closed and inst.state == State.CLOSED
