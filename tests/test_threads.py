@@ -27,6 +27,7 @@ WAT = """(module
       (if (i32.eqz (i32.and (local.get $i) (i32.const 0xfff)))
         (then (call $tick (local.get $who))))
       (br $l)))
+  (func $rec (export "rec") (call $rec))
   (func (export "count")
     (loop $l
       (i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (i64.const 1)))
@@ -202,3 +203,17 @@ def test_closing_the_region_while_a_guest_runs_on_another_thread_is_refused(modu
     assert "kill switch" in str(box["error"])
     region.close()
     assert region.closed and inst.state == State.CLOSED
+
+
+def test_stack_overflows_on_many_threads_at_once(module):
+    """Each thread needs its own signal stack: the handler runs on it when the guest stack is
+    the thing that overflowed."""
+    with MmapRegion(6) as region:
+        def overflow(k):
+            with region.new_instance(module, linker=_linker()) as inst:
+                for _ in range(30):
+                    with pytest.raises(Trap) as info:
+                        inst.run("rec")
+                    assert info.value.code == TrapCode.StackOverflow
+                    assert inst.run("work", k, 1) == 3 + k + 1
+        _threads(6, overflow)
