@@ -351,3 +351,18 @@ def test_terminating_another_instance_from_a_host_function(region, modules):
         t.join(30)
         assert isinstance(box.get("error"), Terminated)
         assert b.state == State.READY
+
+
+def test_cancelled_deadlines_do_not_pile_up_behind_a_long_one():
+    """One long call's deadline at the top of the watchdog's heap must not keep every later,
+    cancelled deadline (and its callback) until it is due: fast timed calls on other threads
+    would grow the heap for as long as the long timeout."""
+    from pylucet.runtime.killswitch import Watchdog
+    dog = Watchdog()
+    fired = []
+    long_one = dog.schedule(3000, lambda: fired.append("long"))
+    for _ in range(10000):
+        dog.cancel(dog.schedule(3600, lambda: fired.append("short")))
+    assert len(dog._heap) + len(dog._cancelled) < 1000
+    dog.cancel(long_one)
+    assert fired == []
