@@ -12,6 +12,7 @@ continues it later, on any thread); INTERRUPTED ends it when its kill switch ask
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import signal
@@ -395,17 +396,21 @@ class Instance:
         """Leave RUNNING for ``final``; a termination nobody delivered dies with the call, so
         that it cannot hit the next one."""
         kill = self._kill_state
+        abandoned = None
         with kill.lock:
             if self._deadline is not None:   # the call a timeout was for is over
                 self._deadline.live = False
                 self._deadline = None
             if final != State.YIELDED:
                 self._current = None
-                self._suspended = None
+                abandoned, self._suspended = self._suspended, None
                 if kill.requested and final != State.TERMINATED:
                     kill.requested = False
                     self._page.u64[_VM_INTERRUPT] = 0
             self._state = self._page.u64[_STATE] = final
+        if abandoned is not None:    # (the call is ending with its own exception: keep that)
+            with contextlib.suppress(Exception):
+                _abandon(abandoned)
 
     def _hostcall(self) -> Optional[Yielded]:
         """Run the host function the guest called; None once its result is in place for
@@ -720,8 +725,9 @@ class Instance:
                                  "heap is still alive (drop it, or close the instance)")
             kill.valid = False                     # old kill switches now report INVALID
             self._state = State.CLOSED   # until initialised again: a failure leaves it closed
-            self._suspended = self._current = None
+            abandoned, self._suspended, self._current = self._suspended, None, None
             region._wipe(self._slot, keep_heap=region._viewed_extent(self._slot.index))
+        _abandon(abandoned)
         self._kill_state = KillState()
         try:
             region._commit(self._slot, self._fit)
@@ -743,9 +749,10 @@ class Instance:
                 return
             kill.valid = False
             self._state = State.CLOSED
-            self._suspended = self._current = None
+            abandoned, self._suspended, self._current = self._suspended, None, None
             self._vmctx._view = None
             self._region._release(self._slot)
+        _abandon(abandoned)
 
     def __enter__(self) -> "Instance":
         return self
@@ -792,6 +799,14 @@ class Instance:
         if state == State.TERMINATED:
             raise StateError(f"instance of {self._name!r} was terminated; reset() it to run "
                              "again")
+
+
+def _abandon(suspended: Optional[Tuple[Any, "HostFunc"]]) -> None:
+    """Close the generator of a host function whose guest call is given up (by reset, close,
+    or a termination while it was suspended). Called with the kill lock released: its
+    ``finally`` blocks are host code, which may well use the instance's kill switch."""
+    if suspended is not None:
+        suspended[0].close()
 
 
 def _import_entries(hosts: Sequence["HostFunc"], vmctx: int) -> Any:
