@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from pylucet import StateError, Terminated
-from pylucet.runtime import Linker, MmapRegion, State, Yielded
+from pylucet.runtime import KillOutcome, Linker, MmapRegion, State, Yielded
 
 from .conftest import instantiate
 
@@ -292,3 +292,42 @@ def test_keyboard_interrupt_after_resume_terminates(region):
             inst.resume(5)
         inst.reset()
         assert inst.run("calls") == 0
+
+
+@pytest.mark.parametrize("how", ["reset", "close", "kill and resume"])
+def test_an_abandoned_generator_may_use_the_kill_switch_in_its_finally(how):
+    """Giving up a suspended host function runs its ``finally`` blocks: they are host code
+    and may touch the instance's kill switch, whose lock must not be held then (it would
+    deadlock)."""
+    outcomes = []
+    switch = []
+
+    def step(vmctx, i):
+        try:
+            return (yield i)
+        finally:
+            outcomes.append(switch[0].terminate())
+    region = MmapRegion(1)    # not closed if the test fails: closing would deadlock too
+    inst = _inst(region, step)
+    switch.append(inst.kill_switch())
+    done = threading.Event()
+
+    def give_up():
+        if how == "kill and resume":
+            assert switch[0].terminate() == KillOutcome.PENDING
+            with pytest.raises(Terminated):
+                inst.resume(1)
+        else:
+            getattr(inst, how)()
+        done.set()
+    inst.run("go", 1)
+    t = threading.Thread(target=give_up, daemon=True)
+    t.start()
+    assert done.wait(30), "deadlocked"
+    t.join()
+    if how == "kill and resume":
+        assert outcomes == [KillOutcome.NOT_TERMINABLE]
+    else:
+        assert outcomes == [KillOutcome.INVALID]
+    inst.close()
+    region.close()
