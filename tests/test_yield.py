@@ -9,7 +9,7 @@ import pytest
 from pylucet import StateError, Terminated
 from pylucet.runtime import KillOutcome, Linker, MmapRegion, State, Yielded
 
-from .conftest import instantiate
+from .conftest import instantiate, load_wat
 
 # go(n): calls env.step(i) for i in 0..n-1, summing what each returns, then adds env.last()
 WAT = """(module
@@ -331,3 +331,41 @@ def test_an_abandoned_generator_may_use_the_kill_switch_in_its_finally(how):
         assert outcomes == [KillOutcome.INVALID]
     inst.close()
     region.close()
+
+
+def test_a_yield_passed_through_a_host_function_from_an_inner_instance(region):
+    """A's host function runs B; B's host function yields; A's host function yields B's value
+    outward and resumes B with what A is resumed with: one guest's yield seen through another
+    (generators all the way down)."""
+    def inner_step(vmctx, i):
+        return (yield ("inner", i))
+    inner = _inst(region, inner_step)
+
+    def outer_step(vmctx, i):
+        out = inner.run("go", 2)
+        while isinstance(out, Yielded):
+            got = yield out.value
+            out = inner.resume(got)
+        return out
+    with inner, _inst(region, outer_step) as outer:
+        out = outer.run("go", 1)
+        seen = []
+        while isinstance(out, Yielded):
+            seen.append(out.value)
+            assert inner.state == State.YIELDED and outer.state == State.YIELDED
+            out = outer.resume(len(seen) * 10)
+        assert seen == [("inner", 0), ("inner", 1)]
+        assert out == 10 + 20
+        assert inner.state == State.READY and outer.state == State.READY
+
+
+def test_two_instances_of_one_module_with_different_linkers(region):
+    def linker_for(k):
+        linker = Linker()
+        linker.define_func("env", "step", lambda v, i: k, type="(i32) -> i64", access_vmctx=True)
+        linker.define_func("env", "last", lambda: 0, type="() -> i64")
+        return linker
+    module = load_wat(WAT)
+    with region.new_instance(module, linker=linker_for(1)) as a, \
+            region.new_instance(module, linker=linker_for(100)) as b:
+        assert (a.run("go", 3), b.run("go", 3), a.run("go", 1)) == (3, 300, 1)
