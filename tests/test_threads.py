@@ -217,3 +217,58 @@ def test_stack_overflows_on_many_threads_at_once(module):
                     assert info.value.code == TrapCode.StackOverflow
                     assert inst.run("work", k, 1) == 3 + k + 1
         _threads(6, overflow)
+
+
+def test_racing_resumes_and_kills(module):
+    """Eight threads race to resume the same yielded guest: one wins each time, the others get
+    StateError. Then eight threads race to kill a running guest: exactly one SIGNALLED."""
+    from pylucet import StateError, Terminated
+    from pylucet.runtime import KillOutcome, Yielded
+    spinning = threading.Event()
+
+    def tick(who):
+        spinning.set()
+
+    def mix(k, x):
+        yield "paused"
+        return x
+    linker = Linker()
+    linker.define_func("env", "mix", mix, type="(i32, i64) -> i64")
+    linker.define_func("env", "tick", tick, type="(i32) -> ()")
+    with MmapRegion(1) as region, region.new_instance(module, linker=linker) as inst:
+        for n in range(20):
+            assert isinstance(inst.run("work", 0, n), Yielded)
+            results = []
+            barrier = threading.Barrier(8)
+
+            def resume(k):
+                barrier.wait()
+                try:
+                    results.append(inst.resume(None))
+                except StateError:
+                    results.append("refused")
+            _threads(8, resume)
+            assert sorted(map(str, results)) == sorted([str(n + 1)] + ["refused"] * 7)
+        spinning.clear()
+        box = {}
+
+        def spin():
+            try:
+                inst.run("spin", 0)
+            except Terminated as e:
+                box["error"] = e
+        t = threading.Thread(target=spin)
+        t.start()
+        assert spinning.wait(30)
+        outcomes = []
+        barrier = threading.Barrier(8)
+        switch = inst.kill_switch()
+
+        def kill(k):
+            barrier.wait()
+            outcomes.append(switch.terminate())
+        _threads(8, kill)
+        t.join(30)
+        assert sorted(o.value for o in outcomes) == sorted(
+            [KillOutcome.SIGNALLED.value] + [KillOutcome.NOT_TERMINABLE.value] * 7)
+        assert "error" in box
