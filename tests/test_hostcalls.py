@@ -3,8 +3,9 @@ errors, what a Vmctx offers, and what a host function's exceptions do to its ins
 
 from __future__ import annotations
 
-import math
+import gc
 import struct
+import weakref
 from typing import Tuple
 
 import pytest
@@ -544,8 +545,6 @@ def test_a_vmctx_kept_after_close_refuses_cleanly(region):
 def test_a_linker_and_its_host_functions_are_not_kept_alive_by_the_module(region):
     """One linker per request is a common pattern: the module must not keep every linker
     (and whatever its host functions hold) it was ever instantiated with."""
-    import gc
-    import weakref
     class Payload(bytearray):
         pass
     module = load_wat(_relay(["i32"], ["i32"]))

@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-from pylucet import Terminated, Trap
-from pylucet.runtime import KillOutcome, Linker, MmapRegion, State, Yielded
+from pylucet import FatalFault, Terminated, Trap
+from pylucet.runtime import KillOutcome, Linker, MmapRegion, State, Yielded, killswitch
+from pylucet.runtime.killswitch import Watchdog
+from pylucet.runtime.testing import MockFunction, mock_module
 
 from .conftest import load_wat
 
@@ -253,7 +255,6 @@ def test_timeout_stops_a_call_free_loop(region, modules):
 def test_a_late_timeout_never_ends_the_next_call(region, modules, monkeypatch):
     """The watchdog fires after the call has returned but before its deadline is cancelled
     (forced here by a slow cancel): the call is over, so the next one must not be ended."""
-    from pylucet.runtime import killswitch
     cancel = killswitch.WATCHDOG.cancel
     fired = threading.Event()
     monkeypatch.setattr(killswitch.WATCHDOG, "cancel",
@@ -307,8 +308,6 @@ def test_without_interrupt_checks_only_a_hostcall_stops_the_guest(region, module
 def test_after_a_fatal_fault_not_terminable_until_reset():
     """A fault no trap table explains poisons the instance: a switch cannot terminate it
     (NOT_TERMINABLE); after reset the old switch is INVALID and a new one works."""
-    from pylucet import FatalFault
-    from pylucet.runtime.testing import MockFunction, mock_module
     module = mock_module([MockFunction("unexplained", "ud2"), MockFunction("nop", "ret")])
     with MmapRegion(1) as r, r.new_instance(module) as inst:
         switch = inst.kill_switch()
@@ -357,7 +356,6 @@ def test_cancelled_deadlines_do_not_pile_up_behind_a_long_one():
     """One long call's deadline at the top of the watchdog's heap must not keep every later,
     cancelled deadline (and its callback) until it is due: fast timed calls on other threads
     would grow the heap for as long as the long timeout."""
-    from pylucet.runtime.killswitch import Watchdog
     dog = Watchdog()
     fired = []
     long_one = dog.schedule(3000, lambda: fired.append("long"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -251,8 +252,6 @@ def test_yield_from_a_host_function_with_several_results_and_stack_arguments(reg
 
 
 def test_a_timeout_covers_one_run_not_the_time_spent_yielded(region):
-    import time
-
     def step(vmctx, i):
         return (yield i)
     with _inst(region, step) as inst:
@@ -264,8 +263,6 @@ def test_a_timeout_covers_one_run_not_the_time_spent_yielded(region):
 
 
 def test_a_timeout_on_resume(region):
-    import time
-
     def step(vmctx, i):
         yield i
         time.sleep(0.3)                     # the host function outlasts the resume's timeout
