@@ -364,3 +364,18 @@ def test_cancelled_deadlines_do_not_pile_up_behind_a_long_one():
     assert len(dog._heap) + len(dog._cancelled) < 1000
     dog.cancel(long_one)
     assert fired == []
+
+
+def test_timeout_stops_a_loop_free_guest_at_a_function_entry(region):
+    """No loops at all, only calls: 2^40 of them in a binary recursion. The check at every
+    function entry is what stops it."""
+    module = load_wat("""(module
+      (func $tree (export "tree") (param i32)
+        (if (local.get 0) (then
+          (call $tree (i32.sub (local.get 0) (i32.const 1)))
+          (call $tree (i32.sub (local.get 0) (i32.const 1)))))))""")
+    with region.new_instance(module) as inst:
+        with pytest.raises(Terminated, match="timeout"):
+            inst.run("tree", 40, timeout=0.2)
+        inst.reset()
+        assert inst.run("tree", 3) is None
