@@ -379,3 +379,26 @@ def test_timeout_stops_a_loop_free_guest_at_a_function_entry(region):
             inst.run("tree", 40, timeout=0.2)
         inst.reset()
         assert inst.run("tree", 3) is None
+
+
+def test_a_signal_the_guest_never_saw_does_not_reach_the_next_run(region):
+    """Unchecked code signalled in guest code that then returns without calling out: the call
+    returns its result (nothing could stop it), and the stale request dies with that call."""
+    module = load_wat("""(module (memory 1)
+      (func (export "wait_flag") (result i32)
+        (i32.store (i32.const 4) (i32.const 1))
+        (loop $l (br_if $l (i32.eqz (i32.load (i32.const 0)))))
+        (i32.const 7))
+      (func (export "one") (result i32) (i32.const 1)))""", interrupt_checks=False)
+    with region.new_instance(module) as inst:
+        view = inst.heap
+        t, box = _run_in_thread(inst, "wait_flag")
+        while view[4] == 0:
+            pass                                      # until the guest is in its loop
+        assert inst.kill_switch().terminate() == KillOutcome.SIGNALLED
+        view[0] = 1
+        t.join(30)
+        assert box == {"result": 7}
+        assert inst.run("one") == 1
+        assert inst.kill_switch().terminate() == KillOutcome.CANCELLED
+        del view
