@@ -11,7 +11,13 @@
 #   EXIT_HOSTCALL     the guest called a host import: pylucet_hostcall saved the guest's
 #                     registers in the instance page and left, so the host runs the import in
 #                     Python on its *own* stack, never on the guest's;
-#   EXIT_INTERRUPTED  compiled code saw the interrupt flag and called pylucet_interrupt.
+#   EXIT_INTERRUPTED  an interrupt poll of compiled code faulted: the host revoked the poll page;
+#   EXIT_BUSY         the instance was already in use by another call (see INST_ROOT).
+#
+# Instances may call each other's functions through imports (pylucet_call_guest): the callee
+# then runs on the caller's stack, and everything that must find the host context -- a
+# hostcall, an interruption, a fault -- goes to the *root*: the instance page whose
+# pylucet_enter is under way (INST_ROOT). Each instance page names its root while it is in use.
 #
 # After a hostcall or an interruption the host calls pylucet_resume(instance page): it saves the
 # host's registers again (possibly on another thread), restores the guest's and returns into the
@@ -25,6 +31,7 @@
 .globl pylucet_fault_return
 .globl pylucet_hostcall
 .globl pylucet_interrupt
+.globl pylucet_call_guest
 
 # --- int pylucet_enter(u64 instance_page) -----------------------------------------------------------
 # --- int pylucet_resume(u64 instance_page) ----------------------------------------------------------
@@ -45,6 +52,11 @@ save_host:
     mov [rdi + INST_HOST_RSP], rsp            # rsp points at our return address into ctypes
     test eax, eax                             # resuming?
     jnz resume_guest                          # -> put the guest's own registers back
+
+    # Claim the instance: it becomes its own root, unless some call already holds it.
+    xor eax, eax                              # expect INST_ROOT = 0 (idle) ...
+    lock cmpxchg [rdi + INST_ROOT], rdi       # ... and make it this page, atomically
+    jne busy_entry                            # -> in use: EXIT_BUSY, nothing ran
 
     # Enter the sandbox's world: r14 = vmctx (the heap base, just past the instance page) is the
     # one register compiled code relies on; rbx keeps the instance page for after the call.
@@ -99,12 +111,19 @@ save_host:
     mov [rbx + INST_RET_RDX], rdx             # second integer result
     movdqu xmmword ptr [rbx + INST_RET_XMM0], xmm0  # first float result
     movdqu xmmword ptr [rbx + INST_RET_XMM1], xmm1  # second float result
+    mov qword ptr [rbx + INST_ROOT], 0        # the call is over: release the instance
     mov rdi, rbx                              # restore_host wants the instance page in rdi
     mov eax, EXIT_RETURNED
     jmp restore_host
 
 bad_entry:
+    mov qword ptr [rbx + INST_ROOT], 0        # release the claim
+    mov rdi, rbx
     mov eax, EXIT_BAD_ENTRY                   # the entry request was malformed
+    jmp restore_host
+
+busy_entry:
+    mov eax, EXIT_BUSY                        # the host releases nothing: it never had it
     jmp restore_host
 
 # --- resuming: rdi = instance page, host registers saved ------------------------------------------
@@ -126,8 +145,7 @@ resume_guest:
 # places them, [rsp] = the return address into the guest. It uses no stack: the guest's own
 # (whose last 32 KiB are reserved) only has to hold what the call instruction pushed.
 pylucet_hostcall:
-    mov r11, r14                              # r11 = the instance page: vmctx - INSTANCE_PAGE_SIZE
-    sub r11, INSTANCE_PAGE_SIZE               # (keystone 0.9.2 assembles [r14 - SYMBOL] as + SYMBOL)
+    mov r11, [r14 + VMCTX_INST_ROOT]          # r11 = the root instance page (the host context)
     mov [r11 + INST_HC_RDI], rdi              # the integer argument registers ...
     mov [r11 + INST_HC_RSI], rsi
     mov [r11 + INST_HC_RDX], rdx
@@ -149,13 +167,72 @@ pylucet_hostcall:
     mov eax, EXIT_HOSTCALL
     jmp leave_guest
 
-# --- pylucet_interrupt: the INTERRUPT libcall ------------------------------------------------------
-# Compiled code calls it when VMCTX_INTERRUPT is set, at a point where no scratch register holds a
-# live value, so saving the callee-saved registers is enough to resume there later.
+# --- pylucet_interrupt: an interrupt poll faulted -------------------------------------------------
+# Entered as if called from the instruction after the poll (trap.s pushes that return address and
+# sends the thread here), at a point where no scratch register holds a live value, so saving the
+# callee-saved registers is enough to resume there later.
 pylucet_interrupt:
-    mov r11, r14                              # r11 = the instance page
-    sub r11, INSTANCE_PAGE_SIZE
+    mov r11, [r14 + VMCTX_INST_ROOT]          # r11 = the root instance page
     mov eax, EXIT_INTERRUPTED
+    jmp leave_guest
+
+# --- pylucet_call_guest: compiled code calls another instance's function ------------------------
+# In: r10 = the import entry {func = here, vmctx = the callee's, target = its code, index = its
+# stack-argument words}, r14 = the caller's vmctx, arguments placed by the calling convention,
+# [rsp] = the return address, stack arguments above it. The callee runs on this stack with r14 =
+# its own vmctx; while it does, its root is the caller's root and its stack limit the caller's
+# (the stack it really runs on). The stack arguments are copied below a small frame that keeps
+# what must be put back; rax, rdx, xmm0 and xmm1 (the results) pass through untouched.
+pylucet_call_guest:
+    push r14                                  # the caller's vmctx            (rsp = 8 mod 16 at entry)
+    push r12                                  # two callee-saved registers to work with
+    push r13
+    mov r12, r10                              # r12 = the import entry (the callee preserves r12)
+    mov r13, [r12 + IMPORT_ENTRY_VMCTX]       # r13 = the callee's vmctx (preserved as well)
+    mov r11, [r14 + VMCTX_INST_ROOT]          # r11 = our root
+    xor eax, eax                              # claim the callee: idle (0) becomes ours ...
+    lock cmpxchg [r13 + VMCTX_INST_ROOT], r11
+    je claimed
+    cmp rax, r11                              # ... or it is already part of this very call
+    jne callee_busy                           # (A calls B calls A): anything else is busy
+claimed:
+    push rax                                  # its root before (0, or ours when re-entered)
+    push qword ptr [r13 + VMCTX_STACK_LIMIT]  # its stack limit before; 5 pushes: rsp 16-aligned
+    mov rax, [r14 + VMCTX_STACK_LIMIT]        # it runs on our stack: our limit holds
+    mov [r13 + VMCTX_STACK_LIMIT], rax
+    mov rax, [r12 + IMPORT_ENTRY_INDEX]       # rax = stack-argument words
+    lea r10, [rax*8 + 15]                     # bytes of them, rounded up to 16
+    and r10, -16
+    sub rsp, r10                              # room for the copies, alignment kept
+    lea r11, [rsp + r10 + 48]                 # r11 = the caller's first stack argument (past our
+                                              # 5 pushes and the return address)
+copy_args:
+    test rax, rax                             # copied them all?
+    jz call_callee
+    dec rax                                   # last to first
+    mov r10, [r11 + rax*8]
+    mov [rsp + rax*8], r10
+    jmp copy_args
+call_callee:
+    mov r14, r13                              # the callee's vmctx
+    call qword ptr [r12 + IMPORT_ENTRY_TARGET]  # run it: a fault or hostcall in it goes to the root
+    mov r10, [r12 + IMPORT_ENTRY_INDEX]       # drop the copied arguments again
+    lea r10, [r10*8 + 15]
+    and r10, -16
+    add rsp, r10
+    pop qword ptr [r13 + VMCTX_STACK_LIMIT]   # the callee's own stack limit ...
+    pop qword ptr [r13 + VMCTX_INST_ROOT]     # ... and root, as they were
+    pop r13
+    pop r12
+    pop r14                                   # our vmctx again
+    ret
+
+callee_busy:
+    pop r13                                   # back to the state at the call ...
+    pop r12
+    pop r14
+    mov r11, [r14 + VMCTX_INST_ROOT]          # ... and leave for the host, which ends the call
+    mov eax, EXIT_BUSY
 
 # --- leave_guest: r11 = instance page, eax = exit reason; [rsp] = return address into the guest --
 leave_guest:
@@ -175,6 +252,7 @@ leave_guest:
 # or stack can be trusted here (the fault may have been a stack overflow), so the very first thing
 # is to take rsp back from the instance page.
 pylucet_fault_return:
+    mov qword ptr [rdi + INST_ROOT], 0        # the call is over (the host tidies any callee)
     mov eax, EXIT_FAULTED                     # the guest faulted (see INST_FAULT_*)
 
 # --- shared exit: rdi = instance page, eax = exit reason -------------------------------------------

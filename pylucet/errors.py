@@ -11,7 +11,7 @@ module knows the byte offset, so tools and tests can look at fields instead of p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from .module.traps import TrapCode
@@ -66,6 +66,11 @@ class LoadError(Error):
     """A compiled artifact could not be loaded (not ours, wrong version, CPU lacks a feature)."""
 
 
+class StubError(LoadError):
+    """The runtime's own native stubs (``asm/``) could not be assembled or mapped: a broken
+    install, or a keystone that assembles them differently. Raised by ``import pylucet.runtime``."""
+
+
 class LinkError(Error):
     """The module's imports could not be satisfied. ``problems`` lists each missing or
     mistyped import, when there are several."""
@@ -76,6 +81,19 @@ class LinkError(Error):
 
 
 # --- runtime -------------------------------------------------------------------------------------
+
+class UnknownExport(Error, LookupError):
+    """No exported function has that name; ``available`` lists the names there are."""
+
+    def __init__(self, name: str, available: Sequence[str]):
+        self.name = name
+        self.available = list(available)
+        super().__init__(f"no exported function {name!r} (exported functions: "
+                         f"{', '.join(self.available) or 'none'})")
+
+    def __str__(self) -> str:  # LookupError would show the message's repr
+        return str(self.args[0])
+
 
 class LimitsExceeded(Error):
     """The module asks for more than the region's :class:`~pylucet.Limits` allow."""
@@ -94,7 +112,8 @@ class RegionFull(Error):
 
 
 class StateError(Error, RuntimeError):
-    """The instance cannot do that in its current state (running, yielded, terminated...)."""
+    """The instance cannot do that in its current state (running, yielded, terminated...), or
+    the calling thread cannot (it is inside a signal handler, on its alternate stack)."""
 
 
 class InstantiationError(Error):

@@ -67,8 +67,9 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import Unsupported
 from ..module.abi import (GPR, RESULT_SLOT_SIZE, STACK, TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY,
-                          TABLE_ENTRY_SIZE, VMCTX_GLOBALS, VMCTX_INTERRUPT, VMCTX_MEMORY_SIZE,
-                          VMCTX_STACK_LIMIT, VMCTX_TABLES, Libcall, call_layout, vmctx_libcall)
+                          TABLE_ENTRY_SIZE, POLL_INSN_SIZE, VMCTX_GLOBALS, VMCTX_MEMORY_SIZE,
+                          VMCTX_POLL, VMCTX_STACK_LIMIT, VMCTX_TABLES, Libcall, call_layout,
+                          vmctx_libcall)
 from ..module.traps import TrapCode, TrapSite
 from ..wasm.opcodes import OPS, Op
 from ..wasm.types import FunctionBody, FuncType, ValType
@@ -187,7 +188,6 @@ class FunctionCompiler(ValueStack):
         self.jump_tables: List[Tuple[int, List[int]]] = []
         self.calls: List[Tuple[int, int]] = []
         self.features: Set[str] = set()
-        self.interrupt_stubs: List[Tuple[int, int]] = []   # (stub label, label to resume at)
 
     # --- frame and locals ------------------------------------------------------------------
     def _assign_locals(self) -> None:
@@ -274,18 +274,16 @@ class FunctionCompiler(ValueStack):
         self._interrupt_check()
 
     def _interrupt_check(self) -> None:
-        """Leave for the host here if the instance's interrupt flag is set (kill switch,
-        timeout, Ctrl-C). Only at function entry and loop headers, where every live value sits
-        in a callee-saved register or the frame: the INTERRUPT libcall saves just the
-        callee-saved registers, and the guest may be resumed right here."""
+        """Poll for an interruption (kill switch, timeout, Ctrl-C): a load from the slot's poll
+        page, which faults once the host revokes it (``abi.VMCTX_POLL``). Only at function
+        entry and loop headers, where every live value sits in a callee-saved register or the
+        frame (pylucet_interrupt saves just the callee-saved registers, and the guest may be
+        resumed right here) and r11 and the flags are dead."""
         if not self.env.interrupt_checks:
             return
-        asm = self.asm
-        stub, back = asm.new_label(), asm.new_label()
-        asm.alu_mi(X.CMP, 64, (R14, NO_INDEX, 1, VMCTX_INTERRUPT), 0)
-        asm.jcc(CC_NE, stub)
-        asm.bind(back)
-        self.interrupt_stubs.append((stub, back))
+        start = len(self.asm.code)
+        self.asm.mov_rm(32, R11, (R14, NO_INDEX, 1, VMCTX_POLL))
+        assert len(self.asm.code) - start == POLL_INSN_SIZE
 
     def _epilogue(self) -> None:
         asm = self.asm
@@ -365,10 +363,6 @@ class FunctionCompiler(ValueStack):
 
     def _emit_out_of_line(self) -> None:
         asm = self.asm
-        for stub, back in self.interrupt_stubs:
-            asm.bind(stub)
-            asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(Libcall.INTERRUPT)))
-            asm.jmp(back)
         for label, code, wasm_offset, probe in self.trap_stubs:
             asm.bind(label)
             self._trap_here(code, wasm_offset)

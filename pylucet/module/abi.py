@@ -171,11 +171,18 @@ class ExitReason(enum.IntEnum):
     BAD_ENTRY = 2     # INST_ENTRY_NSTACK exceeded ENTRY_MAX_STACK_ARGS; the guest did not run
     HOSTCALL = 3      # the guest called a host import: INST_HC_* say which, with what arguments
     INTERRUPTED = 4   # compiled code saw the interrupt flag (kill switch, timeout, Ctrl-C)
+    BUSY = 5          # the instance to enter (or call through an import) is already in use by
+                      # another call; nothing ran
 
 
 _INSTANCE_FIELDS: List[Tuple[str, int]] = [
     ("magic", 8),                 # INSTANCE_MAGIC while the slot holds an instance
     ("state", 8),                 # runtime.instance.State, for the stubs and for inspection
+    # the instance page whose pylucet_enter is under way and holds the host context: this one
+    # when the host called it, the caller's root while another instance calls into it through
+    # an import (pylucet_call_guest), 0 when idle. Claimed atomically, so one instance is never
+    # entered by two calls at once.
+    ("root", 8),
     # host context: saved by pylucet_enter/pylucet_resume, restored on every exit to the host
     *((f"host_{r}", 8) for r in CONTEXT_REGS),
     ("host_mxcsr", 8),            # low 32 bits: MXCSR; restored so a guest cannot change rounding
@@ -203,6 +210,7 @@ _INSTANCE_FIELDS: List[Tuple[str, int]] = [
     ("hc_stack", 8),
     ("hc_entry", 8),
     ("hc_vmctx", 8),
+    ("fault_vmctx", 8),           # r14 of the faulting code: which instance faulted
     # filled in by the signal handler when a guest faults
     ("fault_signo", 8),
     ("fault_code", 8),            # siginfo si_code
@@ -223,14 +231,11 @@ class Libcall(enum.IntEnum):
     """
 
     MEMORY_GROW = 0   # (edi = delta pages) -> eax = old size in pages, or 0xFFFFFFFF on failure
-    INTERRUPT = 1     # () -> (): leave for the host (ExitReason.INTERRUPTED); returns if resumed.
-                      # Called only where no scratch register holds a live value.
 
 
 LIBCALL_SLOTS = 32  # room in the array; Libcall members use the low indices
 
 _VMCTX_FIELDS: List[Tuple[str, int]] = [
-    ("interrupt", 8),          # non-zero: leave at the next function entry or loop iteration
     ("stack_limit", 8),        # lowest rsp a guest prologue may move to (stack base + reservation)
     ("instr_count_bound", 8),  # for the kill switch / instruction counting (later issue)
     ("instr_count_adj", 8),
@@ -246,7 +251,6 @@ RUNTIME_DATA_SIZE = 512
 assert -VMCTX_FIELDS["_end"] <= RUNTIME_DATA_SIZE
 assert INSTANCE_FIELDS["_end"] <= INSTANCE_PAGE_SIZE - RUNTIME_DATA_SIZE
 
-VMCTX_INTERRUPT = VMCTX_FIELDS["interrupt"]
 VMCTX_STACK_LIMIT = VMCTX_FIELDS["stack_limit"]
 VMCTX_INSTR_COUNT_BOUND = VMCTX_FIELDS["instr_count_bound"]
 VMCTX_INSTR_COUNT_ADJ = VMCTX_FIELDS["instr_count_adj"]
@@ -261,6 +265,20 @@ VMCTX_LIBCALLS = VMCTX_FIELDS["libcalls"]
 def vmctx_libcall(call: Libcall) -> int:
     """Offset from vmctx of the pointer to ``call``."""
     return VMCTX_LIBCALLS + 8 * int(call)
+
+
+# --- Interrupt polls -------------------------------------------------------------------------------
+# Compiled code polls at every function entry and loop header by *reading* a word of its slot's
+# poll page, the page just below the instance page: ``mov r11d, [r14 + VMCTX_POLL]``. A load that
+# hits costs next to nothing (no compare, no branch). To interrupt a guest, the host revokes the
+# page (mprotect PROT_NONE); the next poll faults, and the signal handler, seeing a fault on the
+# poll page, makes the guest call pylucet_interrupt from the instruction after the poll, which
+# leaves with ExitReason.INTERRUPTED -- resumable, since polls sit only where every live value is
+# in a callee-saved register or the frame.
+
+VMCTX_POLL = -(INSTANCE_PAGE_SIZE + PAGE_SIZE)
+POLL_INSN_SIZE = 7
+"""Bytes of the poll instruction (REX, 8B, ModRM, disp32): the handler resumes past it."""
 
 
 # --- Tables -----------------------------------------------------------------------------------------
@@ -279,7 +297,9 @@ NULL_TYPE_ID = 0xFFFF_FFFF_FFFF_FFFF
 # A call to imported function i loads the address of entry i into r10 and calls ``entry.func``
 # with the arguments placed by the calling convention and r14 = the caller's vmctx (which the call
 # preserves). For a host function, ``func`` is the hostcall stub (asm/context.s), which leaves
-# for the host with ExitReason.HOSTCALL; the host finds the function by ``index``.
+# for the host with ExitReason.HOSTCALL; the host finds the function by ``index``. For a function
+# of another instance, ``func`` is pylucet_call_guest, which runs ``target`` with r14 = ``vmctx``
+# (the callee's) on the caller's stack; ``index`` is then its stack-argument word count.
 
 IMPORT_ENTRY = _layout_up([("func", 8), ("vmctx", 8), ("target", 8), ("index", 8)])
 IMPORT_ENTRY_SIZE = IMPORT_ENTRY["_end"]
@@ -325,6 +345,10 @@ def asm_equates() -> str:
     for name, off in VMCTX_FIELDS.items():
         if not name.startswith("_"):
             lines.append((f"VMCTX_{name.upper()}", off))
+    # instance-page fields the stubs reach from a vmctx (keystone mangles [reg - SYMBOL + ...])
+    lines.append(("VMCTX_INST_ROOT", INSTANCE_FIELDS["root"] - INSTANCE_PAGE_SIZE))
+    # ... and the runtime data the signal handlers reach from an instance page
+    lines.append(("VMCTX_POLL", VMCTX_POLL))
     for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("TABLE_ENTRY", TABLE_ENTRY),
                            ("IMPORT_ENTRY", IMPORT_ENTRY)):
         for name, off in layout.items():
@@ -336,6 +360,6 @@ def asm_equates() -> str:
         lines.append((f"EXIT_{reason.name}", int(reason)))
     for name in ("PAGE_SIZE", "WASM_PAGE_SIZE", "WASM_MAX_PAGES", "INSTANCE_PAGE_SIZE",
                  "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "ENTRY_MAX_STACK_ARGS",
-                 "RESULT_SLOT_SIZE", "IMPORT_ENTRY_SIZE"):
+                 "RESULT_SLOT_SIZE", "IMPORT_ENTRY_SIZE", "POLL_INSN_SIZE"):
         lines.append((name, globals()[name]))
     return "".join(f".equ {n}, {v}\n" for n, v in lines)

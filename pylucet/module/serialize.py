@@ -16,7 +16,7 @@ Artifact symbol
     Header (HEADER_SIZE = 48 bytes)
       0   magic        8s   b"PYLUCET\\0"
       8   version      u32  FORMAT_VERSION
-      12  reserved     u32  0
+      12  header_crc   u32  zlib.crc32 of the header with this field zero
       16  blob_size    u64  bytes of Blob that follow the header
       24  self_vaddr   u64  link-time address of the header (st_value of pylucet_module)
       32  text_vaddr   u64  link-time address of .text
@@ -25,6 +25,11 @@ Artifact symbol
 The runtime address of the header minus ``self_vaddr`` is the load base, so a function's code is
 at ``base + text_vaddr + FunctionSpec.code_offset`` with no relocations. The ELF writer places
 the header so that the Blob starts page aligned in the file and in memory.
+
+The loader trusts every header field (they say where code and data are), so the header has a
+checksum of its own, as the Blob's Meta has: together they cover every field the loader reads.
+A checksum catches damage, not malice: :func:`pylucet.elf.reader.read_artifact` also checks the
+fields against the ELF's segments. (Version 1 had no header checksum.)
 
 Blob
 ====
@@ -92,7 +97,7 @@ from .traps import TrapCode, TrapSite, TrapTable
 
 MAGIC = b"PYLUCET\0"
 BLOB_MAGIC = b"PLMD"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 NONE32 = 0xFFFF_FFFF
 NONE64 = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -119,20 +124,23 @@ class ArtifactHeader:
 
 
 def pack_header(h: ArtifactHeader) -> bytes:
-    return _HEADER.pack(h.magic, h.version, 0, h.blob_size, h.self_vaddr, h.text_vaddr,
-                        h.text_size)
+    fields = (h.blob_size, h.self_vaddr, h.text_vaddr, h.text_size)
+    crc = zlib.crc32(_HEADER.pack(h.magic, h.version, 0, *fields))
+    return _HEADER.pack(h.magic, h.version, crc, *fields)
 
 
 def unpack_header(buf: bytes) -> ArtifactHeader:
     if len(buf) < HEADER_SIZE:
         raise LoadError(f"artifact header truncated: {len(buf)} of {HEADER_SIZE} bytes")
-    magic, version, _, blob_size, self_vaddr, text_vaddr, text_size = _HEADER.unpack_from(buf)
+    magic, version, crc, *fields = _HEADER.unpack_from(buf)
     if magic != MAGIC:
         raise LoadError(f"not a pylucet artifact: bad magic {magic!r}")
     if version != FORMAT_VERSION:
         raise LoadError(f"artifact format version {version} is not supported "
                         f"(this runtime reads version {FORMAT_VERSION}); recompile the module")
-    return ArtifactHeader(blob_size, self_vaddr, text_vaddr, text_size, version, magic)
+    if zlib.crc32(_HEADER.pack(magic, version, 0, *fields)) != crc:
+        raise LoadError("artifact header is corrupt (checksum mismatch)")
+    return ArtifactHeader(*fields, version=version, magic=magic)
 
 
 # --- Writing --------------------------------------------------------------------------------------

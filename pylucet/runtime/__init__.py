@@ -12,7 +12,10 @@ API a host uses::
 
 from __future__ import annotations
 
-from .instance import Globals, Instance, State, UnknownExport, Yielded
+from ..errors import UnknownExport
+from .exports import Exports, Func
+from .globalvars import Globals
+from .instance import Instance, State, Yielded
 from .killswitch import KillOutcome, KillSwitch
 from .limits import Limits
 from .linker import F32, F64, I32, I64, HostFunc, Linker
@@ -22,4 +25,4 @@ from .vmctx import Vmctx
 
 __all__ = ["Limits", "MmapRegion", "Instance", "State", "Globals", "LoadedModule", "load",
            "UnknownExport", "Yielded", "Linker", "HostFunc", "Vmctx", "KillSwitch",
-           "KillOutcome", "I32", "I64", "F32", "F64"]
+           "KillOutcome", "I32", "I64", "F32", "F64", "Func", "Exports"]

@@ -16,12 +16,15 @@ Integer values cross as Python ints (i32/i64 read back signed), floats as Python
 from __future__ import annotations
 
 import ctypes
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
-from ..errors import Unsupported
+from ..errors import UnknownExport, Unsupported
 from ..module.abi import (ENTRY_MAX_STACK_ARGS, GPR, INSTANCE_FIELDS, RET_AREA, RET_GPR,
                           STACK, call_layout)
 from ..wasm.types import FuncType, ValType
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .loader import LoadedModule
 
 Value = Union[int, float]
 
@@ -124,8 +127,21 @@ _ENTRY_GPR = word(INSTANCE_FIELDS["entry_gpr"])
 _ENTRY_XMM = word(INSTANCE_FIELDS["entry_xmm"])
 _HC_GPR = word(INSTANCE_FIELDS["hc_gpr"])
 _HC_XMM = word(INSTANCE_FIELDS["hc_xmm"])
+_HC_STACK = word(INSTANCE_FIELDS["hc_stack"])
+_VIEW = {_I32: "i32", _I64: "i64", _F32: "f32", _F64: "f64"}
+
+
+def _compile(source: str, name: str, **names: Any) -> Any:
+    """The function ``name`` defined by ``source``, with ``names`` as its globals."""
+    scope: dict = dict(names)
+    exec(compile(source, f"<pylucet {name}>", "exec"), scope)
+    return scope[name]
 _RET_RAX = word(INSTANCE_FIELDS["ret_rax"])
 _RET_XMM0 = word(INSTANCE_FIELDS["ret_xmm0"])
+
+
+DONE = object()
+"""What :attr:`HostPlan.call` returns once the result is stored."""
 
 
 def _register_word(kind: str, index: int, gpr: int, xmm: int) -> int:
@@ -177,9 +193,9 @@ class HostPlan:
     the hidden first argument, in ``INST_HC_RDI``).
     """
 
-    __slots__ = ("type", "params", "results", "return_area", "nstack")
+    __slots__ = ("type", "params", "results", "return_area", "nstack", "call")
 
-    def __init__(self, name: str, ftype: FuncType):
+    def __init__(self, name: str, ftype: FuncType, fn: Any = None, access_vmctx: bool = False):
         _require_scalar("parameters", name, ftype.params)
         _require_scalar("results", name, ftype.results)
         layout = call_layout(ftype.params, ftype.results)
@@ -194,6 +210,49 @@ class HostPlan:
             (t, loc.index if loc.kind == RET_AREA else _RET_RAX if loc.kind == RET_GPR
              else _RET_XMM0)
             for t, loc in zip(ftype.results, layout.results))
+        self.call = self._caller(fn, access_vmctx)
+        """``call(page, vmctx)``: call the host function with the guest's arguments; DONE once
+        a result of the expected type is in place, else what it returned (a generator, several
+        results, something of the wrong type) for :attr:`store` to deal with."""
+
+    # A hostcall's cost is mostly Python overhead, so what every call does is specialised per
+    # signature, as ``dataclasses`` and ``namedtuple`` do: straight-line code reading the very
+    # words this signature uses and storing the usual kind of result, instead of a loop over a
+    # plan. Everything unusual goes through :meth:`store`.
+
+    def _caller(self, fn: Any, access_vmctx: bool) -> Any:
+        if fn is None:
+            return None
+        if self.nstack:
+            def call(page: Words, vmctx: Any) -> Any:
+                args = self.read_args(page, Words(page.u64[_HC_STACK], self.nstack))
+                return fn(vmctx, *args) if access_vmctx else fn(*args)
+            return call
+        reads = [f"p.{_VIEW[t]}[{2 * i if t in (_I32, _F32) else i}]"
+                 for t, _, i in self.params]
+        if access_vmctx:
+            reads.insert(0, "vmctx")
+        if not self.results:
+            done = "if v is None:\n        return DONE"
+        elif len(self.results) > 1:
+            done = "pass"
+        elif self.results[0][0] in _INT_TYPES:
+            (t, i), = self.results
+            lo, hi, mask = _INT_RANGE[t]
+            done = (f"if type(v) is int and {lo} <= v <= {hi}:\n"
+                    f"        p.u64[{i}] = v & {mask}\n        return DONE")
+        else:
+            (t, i), = self.results
+            done = (f"if type(v) is float:\n"
+                    f"        p.{_VIEW[t]}[{2 * i if t is _F32 else i}] = v\n        return DONE")
+        return _compile(f"def call(p, vmctx):\n    v = fn({', '.join(reads)})\n    {done}\n"
+                        "    return v\n", "call", fn=fn, DONE=DONE)
+
+    def store(self, page: Words, value: Any) -> None:
+        """Store what a host function returned, checking it against the type
+        (TypeError/ValueError/OverflowError if it does not match)."""
+        area = Words(page.u64[_HC_GPR], len(self.results)) if self.return_area else None
+        self.write_results(page, area, value)
 
     def read_args(self, page: Words, stack: Optional[Words]) -> List[Value]:
         out: List[Value] = []
@@ -225,3 +284,31 @@ class HostPlan:
         for (t, i), v in zip(results, value):
             write_value(area, t, i, v)  # type: ignore[arg-type]
 
+
+# --- plans per module ------------------------------------------------------------------------
+
+def plan(module: "LoadedModule", func: Union[str, int]) -> CallPlan:
+    """The plan for an export name or a function index (cached on the module; index plans in
+    a cache of their own, which ``run``'s fast path by name never looks in)."""
+    cache = module._plans if isinstance(func, str) else module._index_plans
+    plan = cache.get(func)
+    if plan is None:
+        if isinstance(func, str):
+            index = module.export_index(func)
+            if index is None:
+                raise UnknownExport(func, module.export_names)
+            name = func
+        else:
+            index = func
+            total = module.data.num_imported_funcs + len(module.data.functions)
+            if not 0 <= index < total:
+                raise IndexError(f"function index {index} out of range (module has {total})")
+            name = _func_name(module, index)
+        plan = CallPlan(name, index, module.data.func_type(index), module.function_address(index))
+        cache[func] = plan
+    return plan
+
+
+def _func_name(module: "LoadedModule", index: int) -> str:
+    nimp = module.data.num_imported_funcs
+    return module.data.functions[index - nimp].name if index >= nimp else str(index)

@@ -24,20 +24,25 @@ from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, Sta
                       Terminate, Terminated, Trap)
 from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           INSTANCE_PAGE_SIZE, PAGE_SIZE, TABLE_DESC, TABLE_DESC_SIZE,
-                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_INTERRUPT, VMCTX_MEMORY_MAX,
+                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_MAX,
                           VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES, WASM_PAGE_SIZE,
-                          IMPORT_ENTRY, IMPORT_ENTRY_SIZE, ExitReason, Libcall, vmctx_libcall)
+                          IMPORT_ENTRY, IMPORT_ENTRY_SIZE, ExitReason, Libcall, call_layout,
+                          vmctx_libcall)
 from ..module.traps import TrapCode
-from ..wasm.types import ExternKind, ValType
-from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, float_arg, int_arg,
-                    read_value, word as _w, write_value)
+from .calls import DONE as _DONE
+from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, plan as _plan, read_value,
+                    word as _w, write_value)
+from . import signals, stubs
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
 from .vmctx import Vmctx
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
+    from .exports import Exports
+    from .globalvars import Globals
     from .linker import HostFunc
-    from .region import Fit, MmapRegion, Slot
+    from .alloc import SlotMemory
+    from .region import Fit, MmapRegion
 
 class State(enum.IntEnum):
     """Lifecycle of an instance, mirrored in its page's ``state`` field for the stubs.
@@ -92,19 +97,6 @@ class _Deadline:
         self.live = True
 
 
-class UnknownExport(Error, LookupError):
-    """``run`` named no exported function; ``available`` lists the names there are."""
-
-    def __init__(self, name: str, available: Sequence[str]):
-        self.name = name
-        self.available = list(available)
-        super().__init__(f"no exported function {name!r} (exported functions: "
-                         f"{', '.join(self.available) or 'none'})")
-
-    def __str__(self) -> str:  # LookupError would show the message's repr
-        return str(self.args[0])
-
-
 # --- the instance page as typed arrays ----------------------------------------------------------
 # Word indices into the page; vmctx fields are at negative offsets from the page's end.
 
@@ -137,44 +129,27 @@ _VM_MEMORY_SIZE = _vw(VMCTX_MEMORY_SIZE)
 _VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
 _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_IMPORTS = _vw(VMCTX_IMPORTS)
-_VM_INTERRUPT = _vw(VMCTX_INTERRUPT)
+_ROOT = _w(INSTANCE_FIELDS["root"])
+_DESC_BASE, _DESC_LENGTH, _DESC_MAX = (_w(TABLE_DESC[f]) for f in ("base", "length", "max"))
+_DESC_WORDS = _w(TABLE_DESC_SIZE)
+_GUEST_R14 = _w(INSTANCE_FIELDS["guest_r14"])
+_HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
+_FAULT_VMCTX = _w(INSTANCE_FIELDS["fault_vmctx"])
 _HC_ENTRY = _w(INSTANCE_FIELDS["hc_entry"])
 _HC_STACK = _w(INSTANCE_FIELDS["hc_stack"])
-_HC_GPR = _w(INSTANCE_FIELDS["hc_gpr"])
 
 _WORDS = INSTANCE_PAGE_SIZE // 8
 
 _RETURNED, _FAULTED = ExitReason.RETURNED, ExitReason.FAULTED
-_HOSTCALL, _INTERRUPTED = ExitReason.HOSTCALL, ExitReason.INTERRUPTED
+_HOSTCALL, _INTERRUPTED, _BUSY = ExitReason.HOSTCALL, ExitReason.INTERRUPTED, ExitReason.BUSY
+_by_vmctx: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDictionary()
+"""Live instances by vmctx: a hostcall or fault in an instance called by another one reaches the
+host through the caller's call, naming the callee only by its vmctx."""
+_ENTER, _RESUME = -1, -2       # _drive: call the stub first (enter / resume)
 _GENERATOR = types.GeneratorType
 _IMPORT_WORDS = IMPORT_ENTRY_SIZE // 8
-
-
-def _plan(module: "LoadedModule", func: Union[str, int]) -> CallPlan:
-    """The plan for an export name or a function index (cached on the module; index plans in
-    a cache of their own, which ``run``'s fast path by name never looks in)."""
-    cache = module._plans if isinstance(func, str) else module._index_plans
-    plan = cache.get(func)
-    if plan is None:
-        if isinstance(func, str):
-            index = module.export_index(func)
-            if index is None:
-                raise UnknownExport(func, module.export_names)
-            name = func
-        else:
-            index = func
-            total = module.data.num_imported_funcs + len(module.data.functions)
-            if not 0 <= index < total:
-                raise IndexError(f"function index {index} out of range (module has {total})")
-            name = _func_name(module, index)
-        plan = CallPlan(name, index, module.data.func_type(index), module.function_address(index))
-        cache[func] = plan
-    return plan
-
-
-def _func_name(module: "LoadedModule", index: int) -> str:
-    nimp = module.data.num_imported_funcs
-    return module.data.functions[index - nimp].name if index >= nimp else str(index)
+_IMPORT_SHIFT = IMPORT_ENTRY_SIZE.bit_length() - 1
+assert 1 << _IMPORT_SHIFT == IMPORT_ENTRY_SIZE
 
 
 # --- the instance -------------------------------------------------------------------------------
@@ -185,11 +160,17 @@ _libcall_words: List[Tuple[int, int]] = []   # (instance page word, libcall addr
 
 
 def _native() -> Any:
-    """The native stubs, and the fault handler installed, on the first instantiation."""
+    """The native stubs, and the fault handler installed, on the first instantiation; after
+    that, a check that it is still ours at every instantiation. (Python-level changes --
+    ``faulthandler.enable``, ``signal.signal`` -- put ours back in front at once, for free; the
+    check catches native code replacing it, for one system call per instantiation rather than
+    per call: ``tools/bench_signals.py``.)"""
     global _stubs, _ensure_altstack
-    if _stubs is None:
-        from . import signals, stubs
+    if _stubs is not None:
+        signals.check_installed()
+    else:
         signals.install()
+        signals.install_sigint()
         _ensure_altstack = signals.ensure_altstack
         _libcall_words[:] = [(_vw(vmctx_libcall(call)), stubs.STUBS.libcall_address(call))
                              for call in Libcall]
@@ -206,13 +187,14 @@ class Instance:
     was taken: after a ``memory.grow``, take a new one to see the new pages.
     """
 
-    def __init__(self, region: "MmapRegion", slot: "Slot", module: "LoadedModule", fit: "Fit",
-                 imports: Sequence["HostFunc"] = (), ctx: Any = None):
-        """Set up a committed, zeroed slot for ``module``, its function imports resolved to
-        ``imports``. Called by the region only."""
+    def __init__(self, region: "MmapRegion", memory: "SlotMemory", module: "LoadedModule",
+                 fit: "Fit", imports: Sequence[Any] = (), ctx: Any = None):
+        """Set up a slot whose memory is committed for ``module``, its function imports
+        resolved to ``imports``. Called by the region only."""
         _native()
         self._region = region
-        self._slot = slot
+        self._mem = memory
+        slot = self._slot = memory.slot
         self._module = module
         self._fit = fit
         self._name = module.name
@@ -220,27 +202,40 @@ class Instance:
         """The embedder's object, for host functions (``vmctx.ctx``)."""
         self._state = State.CLOSED
         self._kill_state = KillState()
-        self._hosts = tuple(imports)
+        self._hosts = imports
+        self._linked: Tuple[Instance, ...] = ()
+        """Instances whose functions this one imports: kept alive (and refusing to close) while
+        this one lives, since compiled code calls straight into their slots."""
+        self._importers: Optional["weakref.WeakSet[Instance]"] = None   # made when imported
+        self._imports: Any = None
+        self._imports_base = 0
+        if imports:
+            self._link(imports)
         self._vmctx = Vmctx(self)
         self._in_hostcall = False
         self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
         self._current: Optional[Tuple[CallPlan, Words, bool]] = None  # the call in progress
         self._deadline: Optional[_Deadline] = None   # the timeout of the call in progress
-        self._imports = _import_entries(self._hosts, slot.vmctx)
-        self._imports_base = ctypes.addressof(self._imports) if self._hosts else 0
         self._stack_args: Optional[Words] = None
         self._return_area: Optional[Words] = None
-        self._heap_end = slot.vmctx + region.limits.heap_address_space_size
-        page = region._slot_cache.get(slot.index)
-        if page is None:   # the views depend only on the address: build them once per slot
-            page = region._slot_cache[slot.index] = Words(slot.base, _WORDS)
-        self._page = page
+        self._heap_end = slot.vmctx + slot.heap_space
+        self._page = memory.page
         self._initialise()
+
+    def _link(self, imports: Sequence[Any]) -> None:
+        self._linked = tuple({id(f.instance): f.instance for f in imports
+                              if not hasattr(f, "plan")}.values())
+        for callee in self._linked:
+            if callee._importers is None:
+                callee._importers = weakref.WeakSet()
+                _by_vmctx[callee._slot.vmctx] = callee   # its hostcalls and faults come to us
+            callee._importers.add(self)
+        self._imports = _import_entries(imports, self._slot.vmctx)
+        self._imports_base = ctypes.addressof(self._imports)
 
     def _initialise(self) -> None:
         """Fill the committed, zeroed slot: runtime data, tables, globals, the initial heap."""
         slot, module, fit = self._slot, self._module, self._fit
-        _native()
         u = self._page.u64
         u[_MAGIC] = INSTANCE_MAGIC
         u[_STACK_TOP] = slot.stack_top & ~15
@@ -256,20 +251,13 @@ class Instance:
         globals_image, table_images = module._instance_images()
         if globals_image:
             ctypes.memmove(slot.globals, globals_image, len(globals_image))
-        for i, (place, image) in enumerate(zip(fit.tables, table_images)):
-            desc = slot.table_descs + i * TABLE_DESC_SIZE
-            d = (ctypes.c_uint64 * (TABLE_DESC_SIZE // 8)).from_address(desc)
-            d[_w(TABLE_DESC["base"])] = slot.tables + place.offset
-            d[_w(TABLE_DESC["length"])] = place.length
-            d[_w(TABLE_DESC["max"])] = place.capacity
+        desc = _w(slot.table_descs - slot.base)     # the descriptors sit in the instance page
+        for place, image in zip(fit.tables, table_images):
+            u[desc + _DESC_BASE] = slot.tables + place.offset
+            u[desc + _DESC_LENGTH] = place.length
+            u[desc + _DESC_MAX] = place.capacity
+            desc += _DESC_WORDS
             ctypes.memmove(slot.tables + place.offset, image, len(image))
-        data = module.data
-        for page_index, content in data.sparse_data.items():
-            offset = page_index * PAGE_SIZE
-            if offset + len(content) > fit.initial_heap:
-                raise InstantiationError(f"module {self._name!r}: initial data at {offset:#x} "
-                                         "lies outside the initial heap")
-            ctypes.memmove(slot.vmctx + offset, content, len(content))
         self._set_state(State.READY)
 
     def _start(self) -> None:
@@ -351,34 +339,62 @@ class Instance:
         if kill.requested:           # terminated before it started (KillOutcome.CANCELLED)
             return self._drive(_INTERRUPTED)
         _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
-        return self._drive(_stubs.enter(page.address))
+        return self._drive(_ENTER)
 
     def _drive(self, reason: int) -> Any:
         """Carry a call on, from the exit reason the stub gave, until it returns, traps,
         yields or ends; the loop every call and every resume goes through."""
         final = _READY
+        clean = False
+        page, kill = self._page, self._kill_state
         try:
+            # the stub is called inside the try, so that even a KeyboardInterrupt raised the
+            # moment it returns (Ctrl-C) leaves the instance in a state it can be reset from
+            if reason == _ENTER:
+                reason = _stubs.enter(page.address)
+                if reason == _BUSY:
+                    clean = True         # nothing ran, nothing to release
+                    raise StateError(f"instance of {self._name!r} is in use by a call from "
+                                     "another instance that imports it")
+            elif reason == _RESUME:
+                reason = _stubs.resume(page.address)
             while True:
                 if reason == _RETURNED:
+                    clean = True
                     return self._results(*self._current)  # type: ignore[misc]
                 if reason == _HOSTCALL:
-                    yielded = self._hostcall()
-                    if yielded is not None:
-                        final = State.YIELDED
-                        return yielded
+                    host, vmctx = self._host_called()
+                    self._in_hostcall = True
+                    try:
+                        value = host.plan.call(page, vmctx)
+                    except BaseException as e:
+                        self._host_failed(host, e)
+                    finally:
+                        self._in_hostcall = False
+                    if value is not _DONE:
+                        if type(value) is _GENERATOR:
+                            self._state = State.YIELDING
+                            yielded = self._host_step(host, lambda: value)
+                            if yielded is not None:
+                                final = State.YIELDED
+                                return yielded
+                            self._state = _RUNNING
+                        else:
+                            self._store(host, value)
                 elif reason == _FAULTED:
                     raise self._explain_fault()
                 elif reason == _INTERRUPTED:
-                    if self._kill_state.requested:
-                        raise Terminated(self._kill_state.reason)
-                    # a stale flag from a request the last call finished before seeing: carry on
+                    self._interrupted()
+                elif reason == _BUSY:
+                    raise Terminated("it called into an instance that is in use by another call")
                 else:
                     raise StateError(f"the entry stub refused the call to "
                                      f"{self._current[0].name} ({_exit_name(reason)})")
-                if self._kill_state.requested:   # asked for during the host call (PENDING)
-                    raise Terminated(self._kill_state.reason)
-                reason = _stubs.resume(self._page.address)
+                if kill.requested:   # asked for during the host call (PENDING)
+                    raise Terminated(kill.reason)
+                reason = _stubs.resume(page.address)
         except Terminated:
+            self._state = State.TERMINATING    # (seen by a kill switch while we unwind)
             final = State.TERMINATED
             raise
         except FatalFault:
@@ -387,14 +403,31 @@ class Instance:
         except (Trap, StateError):
             raise                         # the call is over and the guest may run again
         except BaseException:
-            final = State.TERMINATED      # Ctrl-C, SystemExit... from a host function: the
-            raise                         # guest was left mid-call and cannot continue
+            # Ctrl-C, SystemExit... from a host function: the guest was left mid-call
+            self._state = State.TERMINATING
+            final = State.TERMINATED
+            raise
         finally:
-            self._finish(final)
+            self._finish(final, clean)
 
-    def _finish(self, final: State) -> None:
-        """Leave RUNNING for ``final``; a termination nobody delivered dies with the call, so
-        that it cannot hit the next one."""
+    def _interrupted(self) -> None:
+        """The guest saw its interrupt flag. Terminated if its kill switch asked for that;
+        else the flag was set by Ctrl-C (Python raises KeyboardInterrupt as soon as this
+        returns, unless a handler of the host's says otherwise) or is stale: clear it and carry
+        on."""
+        kill = self._kill_state
+        with kill.lock:
+            if kill.requested:
+                raise Terminated(kill.reason)
+            vm = self._page.u64[_GUEST_R14]      # the instance whose poll fired
+            inst = self if vm == self._slot.vmctx else _by_vmctx.get(vm)
+            if inst is not None:
+                inst._set_poll(True)
+
+    def _finish(self, final: State, clean: bool = False) -> None:
+        """Leave RUNNING for ``final``; ``clean``: the guest returned (or never ran), so its
+        stubs released what they claimed. A termination nobody delivered dies with the call,
+        so that it cannot hit the next one."""
         kill = self._kill_state
         abandoned = None
         with kill.lock:
@@ -404,30 +437,72 @@ class Instance:
             if final != State.YIELDED:
                 self._current = None
                 abandoned, self._suspended = self._suspended, None
-                if kill.requested and final != State.TERMINATED:
-                    kill.requested = False
-                    self._page.u64[_VM_INTERRUPT] = 0
+                if kill.requested:
+                    # the call is over: give back the poll pages the request revoked
+                    for inst in (self, *self._all_linked()):
+                        if inst._state != State.CLOSED:
+                            inst._set_poll(True)
+                    if final != State.TERMINATED:
+                        kill.requested = False
+                if not clean:
+                    self._release_abandoned()
             self._state = self._page.u64[_STATE] = final
         if abandoned is not None:    # (the call is ending with its own exception: keep that)
             with contextlib.suppress(Exception):
                 _abandon(abandoned)
 
-    def _hostcall(self) -> Optional[Yielded]:
-        """Run the host function the guest called; None once its result is in place for
-        ``resume``, or the Yielded it suspended with. Whatever goes wrong becomes
-        Terminated, with the host function's exception as the cause."""
-        page = self._page
-        u = page.u64
-        index = (u[_HC_ENTRY] - self._imports_base) // IMPORT_ENTRY_SIZE
-        if not 0 <= index < len(self._hosts):
-            raise FatalFault(f"instance {self._name!r} called import entry {index}, which "
+    def _release_abandoned(self) -> None:
+        """After a call that did not return (trap, termination), nothing unwound the guest's
+        frames: release this instance, and give back any callee it was inside of its own root
+        and stack limit (pylucet_call_guest would have on the way out)."""
+        page = self._page.address
+        self._page.u64[_ROOT] = 0
+        for callee in self._all_linked():
+            u = callee._page.u64
+            if u[_ROOT] == page and callee._state != State.CLOSED:
+                u[_VM_STACK_LIMIT] = callee._slot.stack_limit
+                u[_ROOT] = 0
+
+    def _all_linked(self) -> List["Instance"]:
+        """Every instance this one can call into, directly or through others."""
+        seen: dict = {}
+        todo = list(self._linked)
+        while todo:
+            inst = todo.pop()
+            if id(inst) not in seen:
+                seen[id(inst)] = inst
+                todo.extend(inst._linked)
+        return list(seen.values())
+
+    def _host_called(self) -> Tuple["HostFunc", Vmctx]:
+        """The host function of the import entry the guest called through, and the Vmctx of
+        the instance that called it (this one, or one it called into)."""
+        u = self._page.u64
+        caller = self
+        if u[_HC_VMCTX] == self._slot.vmctx:           # the usual case, first
+            index = (u[_HC_ENTRY] - self._imports_base) >> _IMPORT_SHIFT
+            if 0 <= index < len(self._hosts):
+                return self._hosts[index], self._vmctx
+        else:
+            caller = _by_vmctx.get(u[_HC_VMCTX])  # type: ignore[assignment]
+            if caller is None:
+                raise FatalFault(f"a hostcall under instance {self._name!r} came from an "
+                                 "unknown instance")
+        index = (u[_HC_ENTRY] - caller._imports_base) >> _IMPORT_SHIFT
+        if not 0 <= index < len(caller._hosts):
+            raise FatalFault(f"instance {caller._name!r} called import entry {index}, which "
                              "does not exist")
-        host = self._hosts[index]
-        plan = host.plan
-        stack = Words(u[_HC_STACK], plan.nstack) if plan.nstack else None
-        args = plan.read_args(page, stack)
-        return self._host_step(host, lambda: host.fn(self._vmctx, *args) if host.access_vmctx
-                               else host.fn(*args))
+        return caller._hosts[index], caller._vmctx
+
+    def _host_failed(self, host: "HostFunc", e: BaseException) -> None:
+        """A host function raised ``e``: the guest cannot go on."""
+        self._suspended = None
+        if isinstance(e, Terminate):
+            raise Terminated(f"host function {host.name} terminated the instance",
+                             e.details) from None
+        if isinstance(e, Exception):
+            raise Terminated(f"host function {host.name} raised {type(e).__name__}: {e}") from e
+        raise e   # KeyboardInterrupt, SystemExit: theirs to handle; the call is over
 
     def _host_step(self, host: "HostFunc", step: Any,
                    resuming: bool = False) -> Optional[Yielded]:
@@ -445,23 +520,18 @@ class Instance:
         except StopIteration as done:     # a generator host function finished
             value = done.value
             self._suspended = None
-        except Terminate as t:
-            self._suspended = None
-            raise Terminated(f"host function {host.name} terminated the instance",
-                             t.details) from None
-        except Exception as e:
-            self._suspended = None
-            raise Terminated(f"host function {host.name} raised {type(e).__name__}: {e}") from e
+        except BaseException as e:
+            self._host_failed(host, e)
         finally:
             self._in_hostcall = False
-        area = None
-        if host.plan.return_area:
-            area = Words(self._page.u64[_HC_GPR], len(host.plan.results))
+        self._store(host, value)
+        return None
+
+    def _store(self, host: "HostFunc", value: Any) -> None:
         try:
-            host.plan.write_results(self._page, area, value)
+            host.plan.store(self._page, value)
         except (TypeError, ValueError, OverflowError) as e:
             raise Terminated(f"host function {host.name} {e}") from None
-        return None
 
     def resume(self, value: object = None, *, timeout: Optional[float] = None) -> Any:
         """Continue a guest that a host function suspended (state YIELDED): inside the host
@@ -495,7 +565,7 @@ class Instance:
                 self._finish(final)
         if kill.requested:
             return self._drive(_INTERRUPTED)
-        return self._drive(_stubs.resume(self._page.address))
+        return self._drive(_RESUME)
 
     # --- stopping it from outside ------------------------------------------------------------
 
@@ -511,14 +581,22 @@ class Instance:
         state = self._state
         if state in (State.TERMINATED, State.TERMINATING, State.FAULTED) or kill.requested:
             return KillOutcome.NOT_TERMINABLE
+        if state == State.YIELDING:
+            state = State.YIELDED      # it is about to be: the request waits for resume
         kill.requested = True
         kill.reason = reason
-        self._page.u64[_VM_INTERRUPT] = 1
+        self._set_poll(False)
+        for callee in self._all_linked():   # the guest may be inside one of them right now;
+            if callee._state != State.CLOSED:   # their pages come back when the call ends
+                callee._set_poll(False)
         if state == _RUNNING:
             return KillOutcome.PENDING if self._in_hostcall else KillOutcome.SIGNALLED
         if state == State.YIELDED:
             return KillOutcome.PENDING
         return KillOutcome.CANCELLED
+
+    def _set_poll(self, open_: bool) -> None:
+        self._mem.set_poll(open_)
 
     def _with_timeout(self, timeout: float, call: Any, *args: Any) -> Any:
         """``call(*args)``, terminated by the watchdog if it takes longer than ``timeout``.
@@ -605,7 +683,8 @@ class Instance:
         poisons the instance when nothing explains it."""
         u = self._page.u64
         signo, si_code, addr, rip = u[_FAULT_SIGNO], u[_FAULT_CODE], u[_FAULT_ADDR], u[_FAULT_RIP]
-        module = self._module
+        at = self if u[_FAULT_VMCTX] == self._slot.vmctx else _by_vmctx.get(u[_FAULT_VMCTX], self)
+        module = at._module
         func = module.function_at(rip)
         if func is not None:
             offset = rip - module.text_base - func.code_offset
@@ -613,7 +692,7 @@ class Instance:
             memory_fault = signo in (signal.SIGSEGV, signal.SIGBUS)
             if site is not None:
                 code = site.code
-                if code != TrapCode.HeapOutOfBounds or self._in_heap_space(addr):
+                if code != TrapCode.HeapOutOfBounds or at._in_heap_space(addr):
                     return Trap(code, func=func.name, wasm_offset=site.wasm_offset,
                                 code_offset=offset, fault_address=addr if memory_fault else None)
             elif memory_fault and self._in_stack_guard(addr):
@@ -639,6 +718,14 @@ class Instance:
     @property
     def module(self) -> "LoadedModule":
         return self._module
+
+    @property
+    def exports(self) -> "Exports":
+        """The exported functions as typed callables: ``inst.exports["f"](1, 2)``,
+        ``inst.exports.f.type``."""
+        self._check_open()
+        from .exports import Exports
+        return Exports(self)
 
     @property
     def state(self) -> State:
@@ -667,7 +754,7 @@ class Instance:
     @property
     def heap(self) -> memoryview:
         """The linear memory, writable, as it is now (see the class docstring on lifetime)."""
-        return self._region._heap_view(self._slot, self.memory_size)
+        return self._mem.heap_view(self.memory_size)
 
     def grow_memory(self, pages: int) -> int:
         """Grow the heap by ``pages`` wasm pages; returns the old size in pages.
@@ -692,7 +779,7 @@ class Instance:
                                  f"{old // WASM_PAGE_SIZE} by {pages} pages: the maximum is "
                                  f"{u[_VM_MEMORY_MAX] // WASM_PAGE_SIZE} pages")
         if pages:
-            self._region._grow_heap(self._slot, old, new)
+            self._mem.grow_heap(old, new)
             u[_VM_MEMORY_SIZE] = new
         return old // WASM_PAGE_SIZE
 
@@ -700,6 +787,7 @@ class Instance:
     def globals(self) -> "Globals":
         """The module's globals, by index or export name: ``inst.globals["counter"] += 1``."""
         self._check_open()
+        from .globalvars import Globals
         return Globals(self)
 
     # --- lifetime -----------------------------------------------------------------------------
@@ -715,25 +803,26 @@ class Instance:
         self._check_open()
         kill = self._kill_state
         with kill.lock:
-            if self._state == _RUNNING:
+            if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
                 raise StateError(f"cannot reset {self!r} while it runs")
+            self._check_no_importers("reset")
             self._vmctx._view = None
-            region = self._region
-            if region._viewed_extent(self._slot.index) > self._fit.initial_heap:
+            memory = self._mem
+            if memory.viewed_extent() > self._fit.initial_heap:
                 # keeping those pages accessible would let the guest reach past its memory
                 raise StateError(f"cannot reset {self!r}: a heap view larger than the initial "
                                  "heap is still alive (drop it, or close the instance)")
             kill.valid = False                     # old kill switches now report INVALID
             self._state = State.CLOSED   # until initialised again: a failure leaves it closed
             abandoned, self._suspended, self._current = self._suspended, None, None
-            region._wipe(self._slot, keep_heap=region._viewed_extent(self._slot.index))
+            memory.wipe(keep_heap=memory.viewed_extent())
         _abandon(abandoned)
         self._kill_state = KillState()
         try:
-            region._commit(self._slot, self._fit)
+            memory.commit(self._module, self._fit)
             self._initialise()
         except BaseException:
-            region._release(self._slot)
+            memory.release()
             raise
         self._start()
 
@@ -743,16 +832,30 @@ class Instance:
             return
         kill = self._kill_state
         with kill.lock:
-            if self._state == _RUNNING:
+            if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
                 raise StateError(f"cannot close {self!r} while it runs")
             if self._state == State.CLOSED:
                 return
+            self._check_no_importers("close")
             kill.valid = False
             self._state = State.CLOSED
             abandoned, self._suspended, self._current = self._suspended, None, None
             self._vmctx._view = None
-            self._region._release(self._slot)
+            if self._importers is not None:
+                _by_vmctx.pop(self._slot.vmctx, None)
+            for callee in self._linked:
+                callee._importers.discard(self)  # type: ignore[union-attr]
+            self._mem.release()
         _abandon(abandoned)
+
+    def _check_no_importers(self, what: str) -> None:
+        if self._importers is None:
+            return
+        live = [i for i in self._importers if i._state != State.CLOSED]
+        if live:
+            raise StateError(f"cannot {what} instance of {self._name!r}: instance(s) "
+                             f"{', '.join(repr(i._name) for i in live)} import its functions and "
+                             f"call straight into it; close them first")
 
     def __enter__(self) -> "Instance":
         return self
@@ -791,7 +894,7 @@ class Instance:
             raise FatalFault(f"instance of {self._name!r} was poisoned by an earlier fatal "
                              "fault; close it and create a new one")
         state = self._state
-        if state == State.RUNNING:
+        if state in (State.RUNNING, State.YIELDING, State.TERMINATING):
             raise StateError(f"instance of {self._name!r} is running: run() cannot be "
                              "re-entered (from a host function, call another instance)")
         if state == State.YIELDED:
@@ -809,15 +912,25 @@ def _abandon(suspended: Optional[Tuple[Any, "HostFunc"]]) -> None:
         suspended[0].close()
 
 
-def _import_entries(hosts: Sequence["HostFunc"], vmctx: int) -> Any:
-    """The instance's import entries (``abi.IMPORT_ENTRY``): every host function's code is the
-    hostcall stub, which leaves for the host; ``index`` says which function it was."""
-    entries = (ctypes.c_uint64 * max(1, _IMPORT_WORDS * len(hosts)))()
-    for i in range(len(hosts)):
+def _import_entries(imports: Sequence[Any], vmctx: int) -> Any:
+    """The instance's import entries (``abi.IMPORT_ENTRY``). A host function's code is the
+    hostcall stub, which leaves for the host (``index`` says which function it was); another
+    instance's function is called natively through pylucet_call_guest."""
+    entries = (ctypes.c_uint64 * max(1, _IMPORT_WORDS * len(imports)))()
+    for i, item in enumerate(imports):
         base = _IMPORT_WORDS * i
-        entries[base + _w(IMPORT_ENTRY["func"])] = _stubs.hostcall
-        entries[base + _w(IMPORT_ENTRY["vmctx"])] = vmctx
-        entries[base + _w(IMPORT_ENTRY["index"])] = i
+        if hasattr(item, "plan"):        # a HostFunc
+            entries[base + _w(IMPORT_ENTRY["func"])] = _stubs.hostcall
+            entries[base + _w(IMPORT_ENTRY["vmctx"])] = vmctx
+            entries[base + _w(IMPORT_ENTRY["index"])] = i
+        else:                             # a Func of another instance
+            callee = item.instance
+            callee._check_open()
+            entries[base + _w(IMPORT_ENTRY["func"])] = _stubs.call_guest
+            entries[base + _w(IMPORT_ENTRY["vmctx"])] = callee._slot.vmctx
+            entries[base + _w(IMPORT_ENTRY["target"])] = callee.module.function_address(item.index)
+            entries[base + _w(IMPORT_ENTRY["index"])] = call_layout(
+                item.type.params, item.type.results).stack_words
     return entries
 
 
@@ -833,72 +946,3 @@ def _signame(signo: int) -> str:
         return signal.Signals(signo).name
     except ValueError:
         return f"signal {signo}"
-
-
-_GLOBAL_CTYPES = {ValType.I32: ctypes.c_int32, ValType.I64: ctypes.c_int64,
-                  ValType.F32: ctypes.c_float, ValType.F64: ctypes.c_double}
-
-
-class Globals:
-    """An instance's globals, addressed by index (defined globals, in order) or export name."""
-
-    def __init__(self, instance: Instance):
-        self._instance = instance
-        data = instance._module.data
-        self._specs = data.globals
-        self._names = {e.name: e.index for e in data.exports if e.kind == ExternKind.GLOBAL}
-
-    def _locate(self, key: Union[int, str]) -> Tuple[str, Any]:
-        if isinstance(key, str):
-            if key not in self._names:
-                raise KeyError(f"no exported global {key!r} (exported globals: "
-                               f"{', '.join(self._names) or 'none'})")
-            index = self._names[key]
-        elif isinstance(key, int) and not isinstance(key, bool):
-            index = key
-        else:
-            raise TypeError(f"globals are indexed by int or export name, not {key!r}")
-        if not 0 <= index < len(self._specs):
-            raise IndexError(f"global index {index} out of range ({len(self._specs)} globals)")
-        self._instance._check_open()
-        spec = self._specs[index]
-        return (f"global {key!r}", spec)
-
-    def _cell(self, spec: Any) -> Any:
-        ctype = _GLOBAL_CTYPES.get(spec.valtype)
-        if ctype is None:
-            raise NotImplementedError(f"globals of type {spec.valtype.text} are not supported")
-        return ctype.from_address(self._instance._slot.globals + spec.offset)
-
-    def __getitem__(self, key: Union[int, str]) -> Value:
-        _, spec = self._locate(key)
-        return self._cell(spec).value
-
-    def __setitem__(self, key: Union[int, str], value: Value) -> None:
-        what, spec = self._locate(key)
-        if not spec.mutable:
-            raise ValueError(f"{what} is immutable")
-        t = spec.valtype
-        cell = self._cell(spec)
-        slot_word = ctypes.c_uint64.from_address(ctypes.addressof(cell))
-        try:
-            if t in (ValType.I32, ValType.I64):
-                # masked to the type's width, so an i32's upper half stays zero as at instantiation
-                slot_word.value = int_arg(t, value)
-            else:
-                value = float_arg(t, value)
-                slot_word.value = 0
-                cell.value = value
-        except (TypeError, OverflowError) as e:
-            raise type(e)(f"{what}: {e}") from None
-
-    def __len__(self) -> int:
-        return len(self._specs)
-
-    def __repr__(self) -> str:
-        parts = []
-        names = {i: n for n, i in self._names.items()}
-        for i, spec in enumerate(self._specs):
-            label = names.get(i, str(i))
-            parts.append(f"{label}: {spec.valtype.text} = {self._cell(spec).value!r}")
-        return "{" + ", ".join(parts) + "}"

@@ -1,12 +1,13 @@
 """Stopping a guest from outside: kill switches and timeouts, without any process signal.
 
-Compiled code tests one word of its instance page, ``VMCTX_INTERRUPT``, at every function entry
-and loop header (unless compiled with ``interrupt_checks=False``); a non-zero word makes it
-leave for the host (``ExitReason.INTERRUPTED``) at that point. Setting the word is all a kill
-switch does, so it works from any thread while the guest runs in parallel (ctypes released the
-GIL). What makes it safe is one lock per instance, :attr:`KillState.lock`, held while the switch
-writes the word and while the instance changes state, wipes its slot or hands it back: a switch
-never writes to a page that has been wiped or reused.
+Compiled code polls its slot's poll page at every function entry and loop header (unless compiled
+with ``interrupt_checks=False``): one load, which costs next to nothing while the page is
+readable (``abi.VMCTX_POLL``). A kill switch revokes the page (one ``mprotect``), so the guest's
+next poll faults and it leaves for the host (``ExitReason.INTERRUPTED``) at that point; this works
+from any thread while the guest runs in parallel (ctypes released the GIL). What makes it safe is
+one lock per instance, :attr:`KillState.lock`, held while the switch revokes the page and while
+the instance changes state, wipes its slot or hands it back: a switch never touches a slot that
+has been wiped or reused.
 
 Outcomes follow Lucet's ``KillSwitch::terminate``:
 
@@ -26,6 +27,7 @@ import enum
 import heapq
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,7 +62,6 @@ class KillSwitch:
     __slots__ = ("_instance_ref", "_state")
 
     def __init__(self, instance: "Instance", state: KillState):
-        import weakref
         self._instance_ref = weakref.ref(instance)
         self._state = state
 

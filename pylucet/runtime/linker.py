@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 from ..errors import LinkError
 from ..wasm.types import ExternKind, FuncType, ValType
 from .calls import HostPlan
+from .exports import Func
 from .vmctx import Vmctx
 
 I32 = typing.Annotated[int, ValType.I32]
@@ -136,7 +137,7 @@ class HostFunc:
         self.type = ftype
         self.access_vmctx = bool(access_vmctx)
         self.name = name or getattr(fn, "__qualname__", repr(fn))
-        self.plan = HostPlan(self.name, ftype)
+        self.plan = HostPlan(self.name, ftype, fn, self.access_vmctx)
 
     def __repr__(self) -> str:
         return f"<HostFunc {self.name} {self.type}>"
@@ -150,24 +151,39 @@ class Linker:
     """
 
     def __init__(self) -> None:
-        self._defs: Dict[Tuple[str, str], HostFunc] = {}
+        self._defs: Dict[Tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self.allow_shadowing = False
         self.generation = 0
         """Bumped on every definition, so resolutions cached per module can tell they are old."""
         # (generation, resolution) per module, held weakly: the cache dies with the linker, and
         # a module never keeps alive the linkers (and their host functions' closures) it met
-        self._resolved: "weakref.WeakKeyDictionary[Any, Tuple[int, Tuple[HostFunc, ...]]]" = \
+        self._resolved: "weakref.WeakKeyDictionary[Any, Tuple[int, Tuple[Any, ...]]]" = \
             weakref.WeakKeyDictionary()
 
     def define_func(self, module: str, name: str, fn: Callable[..., Any],
                     type: Union[FuncType, str, None] = None, *,
-                    access_vmctx: Optional[bool] = None) -> HostFunc:
-        """Define ``fn`` as function ``module.name``; returns the :class:`HostFunc`."""
+                    access_vmctx: Optional[bool] = None) -> Any:
+        """Define ``fn`` as function ``module.name``; returns what was defined.
+
+        ``fn`` is a Python callable (or a :class:`HostFunc`), or an exported function of another
+        pylucet instance (``other.exports["f"]``): importers then call it natively, with its
+        own vmctx and no Python in between. That instance cannot be closed or reset while an
+        importer lives."""
         if not isinstance(module, str) or not isinstance(name, str):
             raise TypeError("module and name must be str")
-        func = fn if isinstance(fn, HostFunc) else HostFunc(
-            fn, type, access_vmctx=access_vmctx, name=f"{module}.{name}")
+        if isinstance(fn, Func):
+            if type is not None and (parse_functype(type) if isinstance(type, str)
+                                     else type) != fn.type:
+                raise LinkError(f"{module}.{name}: type {type} given for {fn.name}, which is "
+                                f"{fn.type}")
+            if fn.index < fn.instance.module.data.num_imported_funcs:
+                raise LinkError(f"{module}.{name}: {fn.name} is itself an import of its "
+                                "instance; define what it was linked to instead")
+            func: Any = fn
+        else:
+            func = fn if isinstance(fn, HostFunc) else HostFunc(
+                fn, type, access_vmctx=access_vmctx, name=f"{module}.{name}")
         with self._lock:
             if (module, name) in self._defs and not self.allow_shadowing:
                 raise LinkError(f"{module}.{name} is already defined in this linker "
@@ -184,7 +200,13 @@ class Linker:
             return fn
         return define
 
-    def get(self, module: str, name: str) -> Optional[HostFunc]:
+    def define_instance(self, module: str, instance: Any) -> None:
+        """Define every exported function of ``instance`` under ``module``."""
+        for name, func in instance.exports._funcs.items():
+            if func.index >= instance.module.data.num_imported_funcs:
+                self.define_func(module, name, func)
+
+    def get(self, module: str, name: str) -> Optional[Any]:
         return self._defs.get((module, name))
 
     def __iter__(self) -> Iterator[Tuple[str, str]]:
@@ -193,7 +215,7 @@ class Linker:
     def __len__(self) -> int:
         return len(self._defs)
 
-    def resolve_module(self, module: Any) -> Tuple[HostFunc, ...]:
+    def resolve_module(self, module: Any) -> Tuple[Any, ...]:
         """:meth:`resolve` for a loaded module, remembered until the next definition."""
         generation = self.generation
         cached = self._resolved.get(module)
@@ -203,10 +225,10 @@ class Linker:
                 self._resolved[module] = cached
         return cached[1]
 
-    def resolve(self, data: Any) -> List[HostFunc]:
+    def resolve(self, data: Any) -> List[Any]:
         """The definition of each function import of module data ``data``, in import order;
         LinkError naming every import that is missing or has the wrong type."""
-        funcs: List[HostFunc] = []
+        funcs: List[Any] = []
         problems: List[str] = []
         for imp in data.imports:
             if imp.kind != ExternKind.FUNC:

@@ -5,7 +5,7 @@ fault and come back, grow memory from inside guest code, run ``cpuid``) are writ
 and assembled at import. Everything lands in one private mapping::
 
     +----------------------------- CODE_RESERVE (read+execute) ----+--- DATA_SIZE (read+write) --+
-    | context.s | libcalls.s | cpuid.s | trap.s | ...              | previous handlers, code     |
+    | context.s | libcalls.s | cpuid.s | trap.s | sigcheck.s       | previous handlers, code     |
     +--------------------------------------------------------------+  ranges (see DATA_*)        |
                                                                    +-----------------------------+
 
@@ -25,10 +25,11 @@ import re
 from pathlib import Path
 from typing import Dict, Mapping, Tuple
 
+from ..errors import StubError
 from ..module.abi import ExitReason, Libcall, asm_equates
 from . import libc
 
-SOURCES = ("context.s", "libcalls.s", "cpuid.s", "trap.s")
+SOURCES = ("context.s", "libcalls.s", "cpuid.s", "trap.s", "sigcheck.s")
 """In assembly order: a file may use the exports of the files before it."""
 
 CODE_RESERVE = 16 * 1024
@@ -54,8 +55,7 @@ ENTER_RETURNED = ExitReason.RETURNED
 ENTER_FAULTED = ExitReason.FAULTED
 ENTER_BAD_ENTRY = ExitReason.BAD_ENTRY
 
-_LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow",
-                    Libcall.INTERRUPT: "pylucet_interrupt"}
+_LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow"}
 
 _GLOBL = re.compile(r"^[ \t]*\.globl[ \t]+(\w+)", re.MULTILINE)
 
@@ -146,9 +146,9 @@ class Stubs:
                 try:
                     code, exports = self.assemble(asm_source(name), address)
                 except ValueError as e:
-                    raise RuntimeError(f"asm/{name}: {e}") from None
+                    raise StubError(f"asm/{name}: {e}") from None
                 if offset + len(code) > CODE_RESERVE:
-                    raise RuntimeError(f"asm/{name} does not fit: raise CODE_RESERVE")
+                    raise StubError(f"asm/{name} does not fit: raise CODE_RESERVE")
                 ctypes.memmove(address, code, len(code))
                 self.code[name] = code
                 self.ranges[name] = (address, address + len(code))
@@ -162,12 +162,15 @@ class Stubs:
         self.enter_address = self.symbols["pylucet_enter"]
         self.fault_return = self.symbols["pylucet_fault_return"]
         self.signal_handler = self.symbols["pylucet_signal_handler"]
+        self.sigint_handler = self.symbols["pylucet_sigint_handler"]
         self.libcalls: Mapping[Libcall, int] = {
             call: self.symbols[sym] for call, sym in _LIBCALL_SYMBOLS.items()}
         self.libcall_range = self.ranges["libcalls.s"]
 
         self.hostcall = self.symbols["pylucet_hostcall"]
         """Where a host import's entry points: it leaves with ExitReason.HOSTCALL."""
+        self.call_guest = self.symbols["pylucet_call_guest"]
+        """Where an import of another instance's function points: a native call into it."""
         self.enter = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(self.enter_address)
         """``enter(instance_page) -> ExitReason``: run INST_ENTRY_FUNC as the page says."""
         self.resume = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(
@@ -177,6 +180,9 @@ class Stubs:
         self._cpuid = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
                                        ctypes.POINTER(ctypes.c_uint32 * 4))(
             self.symbols["pylucet_cpuid"])
+        self.check_handlers = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(
+            self.symbols["pylucet_check_handlers"])
+        """``check_handlers(signal mask) -> 0 | signo | -errno`` (asm/sigcheck.s)."""
         self.xgetbv = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint32)(
             self.symbols["pylucet_xgetbv"])
         """``xgetbv(xcr) -> u64``; only when cpuid reports OSXSAVE."""

@@ -14,6 +14,9 @@ import weakref
 from typing import TYPE_CHECKING, Any, Generator, Optional
 
 from ..errors import MemoryAccessError, Terminate
+from ..module.abi import INSTANCE_PAGE_SIZE, VMCTX_MEMORY_SIZE
+
+_MEMORY_SIZE = (INSTANCE_PAGE_SIZE + VMCTX_MEMORY_SIZE) // 8   # its word in the instance page
 
 if TYPE_CHECKING:  # pragma: no cover
     from .instance import Instance
@@ -52,9 +55,10 @@ class Vmctx:
     def memory(self) -> memoryview:
         """The whole heap as it is now, writable. Kept while the size stays the same, so taking
         it in every host call is cheap; after ``memory.grow`` it is a new, larger view."""
-        size = self._instance.memory_size
+        instance = self._instance
+        size = instance._page.u64[_MEMORY_SIZE] if instance._state else instance.memory_size
         if size != self._view_size:
-            self._view = self._instance.heap
+            self._view = instance.heap
             self._view_size = size
         return self._view  # type: ignore[return-value]
 
@@ -63,12 +67,15 @@ class Vmctx:
         return self._instance.memory_size
 
     def _check(self, ptr: int, n: int) -> int:
-        size = self._instance.memory_size
+        """The host address of guest bytes [ptr, ptr + n), checked (on the hot path of every
+        WASI call, hence the direct reads)."""
+        instance = self._instance
+        size = instance.memory_size
         if not (type(ptr) is int and type(n) is int and 0 <= ptr and 0 <= n
                 and ptr + n <= size):
             raise MemoryAccessError(f"guest memory access [{ptr!r}, +{n!r}) is outside the "
                                     f"heap of {size} bytes")
-        return self._instance._slot.vmctx + ptr
+        return instance._slot.vmctx + ptr
 
     def read(self, ptr: int, n: int) -> bytes:
         """``n`` bytes of guest memory at ``ptr``."""
