@@ -421,6 +421,16 @@ class Instance:
                 raise Terminated(kill.reason)
             vm = self._page.u64[_GUEST_R14]      # the instance whose poll fired
             inst = self if vm == self._slot.vmctx else _by_vmctx.get(vm)
+            if inst is not None and inst is not self:
+                # a callee this call is inside of: its own kill switch ends the call, and is
+                # delivered so (it does not wait for the callee's next run as well)
+                callee_kill = inst._kill_state
+                with callee_kill.lock:
+                    if callee_kill.requested:
+                        callee_kill.requested = False
+                        inst._set_poll(True)
+                        raise Terminated(f"{callee_kill.reason} (in instance {inst._name!r}, "
+                                         "called from this one)")
             if inst is not None:
                 inst._set_poll(True)
 
@@ -593,6 +603,10 @@ class Instance:
             return KillOutcome.PENDING if self._in_hostcall else KillOutcome.SIGNALLED
         if state == State.YIELDED:
             return KillOutcome.PENDING
+        if self._page.u64[_ROOT]:
+            # READY, but an importer's call is inside its code: that stops at the next check
+            # (the caller's _interrupted delivers it)
+            return KillOutcome.SIGNALLED
         return KillOutcome.CANCELLED
 
     def _set_poll(self, open_: bool) -> None:
