@@ -288,10 +288,10 @@ class HostPlan:
 # --- plans per module ------------------------------------------------------------------------
 
 def plan(module: "LoadedModule", func: Union[str, int]) -> CallPlan:
-    """The plan for an export name or a function index (cached on the module; index plans
-    under a tuple key so that ``run`` never finds them by name)."""
-    key = func if isinstance(func, str) else (func,)
-    plan = module._plans.get(key)
+    """The plan for an export name or a function index (cached on the module; index plans in
+    a cache of their own, which ``run``'s fast path by name never looks in)."""
+    cache = module._plans if isinstance(func, str) else module._index_plans
+    plan = cache.get(func)
     if plan is None:
         if isinstance(func, str):
             index = module.export_index(func)
@@ -305,7 +305,7 @@ def plan(module: "LoadedModule", func: Union[str, int]) -> CallPlan:
                 raise IndexError(f"function index {index} out of range (module has {total})")
             name = _func_name(module, index)
         plan = CallPlan(name, index, module.data.func_type(index), module.function_address(index))
-        module._plans[key] = plan
+        cache[func] = plan
     return plan
 
 

@@ -12,6 +12,7 @@ continues it later, on any thread); INTERRUPTED ends it when its kill switch ask
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import signal
@@ -85,6 +86,15 @@ class Yielded:
 
     def __repr__(self) -> str:
         return f"Yielded({self.value!r})"
+
+
+class _Deadline:
+    """A timeout's claim on one call: ``live`` until that call finishes."""
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        self.live = True
 
 
 # --- the instance page as typed arrays ----------------------------------------------------------
@@ -205,6 +215,7 @@ class Instance:
         self._in_hostcall = False
         self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
         self._current: Optional[Tuple[CallPlan, Words, bool]] = None  # the call in progress
+        self._deadline: Optional[_Deadline] = None   # the timeout of the call in progress
         self._stack_args: Optional[Words] = None
         self._return_area: Optional[Words] = None
         self._heap_end = slot.vmctx + slot.heap_space
@@ -389,8 +400,11 @@ class Instance:
         except FatalFault:
             final = State.FAULTED
             raise
-        except (KeyboardInterrupt, SystemExit):
-            self._state = State.TERMINATING    # from a host function: the guest cannot continue
+        except (Trap, StateError):
+            raise                         # the call is over and the guest may run again
+        except BaseException:
+            # Ctrl-C, SystemExit... from a host function: the guest was left mid-call
+            self._state = State.TERMINATING
             final = State.TERMINATED
             raise
         finally:
@@ -407,6 +421,16 @@ class Instance:
                 raise Terminated(kill.reason)
             vm = self._page.u64[_GUEST_R14]      # the instance whose poll fired
             inst = self if vm == self._slot.vmctx else _by_vmctx.get(vm)
+            if inst is not None and inst is not self:
+                # a callee this call is inside of: its own kill switch ends the call, and is
+                # delivered so (it does not wait for the callee's next run as well)
+                callee_kill = inst._kill_state
+                with callee_kill.lock:
+                    if callee_kill.requested:
+                        callee_kill.requested = False
+                        inst._set_poll(True)
+                        raise Terminated(f"{callee_kill.reason} (in instance {inst._name!r}, "
+                                         "called from this one)")
             if inst is not None:
                 inst._set_poll(True)
 
@@ -415,10 +439,14 @@ class Instance:
         stubs released what they claimed. A termination nobody delivered dies with the call,
         so that it cannot hit the next one."""
         kill = self._kill_state
+        abandoned = None
         with kill.lock:
+            if self._deadline is not None:   # the call a timeout was for is over
+                self._deadline.live = False
+                self._deadline = None
             if final != State.YIELDED:
                 self._current = None
-                self._suspended = None
+                abandoned, self._suspended = self._suspended, None
                 if kill.requested:
                     # the call is over: give back the poll pages the request revoked
                     for inst in (self, *self._all_linked()):
@@ -429,6 +457,9 @@ class Instance:
                 if not clean:
                     self._release_abandoned()
             self._state = self._page.u64[_STATE] = final
+        if abandoned is not None:    # (the call is ending with its own exception: keep that)
+            with contextlib.suppress(Exception):
+                _abandon(abandoned)
 
     def _release_abandoned(self) -> None:
         """After a call that did not return (trap, termination), nothing unwound the guest's
@@ -483,12 +514,15 @@ class Instance:
             raise Terminated(f"host function {host.name} raised {type(e).__name__}: {e}") from e
         raise e   # KeyboardInterrupt, SystemExit: theirs to handle; the call is over
 
-    def _host_step(self, host: "HostFunc", step: Any) -> Optional[Yielded]:
-        """Run ``step`` (the host function, or the next step of its generator) and store the
-        result it ends with; a generator that yields suspends the call instead."""
+    def _host_step(self, host: "HostFunc", step: Any,
+                   resuming: bool = False) -> Optional[Yielded]:
+        """Run ``step`` (the host function, or, ``resuming``, the next step of its generator)
+        and store the result it ends with; a generator that yields suspends the call instead."""
         self._in_hostcall = True
         try:
             value = step()
+            if resuming:        # send() came back with a value: the generator yielded again
+                return Yielded(value)
             if type(value) is _GENERATOR:
                 self._suspended = (value, host)
                 value = next(value)
@@ -527,11 +561,13 @@ class Instance:
         try:
             if kill.requested:
                 raise Terminated(kill.reason)
-            yielded = self._host_step(host, lambda: generator.send(value))
+            yielded = self._host_step(host, lambda: generator.send(value), resuming=True)
             if yielded is not None:
                 return yielded
             final = _RUNNING
-        except Terminated:
+        except BaseException:
+            # Terminated, or Ctrl-C / SystemExit out of the host function: either way its
+            # generator is finished and the guest cannot continue
             final = State.TERMINATED
             raise
         finally:
@@ -567,20 +603,46 @@ class Instance:
             return KillOutcome.PENDING if self._in_hostcall else KillOutcome.SIGNALLED
         if state == State.YIELDED:
             return KillOutcome.PENDING
+        if self._page.u64[_ROOT]:
+            # READY, but an importer's call is inside its code: that stops at the next check
+            # (the caller's _interrupted delivers it)
+            return KillOutcome.SIGNALLED
         return KillOutcome.CANCELLED
 
     def _set_poll(self, open_: bool) -> None:
         self._mem.set_poll(open_)
 
     def _with_timeout(self, timeout: float, call: Any, *args: Any) -> Any:
+        """``call(*args)``, terminated by the watchdog if it takes longer than ``timeout``.
+
+        The watchdog may fire late, after the call has ended (it takes a deadline off its heap
+        before it runs the callback, and ``cancel`` cannot stop that), and a kill then would
+        be CANCELLED and end the *next* call. So the deadline is only live until the call
+        finishes: ``_finish`` retires it, under the kill lock the callback also takes.
+        """
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
-        switch = self.kill_switch()
-        token = WATCHDOG.schedule(timeout, lambda: switch.terminate(
-            f"timeout: the call took longer than {timeout:g} s"))
+        self._check_open()
+        kill = self._kill_state
+        deadline = _Deadline()
+        reason = f"timeout: the call took longer than {timeout:g} s"
+        ref = weakref.ref(self)   # a cancelled deadline stays on the heap until it is due
+
+        def expire() -> None:
+            with kill.lock:
+                instance = ref()
+                if deadline.live and kill.valid and instance is not None:
+                    instance._kill(kill, reason)
+        with kill.lock:
+            self._deadline = deadline
+        token = WATCHDOG.schedule(timeout, expire)
         try:
             return call(*args)
         finally:
+            with kill.lock:
+                deadline.live = False
+                if self._deadline is deadline:
+                    self._deadline = None
             WATCHDOG.cancel(token)
 
     def _load_args(self, plan: CallPlan, args: Sequence[Value], raw: bool) -> Words:
@@ -715,7 +777,13 @@ class Instance:
         as ``memory.grow`` returns -1 there.
         """
         self._check_usable()
-        if not isinstance(pages, int) or pages < 0:
+        return self._grow(pages)
+
+    def _grow(self, pages: int) -> int:
+        """grow_memory without the state check: a host function grows the heap of the
+        instance that called it, which is RUNNING then (``Vmctx.grow_memory``)."""
+        self._check_open()
+        if isinstance(pages, bool) or not isinstance(pages, int) or pages < 0:
             raise ValueError(f"grow_memory takes a non-negative number of pages, got {pages!r}")
         u = self._page.u64
         old = u[_VM_MEMORY_SIZE]
@@ -760,8 +828,9 @@ class Instance:
                                  "heap is still alive (drop it, or close the instance)")
             kill.valid = False                     # old kill switches now report INVALID
             self._state = State.CLOSED   # until initialised again: a failure leaves it closed
-            self._suspended = self._current = None
+            abandoned, self._suspended, self._current = self._suspended, None, None
             memory.wipe(keep_heap=memory.viewed_extent())
+        _abandon(abandoned)
         self._kill_state = KillState()
         try:
             memory.commit(self._module, self._fit)
@@ -784,13 +853,14 @@ class Instance:
             self._check_no_importers("close")
             kill.valid = False
             self._state = State.CLOSED
-            self._suspended = self._current = None
+            abandoned, self._suspended, self._current = self._suspended, None, None
             self._vmctx._view = None
             if self._importers is not None:
                 _by_vmctx.pop(self._slot.vmctx, None)
             for callee in self._linked:
                 callee._importers.discard(self)  # type: ignore[union-attr]
             self._mem.release()
+        _abandon(abandoned)
 
     def _check_no_importers(self, what: str) -> None:
         if self._importers is None:
@@ -846,6 +916,14 @@ class Instance:
         if state == State.TERMINATED:
             raise StateError(f"instance of {self._name!r} was terminated; reset() it to run "
                              "again")
+
+
+def _abandon(suspended: Optional[Tuple[Any, "HostFunc"]]) -> None:
+    """Close the generator of a host function whose guest call is given up (by reset, close,
+    or a termination while it was suspended). Called with the kill lock released: its
+    ``finally`` blocks are host code, which may well use the instance's kill switch."""
+    if suspended is not None:
+        suspended[0].close()
 
 
 def _import_entries(imports: Sequence[Any], vmctx: int) -> Any:

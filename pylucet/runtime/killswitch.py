@@ -103,6 +103,13 @@ class Watchdog:
     def cancel(self, token: int) -> None:
         with self._cond:
             self._cancelled.add(token)
+            # Cancelled entries leave the heap when they reach its top; behind a long deadline
+            # that is not cancelled they would pile up, so once they are most of it, sweep
+            # them out (this also forgets tokens of deadlines that had already fired).
+            if len(self._cancelled) > 64 and 2 * len(self._cancelled) > len(self._heap):
+                self._heap = [e for e in self._heap if e[1] not in self._cancelled]
+                heapq.heapify(self._heap)
+                self._cancelled.clear()
 
     def _loop(self) -> None:
         while True:

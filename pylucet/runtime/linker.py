@@ -22,6 +22,7 @@ import inspect
 import re
 import threading
 import typing
+import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import LinkError
@@ -155,6 +156,10 @@ class Linker:
         self.allow_shadowing = False
         self.generation = 0
         """Bumped on every definition, so resolutions cached per module can tell they are old."""
+        # (generation, resolution) per module, held weakly: the cache dies with the linker, and
+        # a module never keeps alive the linkers (and their host functions' closures) it met
+        self._resolved: "weakref.WeakKeyDictionary[Any, Tuple[int, Tuple[Any, ...]]]" = \
+            weakref.WeakKeyDictionary()
 
     def define_func(self, module: str, name: str, fn: Callable[..., Any],
                     type: Union[FuncType, str, None] = None, *,
@@ -209,6 +214,16 @@ class Linker:
 
     def __len__(self) -> int:
         return len(self._defs)
+
+    def resolve_module(self, module: Any) -> Tuple[Any, ...]:
+        """:meth:`resolve` for a loaded module, remembered until the next definition."""
+        generation = self.generation
+        cached = self._resolved.get(module)
+        if cached is None or cached[0] != generation:
+            cached = (generation, tuple(self.resolve(module.data)))
+            with self._lock:
+                self._resolved[module] = cached
+        return cached[1]
 
     def resolve(self, data: Any) -> List[Any]:
         """The definition of each function import of module data ``data``, in import order;

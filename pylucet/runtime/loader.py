@@ -23,8 +23,9 @@ import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..elf.reader import ELFFile, read_artifact
-from ..errors import LinkError, LoadError, UnknownExport
-from ..module.abi import MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY, slot_size
+from ..errors import LoadError, UnknownExport
+from ..module.abi import (IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY,
+                          slot_size)
 from ..module.serialize import HEADER_SIZE
 from ..module.spec import FunctionSpec, ModuleData
 from ..wasm.types import ExternKind
@@ -70,8 +71,8 @@ class LoadedModule:
         self._exports = {e.name: e.index for e in data.exports if e.kind == ExternKind.FUNC}
         # per-module caches filled by the runtime: Fit per Limits (region), call plans (instance)
         self._fits: Dict[Any, Any] = {}
-        self._plans: Dict[Any, Any] = {}
-        self._links: Dict[Any, Any] = {}   # resolved imports per linker state (region)
+        self._plans: Dict[str, Any] = {}         # by export name: run() looks here first
+        self._index_plans: Dict[int, Any] = {}   # by function index (never found by run())
         self._images: Optional[Tuple[bytes, List[bytes]]] = None
         # a module without functions has no code that could fault
         handle = signals.register_code(text_base, text_base + text_size) if text_size else None
@@ -93,17 +94,19 @@ class LoadedModule:
         return self._exports.get(name)
 
     def function_address(self, func: Union[int, str]) -> int:
-        """Entry address of a defined function, by wasm function index or export name."""
+        """Entry address of a function, by wasm function index or export name. An imported
+        function's is its trampoline in the module's code (``abi.IMPORT_TRAMPOLINE_SIZE``),
+        which goes on to whatever the calling instance's import entry holds: the same
+        address serves every instance, in tables and as an exported import alike."""
         if isinstance(func, str):
             index = self._exports.get(func)
             if index is None:
                 raise UnknownExport(func, list(self._exports))
             func = index
         nimp = self.data.num_imported_funcs
+        if 0 <= func < nimp:
+            return self.text_base + IMPORT_TRAMPOLINE_SIZE * func
         if not nimp <= func < nimp + len(self.data.functions):
-            if 0 <= func < nimp:
-                raise LinkError(f"function {func} is imported; calling imports is not "
-                                "supported yet")
             raise IndexError(f"function index {func} out of range")
         return self.text_base + self.data.functions[func - nimp].code_offset
 

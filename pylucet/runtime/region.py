@@ -333,16 +333,13 @@ _fit_keys: dict = {}
 
 
 def _resolve(module: LoadedModule, linker: Optional[Linker]) -> Tuple[HostFunc, ...]:
-    """The host functions for ``module``'s imports, cached per (module, linker state)."""
+    """The host functions for ``module``'s imports (cached by the linker, see
+    :meth:`Linker.resolve_module`)."""
     if not module.data.imports:
         return ()
     if linker is None:
         link_without(module.data)
-    key = (id(linker), linker.generation)  # type: ignore[union-attr]
-    cached = module._links.get(key)
-    if cached is None or cached[0] is not linker:
-        cached = module._links[key] = (linker, tuple(linker.resolve(module.data)))  # type: ignore[union-attr]
-    return cached[1]
+    return linker.resolve_module(module)  # type: ignore[union-attr]
 
 
 def _fit(data: ModuleData, limits: Limits) -> Fit:

@@ -94,7 +94,7 @@ class Vmctx:
     def grow_memory(self, pages: int) -> int:
         """Grow the heap by ``pages`` wasm pages; the old size in pages
         (:class:`~pylucet.LimitsExceeded` past the maximum)."""
-        return self._instance.grow_memory(pages)
+        return self._instance._grow(pages)
 
     def terminate(self, details: object = None) -> None:
         """End the guest now: the ``run`` that led here raises
