@@ -24,7 +24,8 @@ import struct
 from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from .leb128 import encode_s, encode_u
-from .opcodes import BY_NAME, Imm, Op, OpInfo
+from ..errors import UnsupportedProposal
+from .opcodes import BY_NAME, Imm, Op, OpInfo, proposal_of_name
 from .sexpr import ATOM, EOF, ID_RE, LPAR, RESERVED, RPAR, STRING, Cursor, Tokens, WatError, fail
 from .types import ValType
 
@@ -861,6 +862,9 @@ class _Parser(Cursor):
         name = self.v[self.i]
         entry = _INSTRS.get(name) if self.k[self.i] == ATOM else None
         if entry is None or name in ("end", "else"):
+            proposal = proposal_of_name(name) if self.k[self.i] == ATOM else None
+            if proposal is not None:
+                raise UnsupportedProposal(name, proposal.value, self.toks.offs[self.i])
             self.unexpected()
         self.i += 1
         code, info = entry
