@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 from .leb128 import encode_s, encode_u
 from ..errors import UnsupportedProposal
@@ -156,6 +156,9 @@ def _round_to_float(num: int, den: int, mant: int, expw: int) -> int:
         return ((1 << expw) - 1) << mant
     return (e + bias) << mant | (q & ((1 << mant) - 1))
 
+
+_Nested = Iterator["_Nested"]
+"""A nested construct being parsed: yields the constructs nested in it (see _run)."""
 
 # --- tables derived from the opcode table -------------------------------------------------------
 
@@ -784,17 +787,37 @@ class _Parser(Cursor):
 
     # --- instructions ---------------------------------------------------------------------------
 
+    # Nesting is parsed without Python recursion, so that depth is bounded by memory, as in the
+    # binary decoder, and never by the interpreter's recursion limit: _instrs, _folded and _block
+    # are generators that yield the generator of a nested construct instead of calling it, and
+    # _run drives them from one explicit stack.
+
     def instrs(self, out: bytearray) -> None:
         """Instructions, flat or folded, up to a ``)``, ``end`` or ``else``."""
+        self._run(self._instrs(out))
+
+    def folded(self, out: bytearray) -> None:
+        self._run(self._folded(out))
+
+    @staticmethod
+    def _run(gen: _Nested) -> None:
+        stack = [gen]
+        while stack:
+            try:
+                stack.append(next(stack[-1]))
+            except StopIteration:
+                stack.pop()
+
+    def _instrs(self, out: bytearray) -> _Nested:
         k, v = self.k, self.v
         while True:
             kind = k[self.i]
             if kind == LPAR:
-                self.folded(out)
+                yield self._folded(out)
             elif kind == ATOM:
                 name = v[self.i]
                 if name in _BLOCKS:
-                    self.block(out, name, folded=False)
+                    yield self._block(out, name, folded=False)
                 elif name == "end" or name == "else":
                     return
                 else:
@@ -804,45 +827,45 @@ class _Parser(Cursor):
             else:
                 self.unexpected()
 
-    def folded(self, out: bytearray) -> None:
+    def _folded(self, out: bytearray) -> _Nested:
         self.i += 1
         name = self.v[self.i]
         if name in _BLOCKS and self.k[self.i] == ATOM:
-            self.block(out, name, folded=True)
+            yield self._block(out, name, folded=True)
             return
         instr = bytearray()
         self.plain(instr)
         while self.k[self.i] == LPAR:
-            self.folded(out)
+            yield self._folded(out)
         self.close()
         out += instr
 
-    def block(self, out: bytearray, name: str, folded: bool) -> None:
+    def _block(self, out: bytearray, name: str, folded: bool) -> _Nested:
         self.i += 1
         label = self.id_opt()
         bt = self.blocktype()
         if name == "if" and folded:
             while self.k[self.i] == LPAR and self.peek_kw() != "then":
-                self.folded(out)
+                yield self._folded(out)
             out.append(Op.IF)
             out += bt
             self.labels.append(label)
             self.expect_open("then")
-            self.instrs(out)
+            yield self._instrs(out)
             self.close()
             if self.open("else"):
                 out += _ELSE
-                self.instrs(out)
+                yield self._instrs(out)
                 self.close()
         else:
             out.append(_BLOCKS[name])
             out += bt
             self.labels.append(label)
-            self.instrs(out)
+            yield self._instrs(out)
             if name == "if" and self.keyword("else"):
                 self.end_label(label)
                 out += _ELSE
-                self.instrs(out)
+                yield self._instrs(out)
             if not folded:
                 if not self.keyword("end"):
                     self.unexpected()
