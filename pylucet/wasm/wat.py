@@ -788,8 +788,9 @@ class _Parser(Cursor):
     # --- instructions ---------------------------------------------------------------------------
 
     # Nesting is parsed without Python recursion, so that depth is bounded by memory, as in the
-    # binary decoder, and never by the interpreter's recursion limit: _instrs, _folded and _block
-    # are generators that yield the generator of a nested construct instead of calling it, and
+    # binary decoder, and never by the interpreter's recursion limit: _instrs, _operands and _block
+    # are generators that yield the generator of a nested construct (_open_folded parses a
+    # leaf whole) instead of calling it, and
     # _run drives them from one explicit stack.
 
     def instrs(self, out: bytearray) -> None:
@@ -797,7 +798,9 @@ class _Parser(Cursor):
         self._run(self._instrs(out))
 
     def folded(self, out: bytearray) -> None:
-        self._run(self._folded(out))
+        nested = self._open_folded(out)
+        if nested is not None:
+            self._run(nested)
 
     @staticmethod
     def _run(gen: _Nested) -> None:
@@ -813,7 +816,9 @@ class _Parser(Cursor):
         while True:
             kind = k[self.i]
             if kind == LPAR:
-                yield self._folded(out)
+                nested = self._open_folded(out)
+                if nested is not None:
+                    yield nested
             elif kind == ATOM:
                 name = v[self.i]
                 if name in _BLOCKS:
@@ -827,16 +832,27 @@ class _Parser(Cursor):
             else:
                 self.unexpected()
 
-    def _folded(self, out: bytearray) -> _Nested:
+    def _open_folded(self, out: bytearray) -> Optional[_Nested]:
+        """A folded instruction: parsed whole when it is a leaf (most are: ``(local.get 0)``),
+        which spares a generator; otherwise the generator of its nested part."""
         self.i += 1
         name = self.v[self.i]
         if name in _BLOCKS and self.k[self.i] == ATOM:
-            yield self._block(out, name, folded=True)
-            return
+            return self._block(out, name, folded=True)
         instr = bytearray()
         self.plain(instr)
+        if self.k[self.i] == LPAR:
+            return self._operands(out, instr)
+        self.close()
+        out += instr
+        return None
+
+    def _operands(self, out: bytearray, instr: bytearray) -> _Nested:
+        """The folded operands of ``instr``, then ``instr`` itself."""
         while self.k[self.i] == LPAR:
-            yield self._folded(out)
+            nested = self._open_folded(out)
+            if nested is not None:
+                yield nested
         self.close()
         out += instr
 
@@ -846,7 +862,9 @@ class _Parser(Cursor):
         bt = self.blocktype()
         if name == "if" and folded:
             while self.k[self.i] == LPAR and self.peek_kw() != "then":
-                yield self._folded(out)
+                nested = self._open_folded(out)
+                if nested is not None:
+                    yield nested
             out.append(Op.IF)
             out += bt
             self.labels.append(label)
