@@ -788,10 +788,9 @@ class _Parser(Cursor):
     # --- instructions ---------------------------------------------------------------------------
 
     # Nesting is parsed without Python recursion, so that depth is bounded by memory, as in the
-    # binary decoder, and never by the interpreter's recursion limit: _instrs, _operands and _block
-    # are generators that yield the generator of a nested construct (_open_folded parses a
-    # leaf whole) instead of calling it, and
-    # _run drives them from one explicit stack.
+    # binary decoder, and never by the interpreter's recursion limit: _instrs, _operands and
+    # _block are generators that yield the generator of a nested construct instead of calling
+    # it, and _run drives them from one explicit stack (_open_folded parses a leaf whole).
 
     def instrs(self, out: bytearray) -> None:
         """Instructions, flat or folded, up to a ``)``, ``end`` or ``else``."""
