@@ -12,7 +12,7 @@ from pylucet.wasm.decoder import decode_body, decode_module
 from pylucet.wasm.opcodes import OPS, PROPOSAL_OPS, Proposal, proposal_of_code, proposal_of_name
 from pylucet.wasm.validator import Validator
 
-from .test_decoder import END, func_module
+from .test_decoder import END, func_module, module, section, vec
 
 V128_ZERO = b"\xfd\x0c" + bytes(16)
 
@@ -90,3 +90,25 @@ def test_proposal_rows_are_not_2_0_rows():
     assert not set(PROPOSAL_OPS) & set(OPS)
     assert all(proposal_of_code(code) is None for code in OPS)
     assert all(proposal_of_name(info.name) is None for info in OPS.values())
+
+
+@pytest.mark.parametrize("section_id,entry,what,proposal", [
+    (5, b"\x04\x01", "64-bit limits", Proposal.MEMORY64),
+    (5, b"\x05\x01\x02", "64-bit limits", Proposal.MEMORY64),
+    (5, b"\x03\x01\x02", "shared memory", Proposal.THREADS),
+    (4, b"\x70\x04\x01", "64-bit limits", Proposal.MEMORY64),
+])
+def test_limits_of_later_proposals(section_id, entry, what, proposal):
+    binary = module(section(section_id, vec([entry])))
+    with pytest.raises(UnsupportedProposal) as info:
+        decode_module(binary)
+    assert (info.value.instruction, info.value.proposal) == (what, proposal.value)
+    flag_at = 1 if section_id == 4 else 0   # a table type starts with its element type
+    assert binary[info.value.offset] == entry[flag_at]
+
+
+@pytest.mark.parametrize("flag", [b"\x02", b"\x10"])
+def test_other_limits_flags_stay_malformed(flag):
+    """As binary.wast has it."""
+    with pytest.raises(MalformedModule, match="integer too large"):
+        decode_module(module(section(5, vec([flag + b"\x00"]))))

@@ -36,7 +36,8 @@ from typing import Callable, Dict, List, NoReturn, Optional, Tuple
 
 from ..errors import MalformedModule, UnsupportedProposal
 from .leb128 import read_s, read_u
-from .opcodes import OPS, PREFIXES, PROPOSAL_PREFIXES, Imm, Op, proposal_of_code
+from .opcodes import (LIMITS_PROPOSALS, OPS, PREFIXES, PROPOSAL_PREFIXES, Imm, Op,
+                      proposal_of_code)
 from .types import (ConstExpr, DataSegment, ElemSegment, Export, ExternKind, FuncType,
                     FunctionBody, Global, GlobalType, Import, Instr, MemoryType, Module, Names,
                     SegmentMode, SizeLimits, TableType, ValType)
@@ -495,6 +496,9 @@ class _Stream:
         return self._type(_read_reftype)
 
     def limits(self) -> SizeLimits:
+        if self.pos < self.limit and self.data[self.pos] in LIMITS_PROPOSALS:
+            what, proposal = LIMITS_PROPOSALS[self.data[self.pos]]
+            raise UnsupportedProposal(what, proposal.value, self.pos)
         has_max = self.u(1)    # a one-bit LEB: 2 is "integer too large", 0x81 "too long"
         minimum = self.u32()
         return SizeLimits(minimum, self.u32() if has_max else None)

@@ -348,6 +348,19 @@ class Proposal(enum.Enum):
     EXCEPTIONS = "exception handling"
     FUNCTION_REFERENCES = "typed function references"
     GC = "GC (0xFB prefix)"
+    MEMORY64 = "memory64"
+
+
+LIMITS_PROPOSALS: Dict[int, Tuple[str, Proposal]] = {
+    0x03: ("shared memory", Proposal.THREADS),
+    0x04: ("64-bit limits", Proposal.MEMORY64),
+    0x05: ("64-bit limits", Proposal.MEMORY64),
+    0x06: ("shared 64-bit memory", Proposal.THREADS),
+    0x07: ("shared 64-bit memory", Proposal.THREADS),
+}
+"""Limits flag bytes of memory and table types that later proposals define (Wasm 2.0 has 0 and 1;
+the spec suite expects 2 and others to be "integer too large"). Multiple memories cannot be told
+apart the same way: Wasm 2.0 requires them to be invalid ("multiple memories")."""
 
 
 # code  mnemonic  proposal. Not throw_ref (0x0A): a constant expression missing its `end` runs
