@@ -60,6 +60,23 @@ class Unsupported(CompileError):
     """Valid WebAssembly that this version of the compiler does not translate yet."""
 
 
+class UnsupportedProposal(Unsupported):
+    """An instruction of a WebAssembly proposal beyond 2.0 that pylucet does not know yet (SIMD,
+    tail calls, threads...), as opposed to a malformed opcode.
+
+    ``instruction`` is its mnemonic (or, for a prefix family not listed one by one, the prefix
+    and sub-opcode), ``proposal`` the proposal's name, ``offset`` where it was found (a byte
+    offset in the binary, a character offset in WAT text), if known.
+    """
+
+    def __init__(self, instruction: str, proposal: str, offset: Optional[int] = None):
+        self.instruction = instruction
+        self.proposal = proposal
+        self.offset = offset
+        where = f" at offset {offset:#x}" if offset is not None else ""
+        super().__init__(f"{instruction}{where}: the {proposal} proposal is not supported yet")
+
+
 # --- load and link -------------------------------------------------------------------------------
 
 class LoadError(Error):

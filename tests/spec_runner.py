@@ -26,6 +26,10 @@ EXP_MASK = {"f32": 0x7F80_0000, "f64": 0x7FF0_0000_0000_0000}
 SIGN_BIT = {"f32": 1 << 31, "f64": 1 << 63}
 WIDTH = {"i32": 32, "i64": 64, "f32": 32, "f64": 64}
 
+BASELINE = Path(__file__).resolve().parent / "spec_baseline.json"
+"""Per script, the commands that passed and were skipped when the baseline was last refreshed
+(``tools/spec_report.py --update-baseline``); tests/test_spec.py fails a script that falls below."""
+
 
 @dataclass
 class Outcome:

@@ -1,19 +1,26 @@
 """The WebAssembly 2.0 core spec suite, script by script, through the whole of pylucet.
 
-A script fails if any command pylucet runs disagrees with it. Commands that need what pylucet
-does not do yet (floats, bulk memory, linking...) are skipped by reason; a script of which
-nothing can run yet is reported as skipped, never as passed. `python3 tools/spec_report.py`
-prints the whole table.
+A script fails if any command pylucet runs disagrees with it, and also if it passes fewer
+commands, or skips more, than `tests/spec_baseline.json` records for it: a regression that
+turns passes into skips (a conversion removed from the code generator, say) fails here instead of
+staying green. When a change legitimately improves the counts, refresh the baseline with
+`python3 tools/spec_report.py --update-baseline` and commit it with the change.
+
+`simd_*` scripts are not run: SIMD is not supported yet (it raises `pylucet.Unsupported`), so
+every one of their commands is an expected skip until SIMD lands.
 """
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .conftest import suite_path
-from .spec_runner import ScriptRunner, spec_scripts
+from .spec_runner import BASELINE, ScriptRunner, spec_scripts
 
 SCRIPTS = spec_scripts(suite_path()) if suite_path().is_dir() else []
+EXPECTED = json.loads(BASELINE.read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
@@ -21,11 +28,23 @@ def test_spec_script(script, testsuite):
     outcome = ScriptRunner(script).run()
     assert not outcome.failed, (f"{len(outcome.failed)} of {outcome.ran} commands failed:\n"
                                 + "\n".join(outcome.failed[:30]))
-    if outcome.ran == 0 and outcome.skipped:   # (a script of bare modules has nothing to skip)
-        reasons = "; ".join(f"{n}x {r}" for r, n in outcome.skipped.most_common(3))
-        pytest.skip(f"nothing in {script.name} runs yet: {reasons}")
+    assert script.name in EXPECTED, (f"{script.name} has no baseline: run "
+                                     "tools/spec_report.py --update-baseline")
+    want = EXPECTED[script.name]
+    skipped = sum(outcome.skipped.values())
+    reasons = "; ".join(f"{n}x {r}" for r, n in outcome.skipped.most_common(5))
+    assert outcome.passed >= want["passed"], (
+        f"{outcome.passed} commands passed, the baseline has {want['passed']} (skipped: {reasons})")
+    assert skipped <= want["skipped"], (
+        f"{skipped} commands skipped, the baseline has {want['skipped']}: {reasons}")
 
 
 def test_spec_suite_present(testsuite):
     """CI must have the suite: an empty parametrization would otherwise pass silently."""
     assert len(SCRIPTS) > 80, f"expected the spec scripts under {testsuite}/spec"
+
+
+def test_baseline_covers_the_suite(testsuite):
+    """A script dropped from the run (renamed, or newly excluded) must not vanish silently."""
+    missing = sorted(set(EXPECTED) - {p.name for p in SCRIPTS})
+    assert not missing, f"baseline scripts no longer run: {missing}"

@@ -32,11 +32,12 @@ from __future__ import annotations
 import gc
 import struct
 from contextlib import contextmanager
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NoReturn, Optional, Tuple
 
-from ..errors import MalformedModule
+from ..errors import MalformedModule, UnsupportedProposal
 from .leb128 import read_s, read_u
-from .opcodes import OPS, PREFIXES, Imm, Op
+from .opcodes import (LIMITS_PROPOSALS, OPS, PREFIXES, PROPOSAL_PREFIXES, Imm, Op,
+                      proposal_of_code)
 from .types import (ConstExpr, DataSegment, ElemSegment, Export, ExternKind, FuncType,
                     FunctionBody, Global, GlobalType, Import, Instr, MemoryType, Module, Names,
                     SegmentMode, SizeLimits, TableType, ValType)
@@ -292,6 +293,7 @@ def _build_tables():
 
 
 _OPS1, _SHAPES1, _READERS1, _PREFIXED = _build_tables()
+_PROPOSAL_PREFIXES = frozenset(PROPOSAL_PREFIXES) - frozenset(PREFIXES)
 _NEEDS_DATA_COUNT = frozenset({Op.MEMORY_INIT, Op.DATA_DROP})
 _IF = 1   # control frame kinds: 0 block/loop/function/else-branch, _IF an if awaiting else
 
@@ -377,7 +379,7 @@ def _decode_instrs(data: bytes, pos: int, data_count_known: bool = True) -> Tupl
                 sub, pos = read_u(data, pos, 32)
                 entry = _PREFIXED.get(b << 12 | sub)
                 if entry is None:
-                    raise MalformedModule(ILLEGAL_OPCODE, at)
+                    _illegal(b << 12 | sub, at)
                 op, reader = entry
                 if op in _NEEDS_DATA_COUNT and not data_count_known:
                     raise MalformedModule(DATA_COUNT_REQUIRED, at)
@@ -385,10 +387,22 @@ def _decode_instrs(data: bytes, pos: int, data_count_known: bool = True) -> Tupl
                 if reader is not None:
                     imm, pos = reader(data, pos)
                 append((op, imm, at))
+            elif b in _PROPOSAL_PREFIXES:   # a prefix family no row of OPS uses
+                sub, pos = read_u(data, pos, 32)
+                _illegal(b << 12 | sub, at)
             else:
-                raise MalformedModule(ILLEGAL_OPCODE, at)
+                _illegal(b, at)
     except (IndexError, struct.error, MalformedModule) as exc:
         raise _eos(exc, data) from None
+
+
+def _illegal(code: int, at: int) -> NoReturn:
+    """An opcode outside OPS: an instruction of a proposal we do not support says so; anything
+    else is malformed, as the spec has it."""
+    known = proposal_of_code(code)
+    if known is not None:
+        raise UnsupportedProposal(known[0], known[1].value, at)
+    raise MalformedModule(ILLEGAL_OPCODE, at)
 
 
 def decode_body(module: Module, body: FunctionBody) -> List[Instr]:
@@ -482,6 +496,9 @@ class _Stream:
         return self._type(_read_reftype)
 
     def limits(self) -> SizeLimits:
+        if self.pos < self.limit and self.data[self.pos] in LIMITS_PROPOSALS:
+            what, proposal = LIMITS_PROPOSALS[self.data[self.pos]]
+            raise UnsupportedProposal(what, proposal.value, self.pos)
         has_max = self.u(1)    # a one-bit LEB: 2 is "integer too large", 0x81 "too long"
         minimum = self.u32()
         return SizeLimits(minimum, self.u32() if has_max else None)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from ..errors import InvalidModule
-from .opcodes import OPS, Op, OpInfo
+from ..errors import InvalidModule, UnsupportedProposal
+from .opcodes import OPS, Op, OpInfo, proposal_of_code
 from .types import (ConstExpr, ExternKind, GlobalType, Module, SegmentMode, SizeLimits,
                     ValType)
 
@@ -299,6 +299,9 @@ class Validator:
                     continue
                 handler = special.get(op)
                 if handler is None:
+                    known = proposal_of_code(op)
+                    if known is not None:
+                        raise UnsupportedProposal(known[0], known[1].value)
                     raise _Invalid(f"unknown operator {op:#x}")
                 handler(imm)
                 if len(vals) > max_height:

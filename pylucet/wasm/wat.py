@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 from .leb128 import encode_s, encode_u
-from .opcodes import BY_NAME, Imm, Op, OpInfo
+from ..errors import UnsupportedProposal
+from .opcodes import BY_NAME, Imm, Op, OpInfo, proposal_of_name
 from .sexpr import ATOM, EOF, ID_RE, LPAR, RESERVED, RPAR, STRING, Cursor, Tokens, WatError, fail
 from .types import ValType
 
@@ -155,6 +156,9 @@ def _round_to_float(num: int, den: int, mant: int, expw: int) -> int:
         return ((1 << expw) - 1) << mant
     return (e + bias) << mant | (q & ((1 << mant) - 1))
 
+
+_Nested = Iterator["_Nested"]
+"""A nested construct being parsed: yields the constructs nested in it (see _run)."""
 
 # --- tables derived from the opcode table -------------------------------------------------------
 
@@ -783,17 +787,41 @@ class _Parser(Cursor):
 
     # --- instructions ---------------------------------------------------------------------------
 
+    # Nesting is parsed without Python recursion, so that depth is bounded by memory, as in the
+    # binary decoder, and never by the interpreter's recursion limit: _instrs, _operands and
+    # _block are generators that yield the generator of a nested construct instead of calling
+    # it, and _run drives them from one explicit stack (_open_folded parses a leaf whole).
+
     def instrs(self, out: bytearray) -> None:
         """Instructions, flat or folded, up to a ``)``, ``end`` or ``else``."""
+        self._run(self._instrs(out))
+
+    def folded(self, out: bytearray) -> None:
+        nested = self._open_folded(out)
+        if nested is not None:
+            self._run(nested)
+
+    @staticmethod
+    def _run(gen: _Nested) -> None:
+        stack = [gen]
+        while stack:
+            try:
+                stack.append(next(stack[-1]))
+            except StopIteration:
+                stack.pop()
+
+    def _instrs(self, out: bytearray) -> _Nested:
         k, v = self.k, self.v
         while True:
             kind = k[self.i]
             if kind == LPAR:
-                self.folded(out)
+                nested = self._open_folded(out)
+                if nested is not None:
+                    yield nested
             elif kind == ATOM:
                 name = v[self.i]
                 if name in _BLOCKS:
-                    self.block(out, name, folded=False)
+                    yield self._block(out, name, folded=False)
                 elif name == "end" or name == "else":
                     return
                 else:
@@ -803,45 +831,58 @@ class _Parser(Cursor):
             else:
                 self.unexpected()
 
-    def folded(self, out: bytearray) -> None:
+    def _open_folded(self, out: bytearray) -> Optional[_Nested]:
+        """A folded instruction: parsed whole when it is a leaf (most are: ``(local.get 0)``),
+        which spares a generator; otherwise the generator of its nested part."""
         self.i += 1
         name = self.v[self.i]
         if name in _BLOCKS and self.k[self.i] == ATOM:
-            self.block(out, name, folded=True)
-            return
+            return self._block(out, name, folded=True)
         instr = bytearray()
         self.plain(instr)
+        if self.k[self.i] == LPAR:
+            return self._operands(out, instr)
+        self.close()
+        out += instr
+        return None
+
+    def _operands(self, out: bytearray, instr: bytearray) -> _Nested:
+        """The folded operands of ``instr``, then ``instr`` itself."""
         while self.k[self.i] == LPAR:
-            self.folded(out)
+            nested = self._open_folded(out)
+            if nested is not None:
+                yield nested
         self.close()
         out += instr
 
-    def block(self, out: bytearray, name: str, folded: bool) -> None:
+    def _block(self, out: bytearray, name: str, folded: bool) -> _Nested:
         self.i += 1
         label = self.id_opt()
         bt = self.blocktype()
         if name == "if" and folded:
             while self.k[self.i] == LPAR and self.peek_kw() != "then":
-                self.folded(out)
+                nested = self._open_folded(out)
+                if nested is not None:
+                    yield nested
             out.append(Op.IF)
             out += bt
             self.labels.append(label)
             self.expect_open("then")
-            self.instrs(out)
+            yield self._instrs(out)
             self.close()
             if self.open("else"):
                 out += _ELSE
-                self.instrs(out)
+                yield self._instrs(out)
                 self.close()
         else:
             out.append(_BLOCKS[name])
             out += bt
             self.labels.append(label)
-            self.instrs(out)
+            yield self._instrs(out)
             if name == "if" and self.keyword("else"):
                 self.end_label(label)
                 out += _ELSE
-                self.instrs(out)
+                yield self._instrs(out)
             if not folded:
                 if not self.keyword("end"):
                     self.unexpected()
@@ -861,6 +902,9 @@ class _Parser(Cursor):
         name = self.v[self.i]
         entry = _INSTRS.get(name) if self.k[self.i] == ATOM else None
         if entry is None or name in ("end", "else"):
+            proposal = proposal_of_name(name) if self.k[self.i] == ATOM else None
+            if proposal is not None:
+                raise UnsupportedProposal(name, proposal.value, self.toks.offs[self.i])
             self.unexpected()
         self.i += 1
         code, info = entry
