@@ -11,7 +11,7 @@ module knows the byte offset, so tools and tests can look at fields instead of p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from .module.traps import TrapCode
@@ -152,6 +152,7 @@ class Trap(Error):
         self.wasm_offset = wasm_offset
         self.code_offset = code_offset
         self.fault_address = fault_address
+        self._unwind: Optional[Callable[[], List[str]]] = None
         text = message or code.message
         where = []
         if func is not None:
@@ -161,6 +162,16 @@ class Trap(Error):
         if code_offset is not None:
             where.append(f"(code offset {code_offset:#x})")
         super().__init__(f"{code.name}: {text}" + (" " + " ".join(where) if where else ""))
+
+
+    @property
+    def backtrace(self) -> List[str]:
+        """The wasm functions on the guest's stack at the trap, innermost first (from a scan of
+        the stack taken at the fault for return addresses into guest code, so a stale return
+        address left in a frame's spill slots may show up as an extra entry)."""
+        if self._unwind is not None:
+            return self._unwind()
+        return [self.func] if self.func is not None else []
 
 
 class FatalFault(Error):
