@@ -173,6 +173,11 @@ class Trap(Error):
             return self._unwind()
         return [self.func] if self.func is not None else []
 
+    @backtrace.setter
+    def backtrace(self, frames: List[str]) -> None:
+        frames = list(frames)
+        self._unwind = lambda: frames
+
 
 class FatalFault(Error):
     """A fault in guest code that no trap table explains: a compiler or runtime bug.

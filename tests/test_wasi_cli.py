@@ -80,7 +80,7 @@ def test_trap_prints_code_and_backtrace(tmp_path, program):
     assert done.returncode == ExitStatus.TRAP
     lines = done.stderr.splitlines()
     assert lines[0].startswith("pylucet-wasi: trap: Unreachable")
-    assert lines[1:] == ["wasm backtrace:", "  0: inner"]
+    assert lines[1:] == ["wasm backtrace:", "  0: inner", "  1: outer"]
     assert "Traceback" not in done.stderr
 
 
