@@ -3,18 +3,44 @@
 # The host calls pylucet_enter(instance page) as an ordinary C function. It saves what SysV says
 # a callee must preserve, moves onto the guest's own stack inside the sandbox slot, calls the
 # guest function with the arguments the runtime stored in the instance page, stores the results
-# back there and returns 0. If the guest faults instead, the signal handler (trap.s) makes the
-# thread resume at pylucet_fault_return, which restores the same saved host state and returns 1
-# from pylucet_enter's frame: to Python a trap looks like an ordinary return.
+# back there and returns EXIT_RETURNED. Every other way back to the host also ends in
+# restore_host, so to Python each of them looks like an ordinary return with a reason in eax
+# (pylucet/module/abi.py, ExitReason):
 #
-# Offsets (INST_*, INSTANCE_PAGE_SIZE, ...) come from pylucet/module/abi.py as .equ lines that
-# pylucet/runtime/stubs.py prepends; this file holds no layout numbers of its own.
+#   EXIT_FAULTED      the signal handler (trap.s) sent the thread to pylucet_fault_return;
+#   EXIT_HOSTCALL     the guest called a host import: pylucet_hostcall saved the guest's
+#                     registers in the instance page and left, so the host runs the import in
+#                     Python on its *own* stack, never on the guest's;
+#   EXIT_INTERRUPTED  an interrupt poll of compiled code faulted: the host revoked the poll page;
+#   EXIT_BUSY         the instance was already in use by another call (see INST_ROOT).
+#
+# Instances may call each other's functions through imports (pylucet_call_guest): the callee
+# then runs on the caller's stack, and everything that must find the host context -- a
+# hostcall, an interruption, a fault -- goes to the *root*: the instance page whose
+# pylucet_enter is under way (INST_ROOT). Each instance page names its root while it is in use.
+#
+# After a hostcall or an interruption the host calls pylucet_resume(instance page): it saves the
+# host's registers again (possibly on another thread), restores the guest's and returns into the
+# guest as if the call it made had just returned, with rax / xmm0 from INST_RET_*.
+#
+# Offsets (INST_*, EXIT_*, INSTANCE_PAGE_SIZE, ...) come from pylucet/module/abi.py as .equ
+# lines that pylucet/runtime/stubs.py prepends; this file holds no layout numbers of its own.
 
 .globl pylucet_enter
+.globl pylucet_resume
 .globl pylucet_fault_return
+.globl pylucet_hostcall
+.globl pylucet_interrupt
+.globl pylucet_call_guest
 
 # --- int pylucet_enter(u64 instance_page) -----------------------------------------------------------
+# --- int pylucet_resume(u64 instance_page) ----------------------------------------------------------
 pylucet_enter:
+    xor eax, eax                              # eax = 0: a fresh call (see below)
+    jmp save_host
+pylucet_resume:
+    mov eax, 1                                # eax = 1: continue a guest that left mid-call
+save_host:
     # Save the host's callee-saved registers: the guest may clobber any of them on a fault.
     mov [rdi + INST_HOST_RBX], rbx            # rbx
     mov [rdi + INST_HOST_RBP], rbp            # rbp
@@ -24,6 +50,13 @@ pylucet_enter:
     mov [rdi + INST_HOST_R15], r15            # r15
     stmxcsr dword ptr [rdi + INST_HOST_MXCSR] # SSE rounding/exception state, restored on the way out
     mov [rdi + INST_HOST_RSP], rsp            # rsp points at our return address into ctypes
+    test eax, eax                             # resuming?
+    jnz resume_guest                          # -> put the guest's own registers back
+
+    # Claim the instance: it becomes its own root, unless some call already holds it.
+    xor eax, eax                              # expect INST_ROOT = 0 (idle) ...
+    lock cmpxchg [rdi + INST_ROOT], rdi       # ... and make it this page, atomically
+    jne busy_entry                            # -> in use: EXIT_BUSY, nothing ran
 
     # Enter the sandbox's world: r14 = vmctx (the heap base, just past the instance page) is the
     # one register compiled code relies on; rbx keeps the instance page for after the call.
@@ -33,7 +66,7 @@ pylucet_enter:
     # Refuse a stack argument count that could run off the guest stack.
     mov rcx, [rbx + INST_ENTRY_NSTACK]        # number of 8-byte stack arguments
     cmp rcx, ENTRY_MAX_STACK_ARGS             # unsigned compare: huge values are rejected too
-    ja bad_entry                              # -> status 2 without touching the guest
+    ja bad_entry                              # -> EXIT_BAD_ENTRY without touching the guest
 
     # Switch to the guest stack and lay the stack arguments out as SysV wants them: the first one
     # at [rsp] when the call instruction executes, with rsp 16-byte aligned at that point.
@@ -52,36 +85,166 @@ pylucet_enter:
     cld                                       # copy upwards (SysV guarantees DF=0 anyway)
     rep movsq                                 # copy rcx quadwords from [rsi] to [rdi]
 
-    # Load the register arguments: integers in rdi, rsi, rdx, rcx, r8, r9; floats in xmm0..xmm7.
-    mov rdi, [rbx + INST_ENTRY_GPR + 0]       # 1st integer argument
-    mov rsi, [rbx + INST_ENTRY_GPR + 8]       # 2nd
-    mov rdx, [rbx + INST_ENTRY_GPR + 16]      # 3rd
-    mov rcx, [rbx + INST_ENTRY_GPR + 24]      # 4th
-    mov r8, [rbx + INST_ENTRY_GPR + 32]       # 5th
-    mov r9, [rbx + INST_ENTRY_GPR + 40]       # 6th
-    movq xmm0, qword ptr [rbx + INST_ENTRY_XMM + 0]    # 1st float argument (low 64 bits)
-    movq xmm1, qword ptr [rbx + INST_ENTRY_XMM + 8]    # 2nd
-    movq xmm2, qword ptr [rbx + INST_ENTRY_XMM + 16]   # 3rd
-    movq xmm3, qword ptr [rbx + INST_ENTRY_XMM + 24]   # 4th
-    movq xmm4, qword ptr [rbx + INST_ENTRY_XMM + 32]   # 5th
-    movq xmm5, qword ptr [rbx + INST_ENTRY_XMM + 40]   # 6th
-    movq xmm6, qword ptr [rbx + INST_ENTRY_XMM + 48]   # 7th
-    movq xmm7, qword ptr [rbx + INST_ENTRY_XMM + 56]   # 8th
+    # Load the register arguments, in the order of abi.GUEST_INT_ARG_REGS / GUEST_FLOAT_ARG_REGS.
+    mov rdi, [rbx + INST_ENTRY_RDI]           # 1st integer argument
+    mov rsi, [rbx + INST_ENTRY_RSI]           # 2nd
+    mov rdx, [rbx + INST_ENTRY_RDX]           # 3rd
+    mov rcx, [rbx + INST_ENTRY_RCX]           # 4th
+    mov r8, [rbx + INST_ENTRY_R8]             # 5th
+    mov r9, [rbx + INST_ENTRY_R9]             # 6th
+    movdqu xmm0, xmmword ptr [rbx + INST_ENTRY_XMM0]   # 1st float argument (all 128 bits)
+    movdqu xmm1, xmmword ptr [rbx + INST_ENTRY_XMM1]   # 2nd
+    movdqu xmm2, xmmword ptr [rbx + INST_ENTRY_XMM2]   # 3rd
+    movdqu xmm3, xmmword ptr [rbx + INST_ENTRY_XMM3]   # 4th
+    movdqu xmm4, xmmword ptr [rbx + INST_ENTRY_XMM4]   # 5th
+    movdqu xmm5, xmmword ptr [rbx + INST_ENTRY_XMM5]   # 6th
+    movdqu xmm6, xmmword ptr [rbx + INST_ENTRY_XMM6]   # 7th
+    movdqu xmm7, xmmword ptr [rbx + INST_ENTRY_XMM7]   # 8th
 
     # Run the guest. A fault inside never comes back here: it lands in pylucet_fault_return.
+    # A hostcall or an interruption leaves through restore_host and, once resumed, carries on
+    # inside the guest, which eventually returns here with rbx intact (it is callee-saved).
     call qword ptr [rbx + INST_ENTRY_FUNC]    # the guest function's absolute address
 
     # The guest returned: keep every result register a wasm signature can use.
     mov [rbx + INST_RET_RAX], rax             # first integer result
     mov [rbx + INST_RET_RDX], rdx             # second integer result
-    movq qword ptr [rbx + INST_RET_XMM0], xmm0  # first float result
-    movq qword ptr [rbx + INST_RET_XMM1], xmm1  # second float result
+    movdqu xmmword ptr [rbx + INST_RET_XMM0], xmm0  # first float result
+    movdqu xmmword ptr [rbx + INST_RET_XMM1], xmm1  # second float result
+    mov qword ptr [rbx + INST_ROOT], 0        # the call is over: release the instance
     mov rdi, rbx                              # restore_host wants the instance page in rdi
-    xor eax, eax                              # status 0: returned normally
+    mov eax, EXIT_RETURNED
     jmp restore_host
 
 bad_entry:
-    mov eax, 2                                # status 2: the entry request was malformed
+    mov qword ptr [rbx + INST_ROOT], 0        # release the claim
+    mov rdi, rbx
+    mov eax, EXIT_BAD_ENTRY                   # the entry request was malformed
+    jmp restore_host
+
+busy_entry:
+    mov eax, EXIT_BUSY                        # the host releases nothing: it never had it
+    jmp restore_host
+
+# --- resuming: rdi = instance page, host registers saved ------------------------------------------
+resume_guest:
+    mov rbx, [rdi + INST_GUEST_RBX]           # the guest's callee-saved registers, as it left them
+    mov rbp, [rdi + INST_GUEST_RBP]
+    mov r12, [rdi + INST_GUEST_R12]
+    mov r13, [rdi + INST_GUEST_R13]
+    mov r14, [rdi + INST_GUEST_R14]           # its vmctx
+    mov r15, [rdi + INST_GUEST_R15]
+    ldmxcsr dword ptr [rdi + INST_GUEST_MXCSR]  # its float environment
+    mov rsp, [rdi + INST_GUEST_RSP]           # its stack: [rsp] = the return address of its call
+    mov rax, [rdi + INST_RET_RAX]             # the call's result, if an integer ...
+    movq xmm0, qword ptr [rdi + INST_RET_XMM0]  # ... or a float (whichever the type says)
+    ret                                       # back into the guest, after its call
+
+# --- pylucet_hostcall: called by compiled code through an import entry ----------------------------
+# In: r10 = the import entry, r14 = the calling guest's vmctx, arguments as the calling convention
+# places them, [rsp] = the return address into the guest. It uses no stack: the guest's own
+# (whose last 32 KiB are reserved) only has to hold what the call instruction pushed.
+pylucet_hostcall:
+    mov r11, [r14 + VMCTX_INST_ROOT]          # r11 = the root instance page (the host context)
+    mov [r11 + INST_HC_RDI], rdi              # the integer argument registers ...
+    mov [r11 + INST_HC_RSI], rsi
+    mov [r11 + INST_HC_RDX], rdx
+    mov [r11 + INST_HC_RCX], rcx
+    mov [r11 + INST_HC_R8], r8
+    mov [r11 + INST_HC_R9], r9
+    movdqu xmmword ptr [r11 + INST_HC_XMM0], xmm0   # ... and the float ones, whole
+    movdqu xmmword ptr [r11 + INST_HC_XMM1], xmm1
+    movdqu xmmword ptr [r11 + INST_HC_XMM2], xmm2
+    movdqu xmmword ptr [r11 + INST_HC_XMM3], xmm3
+    movdqu xmmword ptr [r11 + INST_HC_XMM4], xmm4
+    movdqu xmmword ptr [r11 + INST_HC_XMM5], xmm5
+    movdqu xmmword ptr [r11 + INST_HC_XMM6], xmm6
+    movdqu xmmword ptr [r11 + INST_HC_XMM7], xmm7
+    lea rax, [rsp + 8]                        # stack arguments start past the return address
+    mov [r11 + INST_HC_STACK], rax
+    mov [r11 + INST_HC_ENTRY], r10            # which import
+    mov [r11 + INST_HC_VMCTX], r14            # called from which instance
+    mov eax, EXIT_HOSTCALL
+    jmp leave_guest
+
+# --- pylucet_interrupt: an interrupt poll faulted -------------------------------------------------
+# Entered as if called from the instruction after the poll (trap.s pushes that return address and
+# sends the thread here), at a point where no scratch register holds a live value, so saving the
+# callee-saved registers is enough to resume there later.
+pylucet_interrupt:
+    mov r11, [r14 + VMCTX_INST_ROOT]          # r11 = the root instance page
+    mov eax, EXIT_INTERRUPTED
+    jmp leave_guest
+
+# --- pylucet_call_guest: compiled code calls another instance's function ------------------------
+# In: r10 = the import entry {func = here, vmctx = the callee's, target = its code, index = its
+# stack-argument words}, r14 = the caller's vmctx, arguments placed by the calling convention,
+# [rsp] = the return address, stack arguments above it. The callee runs on this stack with r14 =
+# its own vmctx; while it does, its root is the caller's root and its stack limit the caller's
+# (the stack it really runs on). The stack arguments are copied below a small frame that keeps
+# what must be put back; rax, rdx, xmm0 and xmm1 (the results) pass through untouched.
+pylucet_call_guest:
+    push r14                                  # the caller's vmctx            (rsp = 8 mod 16 at entry)
+    push r12                                  # two callee-saved registers to work with
+    push r13
+    mov r12, r10                              # r12 = the import entry (the callee preserves r12)
+    mov r13, [r12 + IMPORT_ENTRY_VMCTX]       # r13 = the callee's vmctx (preserved as well)
+    mov r11, [r14 + VMCTX_INST_ROOT]          # r11 = our root
+    xor eax, eax                              # claim the callee: idle (0) becomes ours ...
+    lock cmpxchg [r13 + VMCTX_INST_ROOT], r11
+    je claimed
+    cmp rax, r11                              # ... or it is already part of this very call
+    jne callee_busy                           # (A calls B calls A): anything else is busy
+claimed:
+    push rax                                  # its root before (0, or ours when re-entered)
+    push qword ptr [r13 + VMCTX_STACK_LIMIT]  # its stack limit before; 5 pushes: rsp 16-aligned
+    mov rax, [r14 + VMCTX_STACK_LIMIT]        # it runs on our stack: our limit holds
+    mov [r13 + VMCTX_STACK_LIMIT], rax
+    mov rax, [r12 + IMPORT_ENTRY_INDEX]       # rax = stack-argument words
+    lea r10, [rax*8 + 15]                     # bytes of them, rounded up to 16
+    and r10, -16
+    sub rsp, r10                              # room for the copies, alignment kept
+    lea r11, [rsp + r10 + 48]                 # r11 = the caller's first stack argument (past our
+                                              # 5 pushes and the return address)
+copy_args:
+    test rax, rax                             # copied them all?
+    jz call_callee
+    dec rax                                   # last to first
+    mov r10, [r11 + rax*8]
+    mov [rsp + rax*8], r10
+    jmp copy_args
+call_callee:
+    mov r14, r13                              # the callee's vmctx
+    call qword ptr [r12 + IMPORT_ENTRY_TARGET]  # run it: a fault or hostcall in it goes to the root
+    mov r10, [r12 + IMPORT_ENTRY_INDEX]       # drop the copied arguments again
+    lea r10, [r10*8 + 15]
+    and r10, -16
+    add rsp, r10
+    pop qword ptr [r13 + VMCTX_STACK_LIMIT]   # the callee's own stack limit ...
+    pop qword ptr [r13 + VMCTX_INST_ROOT]     # ... and root, as they were
+    pop r13
+    pop r12
+    pop r14                                   # our vmctx again
+    ret
+
+callee_busy:
+    pop r13                                   # back to the state at the call ...
+    pop r12
+    pop r14
+    mov r11, [r14 + VMCTX_INST_ROOT]          # ... and leave for the host, which ends the call
+    mov eax, EXIT_BUSY
+
+# --- leave_guest: r11 = instance page, eax = exit reason; [rsp] = return address into the guest --
+leave_guest:
+    mov [r11 + INST_GUEST_RBX], rbx           # the guest's callee-saved registers ...
+    mov [r11 + INST_GUEST_RBP], rbp
+    mov [r11 + INST_GUEST_R12], r12
+    mov [r11 + INST_GUEST_R13], r13
+    mov [r11 + INST_GUEST_R14], r14
+    mov [r11 + INST_GUEST_R15], r15
+    mov [r11 + INST_GUEST_RSP], rsp           # ... its stack, where resume will `ret` from ...
+    stmxcsr dword ptr [r11 + INST_GUEST_MXCSR]  # ... and its float environment
+    mov rdi, r11                              # restore_host wants the instance page in rdi
     jmp restore_host
 
 # --- pylucet_fault_return: rdi = instance page ------------------------------------------------------
@@ -89,9 +252,10 @@ bad_entry:
 # or stack can be trusted here (the fault may have been a stack overflow), so the very first thing
 # is to take rsp back from the instance page.
 pylucet_fault_return:
-    mov eax, 1                                # status 1: the guest faulted (see INST_FAULT_*)
+    mov qword ptr [rdi + INST_ROOT], 0        # the call is over (the host tidies any callee)
+    mov eax, EXIT_FAULTED                     # the guest faulted (see INST_FAULT_*)
 
-# --- shared exit: rdi = instance page, eax = status -------------------------------------------------
+# --- shared exit: rdi = instance page, eax = exit reason -------------------------------------------
 restore_host:
     mov rsp, [rdi + INST_HOST_RSP]            # back on the host stack, at pylucet_enter's return address
     mov rbx, [rdi + INST_HOST_RBX]            # rbx
@@ -102,4 +266,4 @@ restore_host:
     mov r15, [rdi + INST_HOST_R15]            # r15
     ldmxcsr dword ptr [rdi + INST_HOST_MXCSR] # the host's rounding mode and exception masks
     cld                                       # a faulting guest may have left DF set
-    ret                                       # to pylucet_enter's caller, with eax = status
+    ret                                       # to the host's caller, with eax = exit reason

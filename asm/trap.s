@@ -1,4 +1,5 @@
-# trap.s -- the fault signal handler: turns a guest's SIGSEGV/SIGBUS/SIGFPE/SIGILL into a return.
+# trap.s -- the signal handlers: a guest's SIGSEGV/SIGBUS/SIGFPE/SIGILL becomes a return, and a
+# SIGINT that interrupts a guest makes it stop at its next interrupt check.
 #
 # void pylucet_signal_handler(int signo, siginfo_t *info, ucontext_t *uc)
 #
@@ -20,6 +21,7 @@
 # pylucet_fault_return).
 
 .globl pylucet_signal_handler
+.globl pylucet_sigint_handler
 
 pylucet_signal_handler:
     push rbx                                  # SysV callee-saved registers we use below ...
@@ -30,15 +32,76 @@ pylucet_signal_handler:
     mov r12d, edi                             # r12 = signo
     mov r13, rsi                              # r13 = siginfo_t *
     mov r15, rdx                              # r15 = ucontext_t *
+    call guest_page                           # rbx = the running guest's instance page, or 0
+    test rbx, rbx
+    jz chain                                  # -> not a guest fault
+    # The page is ours (compiled code cannot write instance pages), so its root can be trusted:
+    # the page holding the host context, the faulting one's own unless it was called by another
+    # instance. A page with no root is not running at all.
+    mov rax, [r13 + SIGINFO_ADDR]             # the address that faulted
+    mov rcx, rbx                              # the guest's poll page is just below its page:
+    sub rcx, PAGE_SIZE                        # [rbx - PAGE_SIZE, rbx)
+    cmp rax, rcx
+    jb not_a_poll
+    cmp rax, rbx
+    jb poll_fault                             # -> an interruption, not a trap
+not_a_poll:
+    mov rbx, [rbx + INST_ROOT]
+    test rbx, rbx
+    jz chain
+    jmp record_fault
 
-    # --- 1. Is the faulting RIP inside registered guest code? -------------------------------------
-    mov rax, [r15 + UC_RIP]                   # rax = faulting instruction address
+    # An interrupt poll read the revoked poll page: make the guest call pylucet_interrupt from
+    # the instruction after the poll, as compiled code would, and let sigreturn go there.
+poll_fault:
+    mov rcx, [r15 + UC_RSP]                   # the guest's stack (its reservation has room)
+    sub rcx, 8
+    mov [r15 + UC_RSP], rcx
+    mov rax, [r15 + UC_RIP]                   # the poll ...
+    add rax, POLL_INSN_SIZE                   # ... and the instruction after it
+    mov [rcx], rax                            # is the return address
+    movabs rax, pylucet_interrupt
+    mov [r15 + UC_RIP], rax
+    jmp handler_done
+
+# --- void pylucet_sigint_handler(int signo, siginfo_t *info, ucontext_t *uc) ---------------------
+# Ctrl-C while a guest runs: Python's own SIGINT handler only notes the signal for the next
+# bytecode, which never comes while compiled code spins. So if the interrupted code is a guest's,
+# revoke its poll page (it leaves at its next poll, and the host then raises KeyboardInterrupt),
+# and in every case pass the signal on to the previous handler (Python's).
+pylucet_sigint_handler:
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    mov r12d, edi                             # r12 = signo
+    mov r13, rsi                              # r13 = siginfo_t *
+    mov r15, rdx                              # r15 = ucontext_t *
+    call guest_page                           # rbx = the running guest's instance page, or 0
+    test rbx, rbx
+    jz chain                                  # not in guest code: Python's handler is enough
+    mov rdi, rbx                              # revoke its poll page: mprotect(page - PAGE_SIZE,
+    sub rdi, PAGE_SIZE                        #   PAGE_SIZE, PROT_NONE), async-signal-safe
+    mov esi, PAGE_SIZE
+    xor edx, edx                              # PROT_NONE
+    mov eax, SYS_MPROTECT
+    syscall
+    jmp chain
+
+# --- guest_page: r15 = ucontext_t *; returns rbx = instance page of the interrupted guest, or 0 ---
+# The interrupted code counts as a guest's when its RIP lies in registered guest code (the data
+# page's code table, which also holds libcalls.s) and its r14 leads to a live instance page.
+# Clobbers rax, rcx, rdx, rsi, rdi, r8-r11.
+guest_page:
+    # --- 1. Is the RIP inside registered guest code? ----------------------------------------------
+    mov rax, [r15 + UC_RIP]                   # rax = interrupted instruction address
     movabs rbx, DATA_PAGE                     # rbx = our data page (absolute address)
     mov rcx, [rbx + DATA_RANGE_COUNT]         # rcx = entries in use in the range table
     lea rdx, [rbx + DATA_RANGES]              # rdx = first entry: {start, end}
 scan_ranges:
     test rcx, rcx                             # no entries left?
-    jz chain                                  # -> not guest code
+    jz no_guest                               # -> not guest code
     cmp rax, [rdx]                            # rip < start?
     jb next_range                             # -> not this one
     cmp rax, [rdx + 8]                        # rip < end? (a free entry has end = 0: never matches)
@@ -54,9 +117,9 @@ next_range:
     # (the signal is blocked while we run), so read the magic word with process_vm_readv on our
     # own pid: the kernel copies it for us, or returns -EFAULT if the page is not readable.
 in_guest_code:
-    mov rbx, [r15 + UC_R14]                   # the faulting context's r14 = vmctx (we hope)
+    mov rbx, [r15 + UC_R14]                   # the interrupted context's r14 = vmctx (we hope)
     sub rbx, INSTANCE_PAGE_SIZE               # rbx = candidate instance page
-    sub rsp, 48                               # scratch: 8-byte buffer, local iovec, remote iovec
+    sub rsp, 40                               # scratch: 8-byte buffer, local iovec, remote iovec
     mov qword ptr [rsp], 0                    # buffer = 0 (never the magic)
     mov [rsp + 8], rsp                        # local iovec base = &buffer
     mov qword ptr [rsp + 16], 8               # local iovec length = 8
@@ -75,20 +138,22 @@ in_guest_code:
     syscall                                   # rax = bytes copied, or -errno
     cmp rax, 8                                # copied the whole word?
     je probed                                 # -> compare it
-    cmp rax, -14                              # -EFAULT: the address is not readable ...
+    cmp rax, NEG_EFAULT                       # -EFAULT: the address is not readable ...
     je probe_failed                           # ... so r14 is not a vmctx
     mov rax, [rbx + INST_MAGIC]               # the syscall is unavailable (seccomp): trust r14
     mov [rsp], rax                            # and read the word directly
 probed:
     mov rax, [rsp]                            # the word at page->magic
-    add rsp, 48                               # drop the scratch area
+    add rsp, 40                               # drop the scratch area
     movabs rcx, INSTANCE_MAGIC                # "pylucet\0"
     cmp rax, rcx                              # a live instance page?
-    jne chain                                 # -> no: not a guest fault after all
-    jmp record_fault
+    jne no_guest                              # -> no: not a guest after all
+    ret                                       # rbx = the page
 probe_failed:
-    add rsp, 48                               # drop the scratch area
-    jmp chain
+    add rsp, 40                               # drop the scratch area
+no_guest:
+    xor ebx, ebx
+    ret
 
     # --- 3. Record the fault and send the thread to pylucet_fault_return ---------------------------
 record_fault:
@@ -101,6 +166,8 @@ record_fault:
     mov [rbx + INST_FAULT_RIP], rax
     mov rax, [r15 + UC_RSP]                   # and its stack pointer
     mov [rbx + INST_FAULT_RSP], rax
+    mov rax, [r15 + UC_R14]                   # and which instance's code it was
+    mov [rbx + INST_FAULT_VMCTX], rax
     movabs rax, pylucet_fault_return          # resume there ...
     mov [r15 + UC_RIP], rax
     mov [r15 + UC_RDI], rbx                   # ... with rdi = instance page
@@ -110,11 +177,11 @@ record_fault:
 
     # --- 4. Not ours: chain to the previous handler ----------------------------------------------
     # The data page holds, for each signal number, the handler that was installed before ours
-    # (DATA_PREV_HANDLER + 16 * signo: the address, then its sa_flags).
+    # (DATA_PREV_HANDLER + (signo << DATA_PREV_HANDLER_SHIFT): the address, then its sa_flags).
 chain:
     mov eax, r12d                             # signo
-    and eax, 63                               # stay inside the table whatever the kernel says
-    shl eax, 4                                # 16 bytes per entry
+    and eax, DATA_SIGNALS - 1                 # stay inside the table whatever the kernel says
+    shl eax, DATA_PREV_HANDLER_SHIFT          # 16 bytes per entry
     movabs rbx, DATA_PAGE                     # data page
     mov rax, [rbx + rax + DATA_PREV_HANDLER]  # previous handler
     cmp rax, SIG_IGN                          # SIG_DFL (0) or SIG_IGN (1)?

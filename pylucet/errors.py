@@ -11,7 +11,7 @@ module knows the byte offset, so tools and tests can look at fields instead of p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from .module.traps import TrapCode
@@ -83,11 +83,34 @@ class LoadError(Error):
     """A compiled artifact could not be loaded (not ours, wrong version, CPU lacks a feature)."""
 
 
+class StubError(LoadError):
+    """The runtime's own native stubs (``asm/``) could not be assembled or mapped: a broken
+    install, or a keystone that assembles them differently. Raised by ``import pylucet.runtime``."""
+
+
 class LinkError(Error):
-    """The module's imports could not be satisfied."""
+    """The module's imports could not be satisfied. ``problems`` lists each missing or
+    mistyped import, when there are several."""
+
+    def __init__(self, message: str, problems: Optional[List[str]] = None):
+        self.problems = list(problems) if problems else [message]
+        super().__init__(message)
 
 
 # --- runtime -------------------------------------------------------------------------------------
+
+class UnknownExport(Error, LookupError):
+    """No exported function has that name; ``available`` lists the names there are."""
+
+    def __init__(self, name: str, available: Sequence[str]):
+        self.name = name
+        self.available = list(available)
+        super().__init__(f"no exported function {name!r} (exported functions: "
+                         f"{', '.join(self.available) or 'none'})")
+
+    def __str__(self) -> str:  # LookupError would show the message's repr
+        return str(self.args[0])
+
 
 class LimitsExceeded(Error):
     """The module asks for more than the region's :class:`~pylucet.Limits` allow."""
@@ -96,9 +119,18 @@ class LimitsExceeded(Error):
 class RegionFull(Error):
     """Every slot of the region is in use."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, held_by_views: int = 0):
         self.capacity = capacity
-        super().__init__(f"region is full: all {capacity} slots are in use")
+        self.held_by_views = held_by_views
+        hint = (f" ({held_by_views} of them held back because a heap view of a closed instance "
+                "is still alive: drop those memoryviews to free the slots)"
+                if held_by_views else "")
+        super().__init__(f"region is full: all {capacity} slots are in use{hint}")
+
+
+class StateError(Error, RuntimeError):
+    """The instance cannot do that in its current state (running, yielded, terminated...), or
+    the calling thread cannot (it is inside a signal handler, on its alternate stack)."""
 
 
 class InstantiationError(Error):
@@ -120,6 +152,7 @@ class Trap(Error):
         self.wasm_offset = wasm_offset
         self.code_offset = code_offset
         self.fault_address = fault_address
+        self._unwind: Optional[Callable[[], List[str]]] = None
         text = message or code.message
         where = []
         if func is not None:
@@ -131,6 +164,16 @@ class Trap(Error):
         super().__init__(f"{code.name}: {text}" + (" " + " ".join(where) if where else ""))
 
 
+    @property
+    def backtrace(self) -> List[str]:
+        """The wasm functions on the guest's stack at the trap, innermost first (from a scan of
+        the stack taken at the fault for return addresses into guest code, so a stale return
+        address left in a frame's spill slots may show up as an extra entry)."""
+        if self._unwind is not None:
+            return self._unwind()
+        return [self.func] if self.func is not None else []
+
+
 class FatalFault(Error):
     """A fault in guest code that no trap table explains: a compiler or runtime bug.
 
@@ -139,9 +182,26 @@ class FatalFault(Error):
 
 
 class Terminated(Error):
-    """The instance was terminated: by a hostcall that raised, by ``proc_exit``, or remotely."""
+    """The instance was terminated: by a hostcall that raised or called ``terminate``, by its
+    kill switch, or by a timeout. ``details`` is what the hostcall passed to
+    :class:`Terminate` (None otherwise); when a hostcall raised, ``__cause__`` is its exception.
+    The instance refuses to run until ``reset()``.
+    """
 
     def __init__(self, reason: str, details: object = None):
         self.reason = reason
         self.details = details
         super().__init__(f"instance terminated: {reason}")
+
+
+class Terminate(Error):
+    """Raised by a host function to end the guest at once; ``run`` then raises
+    :class:`Terminated` carrying ``details`` (WASI's ``proc_exit`` passes its exit code so)."""
+
+    def __init__(self, details: object = None):
+        self.details = details
+        super().__init__(f"terminate({details!r})")
+
+
+class MemoryAccessError(Error, IndexError):
+    """A host function asked for guest memory outside the instance's heap."""

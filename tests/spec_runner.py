@@ -226,7 +226,7 @@ class ScriptRunner:
             args.append(v.value)
         try:
             return tuple(inst.run_bits(action.field, *args))
-        except NotImplementedError as e:
+        except pylucet.Unsupported as e:
             raise Skip(str(e)[:80])
 
 

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from pylucet.cli import objdump as objdump_cli
+from pylucet.cli._common import ExitStatus
 from pylucet.elf.reader import ELFFile, read_module_data
 from pylucet.elf.structs import PF, PT, SHT, STB, STT, sysv_hash
 from pylucet.elf.writer import write_shared_object
@@ -226,5 +227,5 @@ def test_objdump_cli_falls_back_to_system_objdump(artifact, capsys, monkeypatch)
 def test_objdump_cli_reports_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad.so"
     bad.write_bytes(b"\x7fELF")
-    assert objdump_cli.main([str(bad)]) == 1
+    assert objdump_cli.main([str(bad)]) == ExitStatus.BAD_MODULE
     assert "pylucet-objdump" in capsys.readouterr().err

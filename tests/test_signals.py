@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from pylucet.errors import LimitsExceeded
 from pylucet.module.abi import WASM_PAGE_SIZE
 from pylucet.runtime import libc, signals
 from pylucet.runtime.stubs import ENTER_FAULTED, ENTER_RETURNED, MAX_CODE_RANGES, STUBS
@@ -211,7 +212,7 @@ def test_code_ranges_are_reused_and_checked():
     with pytest.raises(ValueError):
         signals.register_code(0x2000, 0x2000)
     handles = []
-    with pytest.raises(RuntimeError):
+    with pytest.raises(LimitsExceeded, match="code ranges"):
         for i in range(MAX_CODE_RANGES + 1):
             handles.append(signals.register_code(0x1000 + i, 0x1001 + i))
     for handle in handles:

@@ -107,7 +107,7 @@ class FakeInstance:
             self.u64[base + i] = v & (2**64 - 1)
         base = INSTANCE_FIELDS["entry_xmm"] // 8
         for i, v in enumerate(floats):
-            self.u64[base + i] = _f64_bits(v)
+            self.u64[base + 2 * i] = _f64_bits(v)   # 16-byte xmm slots
         for i, v in enumerate(stack):
             self.args[i] = v
         self["entry_nstack"] = len(stack)
@@ -178,6 +178,9 @@ def _source_instructions(source: str) -> List[Tuple[List[str], str, List[str]]]:
         mnemonic = parts[0].lower()
         if mnemonic == "rep":
             mnemonic, parts = "rep " + parts[1].strip().lower(), [line]
+        elif mnemonic == "lock":                     # a prefix: its instruction has operands
+            inner = parts[1].split(None, 1)
+            mnemonic, parts = "lock " + inner[0].lower(), [line, inner[1]]
         operands = [o.strip() for o in re.split(r",(?![^\[]*\])", parts[1])] if len(parts) > 1 else []
         out.append((labels, mnemonic, operands))
         labels = []
@@ -636,3 +639,14 @@ def test_libc_failures_name_the_call():
         libc.munmap(1, PAGE_SIZE)
     with pytest.raises(OSError, match="mmap"):
         libc.mmap(0, 0, RW, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS)   # zero length: EINVAL
+
+
+def test_stubs_that_do_not_assemble_are_a_stub_error(monkeypatch):
+    import pylucet
+    from pylucet.runtime import stubs
+    real = stubs.asm_source
+    monkeypatch.setattr(stubs, "asm_source",
+                        lambda name: "    bogus rax\n" if name == "cpuid.s" else real(name))
+    with pytest.raises(pylucet.StubError, match=r"asm/cpuid.s: .*bogus rax") as info:
+        stubs.Stubs()
+    assert isinstance(info.value, pylucet.LoadError)

@@ -4,6 +4,7 @@ noise; the ratio is pylucet time / Cranelift time (lower is better; the goal is 
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -130,7 +131,8 @@ def best_of(fn, n=5) -> float:
     return statistics.median(times) * 1e3, result
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
     module = pylucet.load(pylucet.compile(KERNELS))
     region = pylucet.MmapRegion(1)
     inst = region.new_instance(module)

@@ -1,8 +1,9 @@
-"""``pylucet-objdump``: show what a compiled artifact holds, without loading it.
+"""pylucet-objdump: show what a compiled artifact holds, without loading it.
 
-Lucet ships ``lucet-objdump`` for the same reason: when a guest traps somewhere surprising, the
-first question is what the compiler recorded (heap spec, tables, the trap table of the function
-at that address), and the artifact must be readable even if it would not load.
+Prints the module data (heap spec, sparse data pages, globals, tables, signatures), imports and
+exports, and each function with its address, size and trap sites. Lucet ships lucet-objdump
+for the same reason: when a guest traps somewhere surprising, the first question is what the
+compiler recorded, and the artifact must be readable even if it would not load.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable, List, Optional, TextIO
+from typing import Iterable, List, Optional, Sequence, TextIO
 
 from ..elf.reader import ELFFile, read_artifact
 from ..errors import Error
 from ..module.serialize import ArtifactHeader
 from ..module.spec import SPARSE_PAGE_SIZE, FunctionSpec, ModuleData
 from ..wasm.types import ExternKind
+from ._common import CommandError, ExitStatus, Parser, one_line, require_file, status_of, tool
+
+PROG = "pylucet-objdump"
 
 
 def _opt(v: Optional[int], fmt: str = "{}") -> str:
@@ -44,11 +48,12 @@ def _ranges(indices: Iterable[int]) -> str:
 def print_module(header: ArtifactHeader, md: ModuleData, out: TextIO,
                  functions: Optional[List[FunctionSpec]] = None) -> None:
     w = lambda *a: print(*a, file=out)  # noqa: E731
-    w(f"module {md.name!r}: format version {header.version}")
+    w(f"module {md.display_name!r}: format version {header.version}")
     w(f"  .text at {header.text_vaddr:#x}, {header.text_size:#x} bytes; "
       f"module data at {header.self_vaddr:#x}, {header.blob_size:#x} bytes")
     w(f"  start function: {_opt(md.start)}")
     w(f"  CPU features: {', '.join(sorted(md.features)) or 'none'}")
+    w(f"  interrupt checks: {'yes' if md.interrupt_checks else 'no (a timeout cannot stop it)'}")
     if md.data_error:
         w(f"  instantiation fails after data segments: {md.data_error}")
 
@@ -58,11 +63,12 @@ def print_module(header: ArtifactHeader, md: ModuleData, out: TextIO,
         h = md.heap
         w(f"heap: initial {h.initial_size:#x} bytes, max {_opt(h.max_size, '{:#x} bytes')}, "
           f"reserved {h.reserved_size:#x}, guard {h.guard_size:#x}")
+    w(f"  sparse data pages: {len(md.sparse_data)}")
     if md.sparse_data:
         w(f"  initial data: {len(md.sparse_data)} pages of {SPARSE_PAGE_SIZE} bytes "
           f"(page indices {_ranges(md.sparse_data)})")
 
-    w(f"types ({len(md.types)}):")
+    w(f"signatures ({len(md.types)}):")
     for i, t in enumerate(md.types):
         w(f"  [{i}] {t}")
     w(f"globals ({len(md.globals)}):")
@@ -110,13 +116,13 @@ def disassemble(elf: ELFFile, path: Path, header: ArtifactHeader,
     except ImportError:
         exe = shutil.which("objdump")
         if exe is None:
-            print("pylucet-objdump: --disassemble needs capstone or binutils' objdump",
-                  file=sys.stderr)
-            return 1
+            raise CommandError("--disassemble needs capstone (pip install capstone) or "
+                               "binutils' objdump", ExitStatus.UNSUPPORTED)
         done = subprocess.run([exe, "-d", str(path)], capture_output=True, text=True)
         out.write(done.stdout)
-        sys.stderr.write(done.stderr)
-        return done.returncode
+        if done.returncode:
+            raise CommandError(f"objdump failed: {one_line(done.stderr)}", ExitStatus.ERROR)
+        return ExitStatus.OK
     cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     for f in functions:
         start = header.text_vaddr + f.code_offset
@@ -130,33 +136,45 @@ def disassemble(elf: ELFFile, path: Path, header: ArtifactHeader,
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="pylucet-objdump", description=__doc__)
-    ap.add_argument("artifact", type=Path, help="shared object written by pylucetc")
-    ap.add_argument("-d", "--disassemble", action="store_true",
-                    help="disassemble each function (capstone, else system objdump)")
+def parser() -> argparse.ArgumentParser:
+    ap = Parser(PROG, __doc__)
+    ap.add_argument("artifact", type=Path, nargs="?", help="shared object written by pylucetc")
+    ap.add_argument("-d", "--disassemble", nargs="?", const="", metavar="FUNC",
+                    help="disassemble each function, or only FUNC (capstone, else binutils' "
+                         "objdump)")
     ap.add_argument("-f", "--function", action="append", metavar="NAME",
                     help="only this function (by name, symbol or index); may repeat")
+    return ap
+
+
+@tool(PROG)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
+    if args.artifact is None:
+        # "-d x.so": argparse gives the file to --disassemble's optional FUNC
+        if not args.disassemble or not Path(args.disassemble).exists():
+            ap.error("the following arguments are required: artifact")
+        args.artifact, args.disassemble = Path(args.disassemble), ""
+    require_file(args.artifact)
     try:
         elf = ELFFile.open(args.artifact)
         header, md = read_artifact(elf)
-    except (Error, OSError) as e:
-        print(f"pylucet-objdump: {args.artifact}: {e}", file=sys.stderr)
-        return 1
-    functions = md.functions
-    if args.function:
-        wanted = set(args.function)
-        functions = [f for f in md.functions
-                     if {f.name, f.symbol, str(f.func_index)} & wanted]
-        if not functions:
-            print(f"pylucet-objdump: no function named {', '.join(args.function)}",
-                  file=sys.stderr)
-            return 1
-    print_module(header, md, sys.stdout, functions)
+    except Error as e:
+        raise CommandError(f"{args.artifact}: {e}", status_of(e)) from None
+    wanted = set(args.function or ())
     if args.disassemble:
+        wanted.add(args.disassemble)
+    functions = md.functions
+    if wanted:
+        functions = [f for f in md.functions if {f.name, f.symbol, str(f.func_index)} & wanted]
+        if not functions:
+            raise CommandError(f"no function named {', '.join(sorted(wanted))}",
+                               ExitStatus.USAGE)
+    print_module(header, md, sys.stdout, functions)
+    if args.disassemble is not None:
         return disassemble(elf, args.artifact, header, functions, sys.stdout)
-    return 0
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":  # pragma: no cover

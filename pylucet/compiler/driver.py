@@ -12,12 +12,13 @@ import os
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from ..errors import MalformedModule, Unsupported
+from ..errors import LimitsExceeded, MalformedModule, Unsupported
 from ..module.spec import (SPARSE_PAGE_SIZE, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec,
                            ImportSpec, ModuleData, TableSpec, symbol_safe)
-from ..module.abi import FUNC_SYMBOL_PREFIX, WASM_PAGE_SIZE
+from ..module.abi import (FUNC_SYMBOL_PREFIX, IMPORT_ENTRY, IMPORT_ENTRY_SIZE,
+                          IMPORT_TRAMPOLINE_SIZE, PAGE_SIZE, VMCTX_IMPORTS, WASM_PAGE_SIZE)
 from ..module.traps import TrapTable
 from ..wasm.decoder import decode_body, decode_module
 from ..wasm.opcodes import Op
@@ -25,6 +26,9 @@ from ..wasm.types import ConstExpr, ExternKind, Module, SegmentMode
 from ..wasm.validator import Validator
 from .codegen import compile_function
 from .env import ModuleEnv
+from .x86_64 import encoding as X
+from .x86_64.encoding import NO_INDEX
+from .x86_64.registers import R10, R14
 
 Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]"]
 
@@ -35,21 +39,48 @@ HEAP_GUARD_SIZE = 4 << 30
 FUNCTION_ALIGN = 16
 
 
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` after each function a compile finishes."""
+
+
 @dataclass
 class CompileStats:
+    """What a compile did and where its time went.
+
+    ``seconds`` is the whole of :func:`compile_module`; the phases are its parts: reading the
+    source (and parsing WAT), decoding the module, validating, generating code, and the rest
+    (module data, call relocation). Throughput counts the per-function phases only, so it does
+    not depend on how long reading or parsing text took.
+    """
+
     functions: int = 0
     instructions: int = 0
     code_bytes: int = 0
     seconds: float = 0.0
+    read_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    validate_seconds: float = 0.0
+    codegen_seconds: float = 0.0
+
+    @property
+    def function_seconds(self) -> float:
+        """Decoding, validating and compiling function bodies."""
+        return self.decode_seconds + self.validate_seconds + self.codegen_seconds
 
     @property
     def instructions_per_second(self) -> float:
-        return self.instructions / self.seconds if self.seconds else 0.0
+        s = self.function_seconds
+        return self.instructions / s if s else 0.0
 
     def __str__(self) -> str:
+        ms = lambda s: f"{s * 1e3:.1f} ms"  # noqa: E731
+        rest = self.seconds - self.read_seconds - self.function_seconds
         return (f"{self.functions} functions, {self.instructions} wasm instructions, "
-                f"{self.code_bytes} bytes of code in {self.seconds * 1e3:.1f} ms "
-                f"({self.instructions_per_second:,.0f} instructions/s)")
+                f"{self.code_bytes} bytes of code; compile {ms(self.seconds)} = read/parse "
+                f"{ms(self.read_seconds)} + decode {ms(self.decode_seconds)} + validate "
+                f"{ms(self.validate_seconds)} + codegen {ms(self.codegen_seconds)} + module "
+                f"data {ms(max(rest, 0.0))}; {self.instructions_per_second:,.0f} "
+                "instructions/s through decode, validate and codegen")
 
 
 @dataclass
@@ -107,10 +138,24 @@ def _looks_like_path(text: str) -> bool:
     return "(" not in text and "\n" not in text
 
 
-def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule:
-    """Decode, validate and compile ``source`` into machine code plus module data."""
+def compile_module(source: Source, name: Optional[str] = None, *,
+                   interrupt_checks: bool = True,
+                   reserved_size: int = HEAP_RESERVED_SIZE, guard_size: int = HEAP_GUARD_SIZE,
+                   max_heap: Optional[int] = None,
+                   progress: Optional[Progress] = None) -> CompiledModule:
+    """Decode, validate and compile ``source`` into machine code plus module data.
+
+    ``interrupt_checks`` (default on) makes every function entry and loop iteration test the
+    instance's interrupt flag, so a kill switch, a timeout or Ctrl-C can stop a guest that never
+    calls out; off, code is a little faster and only ends by itself or by a trap.
+
+    ``reserved_size`` and ``guard_size`` go into the module's :class:`HeapSpec` (see
+    :func:`heap_spec` for what they must satisfy); ``max_heap`` caps the memory's maximum, in
+    bytes. ``progress(done, total)`` is called after each function, for a progress display."""
+    check_heap_options(reserved_size, guard_size, max_heap)
     started = time.perf_counter()
     binary = read_source(source)
+    read_done = time.perf_counter()
     try:
         module = decode_module(binary)
     except MalformedModule:
@@ -122,9 +167,10 @@ def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule
     validator = Validator(module)
     validator.validate_module()
     env = ModuleEnv.from_module(module)
+    env.interrupt_checks = interrupt_checks
 
     nimp = module.num_imported_funcs
-    text = bytearray()
+    text = bytearray(_import_trampolines(nimp))
     functions: List[FunctionSpec] = []
     symbols: List[Tuple[str, int, int]] = []
     used_symbols: Dict[str, int] = {}
@@ -132,11 +178,21 @@ def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule
     features: set = set()
     stats = CompileStats()
 
+    stats.read_seconds = read_done - started
+    stats.decode_seconds = time.perf_counter() - read_done   # the module's sections
+    total = len(module.codes)
     for i, body in enumerate(module.codes):
         func_index = nimp + i
+        t0 = time.perf_counter()
         instrs = decode_body(module, body)
+        t1 = time.perf_counter()
         validator.validate_function(func_index, instrs)
+        t2 = time.perf_counter()
         compiled = compile_function(env, func_index, body, instrs)
+        t3 = time.perf_counter()
+        stats.decode_seconds += t1 - t0
+        stats.validate_seconds += t2 - t1
+        stats.codegen_seconds += t3 - t2
         text.extend(b"\xcc" * (-len(text) % FUNCTION_ALIGN))   # int3 padding between functions
         start = len(text)
         text.extend(compiled.code)
@@ -150,16 +206,21 @@ def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule
         symbols.append((_unique_symbol(FUNC_SYMBOL_PREFIX + symbol_safe(name_), func_index,
                                        used_symbols), start, len(compiled.code)))
         stats.instructions += len(instrs)
+        if progress is not None:
+            progress(i + 1, total)
 
     for at, callee in relocs:
-        if callee < nimp:
-            raise Unsupported("calls to imported functions are not supported yet")
-        target = functions[callee - nimp].code_offset
+        target = (IMPORT_TRAMPOLINE_SIZE * callee if callee < nimp
+                  else functions[callee - nimp].code_offset)
         struct.pack_into("<i", text, at, target - (at + 4))
+    for i, imp in enumerate(i for i in module.imports if i.kind == ExternKind.FUNC):
+        symbols.append((_unique_symbol(f"guest_import_{symbol_safe(imp.module)}_"
+                                       f"{symbol_safe(imp.name)}", i, used_symbols),
+                        IMPORT_TRAMPOLINE_SIZE * i, IMPORT_TRAMPOLINE_SIZE))
 
     data = ModuleData(
         name=name or module.names.module,
-        heap=_heap_spec(module),
+        heap=heap_spec(module, reserved_size, guard_size, max_heap),
         types=list(env.types),
         globals=_globals(module, env),
         functions=functions,
@@ -169,6 +230,7 @@ def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule
         sparse_data={},
         start=module.start,
         features=frozenset(features),
+        interrupt_checks=interrupt_checks,
     )
     data.tables, table_error = _tables(module)
     data.sparse_data, data_error = _sparse_data(module)
@@ -180,6 +242,19 @@ def compile_module(source: Source, name: Optional[str] = None) -> CompiledModule
     return CompiledModule(data, bytes(text), symbols, stats)
 
 
+def _import_trampolines(count: int) -> bytes:
+    """The trampoline of each imported function (see ``abi.IMPORT_TRAMPOLINE_SIZE``)."""
+    out = bytearray()
+    for i in range(count):
+        asm = X.Assembler()
+        asm.mov_rm(64, R10, (R14, NO_INDEX, 1, VMCTX_IMPORTS))       # the import entries
+        asm.lea(64, R10, (R10, NO_INDEX, 1, IMPORT_ENTRY_SIZE * i))  # r10 = &entry i
+        asm.jmp_m((R10, NO_INDEX, 1, IMPORT_ENTRY["func"]))          # tail-jump to its code
+        code = bytes(asm.code)
+        out += code + b"\xcc" * (IMPORT_TRAMPOLINE_SIZE - len(code))
+    return bytes(out)
+
+
 def _unique_symbol(symbol: str, func_index: int, used: Dict[str, int]) -> str:
     """Function names need not be unique in wasm; symbols must be."""
     if symbol in used:
@@ -188,15 +263,52 @@ def _unique_symbol(symbol: str, func_index: int, used: Dict[str, int]) -> str:
     return symbol
 
 
-def _heap_spec(module: Module) -> Optional[HeapSpec]:
+def check_heap_options(reserved_size: int = HEAP_RESERVED_SIZE, guard_size: int = HEAP_GUARD_SIZE,
+                       max_heap: Optional[int] = None) -> None:
+    """Heap options the code generator can honour (misuse of the API: ValueError)."""
+    for what, value, unit in (("reserved_size", reserved_size, WASM_PAGE_SIZE),
+                              ("guard_size", guard_size, PAGE_SIZE),
+                              ("max_heap", max_heap, WASM_PAGE_SIZE)):
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{what} must be a non-negative int, not {value!r}")
+        if value % unit:
+            raise ValueError(f"{what} {value:#x} is not a multiple of {unit:#x}")
+    if reserved_size > HEAP_RESERVED_SIZE:
+        raise ValueError(f"reserved_size {reserved_size:#x} exceeds the {HEAP_RESERVED_SIZE:#x} "
+                         "bytes a 32-bit address can name")
+    # Memory accesses are compiled without bounds checks: address (u32) + offset (u32) must
+    # land inside the reservation or its guard, whatever the split between the two.
+    if reserved_size + guard_size < HEAP_RESERVED_SIZE + HEAP_GUARD_SIZE:
+        raise ValueError(f"reserved_size + guard_size must cover "
+                         f"{HEAP_RESERVED_SIZE + HEAP_GUARD_SIZE:#x} bytes (8 GiB): compiled "
+                         "code does no bounds checks, so every 32-bit address plus a 32-bit "
+                         "offset must land on reserved or guard pages")
+
+
+def heap_spec(module: Module, reserved_size: int = HEAP_RESERVED_SIZE,
+              guard_size: int = HEAP_GUARD_SIZE,
+              max_heap: Optional[int] = None) -> Optional[HeapSpec]:
+    """The module's memory as a HeapSpec: its maximum capped by ``max_heap`` and by the
+    reservation (growth beyond ``reserved_size`` would reach the guard)."""
     if module.imported(ExternKind.MEMORY):
         raise Unsupported("imported memories are not supported yet")
     if not module.memories:
         return None
     lim = module.memories[0].limits
-    return HeapSpec(initial_size=lim.min * WASM_PAGE_SIZE,
-                    max_size=None if lim.max is None else lim.max * WASM_PAGE_SIZE,
-                    reserved_size=HEAP_RESERVED_SIZE, guard_size=HEAP_GUARD_SIZE)
+    initial = lim.min * WASM_PAGE_SIZE
+    max_size = None if lim.max is None else lim.max * WASM_PAGE_SIZE
+    for cap, what in ((max_heap, "the maximum heap"), (reserved_size, "the reserved size")):
+        if cap is None:
+            continue
+        if initial > cap:
+            raise LimitsExceeded(f"the module's memory starts at {initial:#x} bytes, more than "
+                                 f"{what} of {cap:#x} bytes")
+        if cap < HEAP_RESERVED_SIZE and (max_size is None or max_size > cap):
+            max_size = cap
+    return HeapSpec(initial_size=initial, max_size=max_size, reserved_size=reserved_size,
+                    guard_size=guard_size)
 
 
 def const_value(expr: ConstExpr, what: str) -> int:
@@ -279,15 +391,15 @@ def _sparse_data(module: Module) -> Tuple[Dict[int, bytes], Optional[str]]:
 
 
 def compile(source: Source, output: Optional[Union[str, "os.PathLike[str]"]] = None,
-            name: Optional[str] = None) -> bytes:
+            name: Optional[str] = None, **options: Any) -> bytes:
     """Compile wasm or WAT to an ELF shared object; write it to ``output`` if given.
 
-    Returns the shared object's bytes, which :func:`pylucet.load` also accepts directly.
+    ``options`` are :func:`compile_module`'s keywords. Returns the shared object's bytes, which
+    :func:`pylucet.load` also accepts directly. The output is written atomically, so a reader
+    never sees half an artifact under its name.
     """
-    elf = compile_module(source, name=name).to_elf()
+    elf = compile_module(source, name=name, **options).to_elf()
     if output is not None:
-        tmp = f"{os.fspath(output)}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(elf)
-        os.replace(tmp, output)   # never leave a half-written artifact under the real name
+        from .._atomic import write_atomically
+        write_atomically(output, elf)
     return elf

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 from ..errors import Unsupported
-from ..module.abi import GLOBAL_SLOT_SIZE
+from ..module.abi import slot_size
 from ..wasm.types import ExternKind, FuncType, Module, ValType
 
 
@@ -30,6 +30,8 @@ class ModuleEnv:
     global_types: List[ValType]
     global_offsets: List[int]
     """Byte offset of each global in the globals area."""
+    interrupt_checks: bool = True
+    """Test the interrupt flag at every function entry and loop iteration."""
 
     @classmethod
     def from_module(cls, module: Module) -> "ModuleEnv":
@@ -50,7 +52,7 @@ class ModuleEnv:
         offsets: List[int] = []
         pos = 0
         for vt in global_types:
-            size = 16 if vt == ValType.V128 else GLOBAL_SLOT_SIZE
+            size = slot_size(vt)
             pos = (pos + size - 1) & -size
             offsets.append(pos)
             pos += size

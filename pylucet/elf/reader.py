@@ -15,7 +15,8 @@ from ..errors import LoadError
 from ..module.abi import MODULE_SYMBOL
 from ..module.serialize import HEADER_SIZE, ArtifactHeader, loads, unpack_header
 from ..module.spec import ModuleData
-from .structs import (ELFCLASS64, ELFDATA2LSB, ELFMAG, PT, SHT, STB, STT, Ehdr, Phdr, Shdr, Sym)
+from .structs import (ELFCLASS64, ELFDATA2LSB, ELFMAG, PF, PT, SHT, STB, STT, Ehdr, Phdr, Shdr,
+                      Sym)
 
 
 def _enum_or_int(cls, value: int):  # type: ignore[no-untyped-def]
@@ -174,7 +175,13 @@ def _cstr(table: bytes, offset: int) -> str:
 
 
 def read_artifact(elf: ELFFile) -> Tuple[ArtifactHeader, ModuleData]:
-    """The header and module data behind ``pylucet_module``, found the way the loader does."""
+    """The header and module data behind ``pylucet_module``, found the way the loader does.
+
+    Every header field the loader trusts is checked against the ELF itself, so that a header
+    whose checksum was forged still cannot point the runtime at memory that ``dlopen`` does not
+    map: the header sits where the dynamic symbol says, the blob inside a loadable segment, and
+    the code inside an executable one (and within ``.text``, when there are section headers).
+    """
     sym = elf.symbol(MODULE_SYMBOL)
     if sym is None:
         raise LoadError(f"not a pylucet artifact: no {MODULE_SYMBOL!r} symbol")
@@ -182,8 +189,28 @@ def read_artifact(elf: ELFFile) -> Tuple[ArtifactHeader, ModuleData]:
     if header.self_vaddr != sym.value:
         raise LoadError(f"artifact header says it lives at {header.self_vaddr:#x}, "
                         f"but {MODULE_SYMBOL} is at {sym.value:#x}")
+    if sym.size and HEADER_SIZE + header.blob_size != sym.size:
+        raise LoadError(f"artifact header says {header.blob_size:#x} bytes of module data, but "
+                        f"{MODULE_SYMBOL} holds {sym.size - HEADER_SIZE:#x}")
     blob = elf.read_vaddr(sym.value + HEADER_SIZE, header.blob_size)
+    _check_text(elf, header)
     return header, loads(blob)
+
+
+def _check_text(elf: ELFFile, header: ArtifactHeader) -> None:
+    start, size = header.text_vaddr, header.text_size
+    where = f"[{start:#x}, +{size:#x})"
+    text = elf.get_section_by_name(".text")
+    # (the writer gives an empty .text one byte, so that its symbols have somewhere to point)
+    if text is not None and (text.addr != start or size > text.size):
+        raise LoadError(f"artifact header puts the code at {where}, but .text is at "
+                        f"[{text.addr:#x}, +{text.size:#x})")
+    if not size:
+        return
+    if not any(seg.type == PT.LOAD and seg.header.p_flags & PF.X and seg.contains_vaddr(start, size)
+               for seg in elf.iter_segments()):
+        raise LoadError(f"artifact header puts the code at {where}, which no executable "
+                        "segment maps")
 
 
 def read_module_data(path: Union[str, "os.PathLike[str]"]) -> Tuple[ArtifactHeader, ModuleData]:

@@ -23,7 +23,10 @@ on an inaccessible page and faults. It reads runtime data at small negative offs
 from __future__ import annotations
 
 import enum
-from typing import Dict, Iterable, List, Tuple
+import functools
+from typing import Dict, Iterable, List, NamedTuple, Tuple
+
+from ..wasm.types import ValType
 
 PAGE_SIZE = 4096                 # host page
 WASM_PAGE_SIZE = 65536           # wasm memory page
@@ -60,36 +63,164 @@ def _layout_down(fields: Iterable[Tuple[str, int]]) -> Dict[str, int]:
 CONTEXT_REGS = ("rbx", "rsp", "rbp", "r12", "r13", "r14", "r15")
 """Registers a context switch saves: the SysV callee-saved set plus rsp."""
 
+
+# --- The calling convention ------------------------------------------------------------------------
+# One rule, read by the code generator (calls and function entry), the runtime's entry path (which
+# fills the registers for run()), and the hostcall path (which reads them back, in reverse). It is
+# SysV x86-64 for wasm's value types:
+# * integers and references go in the next free GUEST_INT_ARG_REGS register, floats (and, later,
+#   v128, which takes a whole xmm register) in the next free GUEST_FLOAT_ARG_REGS register; the
+#   rest go on the stack, first argument first, 8 bytes each (v128: 16, 16-byte aligned);
+# * one result comes back in rax (integers, references) or xmm0 (floats, v128). Several results
+#   come back through a *return area*: the caller passes its address as a hidden first integer
+#   argument (in rdi, shifting the others along) and the callee stores result i at
+#   ``CallLayout.results[i].index * RESULT_SLOT_SIZE``. One rule for any count and mix of types
+#   keeps callers, callees and the runtime simple.
+
 GUEST_INT_ARG_REGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
-# Results. A function with one result returns it in rax (integers, references) or xmm0 (floats).
-# A function with several results returns all of them through a *return area*: the caller passes
-# its address as a hidden first integer argument (in rdi, shifting the others along), and the
-# callee stores result i at offset RESULT_SLOT_SIZE * i before returning. One rule for any count
-# and mix of types keeps callers, callees and the runtime's entry path simple.
 GUEST_FLOAT_ARG_REGS = tuple(f"xmm{i}" for i in range(8))
 ENTRY_MAX_STACK_ARGS = 1024      # wasm allows 1000 params; the rest of 1024 is headroom
+
+
+class ValueClass(enum.IntEnum):
+    """Which register file a value lives in, and so where the convention puts it."""
+
+    INT = 0      # i32, i64, funcref, externref: general-purpose registers, 8-byte slots
+    FLOAT = 1    # f32, f64: the low bits of an xmm register, 8-byte slots
+    VECTOR = 2   # v128: a whole xmm register, 16-byte aligned slots
+
+
+_VALUE_CLASS = {ValType.I32: ValueClass.INT, ValType.I64: ValueClass.INT,
+                ValType.F32: ValueClass.FLOAT, ValType.F64: ValueClass.FLOAT,
+                ValType.V128: ValueClass.VECTOR, ValType.FUNCREF: ValueClass.INT,
+                ValType.EXTERNREF: ValueClass.INT}
+
+
+def value_class(t: ValType) -> ValueClass:
+    return _VALUE_CLASS[t]
+
+
+SLOT_WORD = 8
+"""Bytes of one slot word: every scalar and reference value takes one (an i32 zero-extended, an
+f32 in the low half), a v128 two, 16-byte aligned."""
+
+
+def slot_words(t: ValType) -> int:
+    """8-byte words a value of type ``t`` takes in a stack, result or global slot."""
+    return 2 if _VALUE_CLASS[t] == ValueClass.VECTOR else 1
+
+
+def slot_size(t: ValType) -> int:
+    """Bytes (and alignment) of a ``t`` in a frame, result or global slot: 8, or 16 for v128."""
+    return SLOT_WORD * slot_words(t)
+
+
+class Loc(NamedTuple):
+    """Where one argument or result travels. ``kind`` is GPR (``index`` into
+    GUEST_INT_ARG_REGS), XMM (into GUEST_FLOAT_ARG_REGS), STACK (8-byte word index from the
+    first stack argument), RET_GPR/RET_XMM (``index`` 0: rax/xmm0) or RET_AREA (8-byte word index
+    in the return area)."""
+
+    kind: str
+    index: int
+
+
+GPR, XMM, STACK, RET_GPR, RET_XMM, RET_AREA = "gpr", "xmm", "stack", "ret_gpr", "ret_xmm", "area"
+
+
+class CallLayout(NamedTuple):
+    params: Tuple[Loc, ...]
+    results: Tuple[Loc, ...]
+    return_area: bool            # several results: rdi carries the return area's address
+    stack_words: int             # 8-byte words of stack arguments (before alignment padding)
+    area_words: int              # 8-byte words of the return area
+
+
+@functools.lru_cache(maxsize=4096)
+def call_layout(params: Tuple[ValType, ...], results: Tuple[ValType, ...]) -> CallLayout:
+    """Where every argument and result of a function with this signature lives."""
+    return_area = len(results) > 1
+    ngpr = 1 if return_area else 0
+    nxmm = nstack = 0
+    locs: List[Loc] = []
+    for t in params:
+        cls = _VALUE_CLASS[t]
+        if cls == ValueClass.INT and ngpr < len(GUEST_INT_ARG_REGS):
+            locs.append(Loc(GPR, ngpr))
+            ngpr += 1
+        elif cls != ValueClass.INT and nxmm < len(GUEST_FLOAT_ARG_REGS):
+            locs.append(Loc(XMM, nxmm))
+            nxmm += 1
+        else:
+            if cls == ValueClass.VECTOR:
+                nstack += nstack & 1
+            locs.append(Loc(STACK, nstack))
+            nstack += slot_words(t)
+    outs: List[Loc] = []
+    area = 0
+    if return_area:
+        for t in results:
+            if _VALUE_CLASS[t] == ValueClass.VECTOR:
+                area += area & 1
+            outs.append(Loc(RET_AREA, area))
+            area += slot_words(t)
+    elif results:
+        outs.append(Loc(RET_GPR if _VALUE_CLASS[results[0]] == ValueClass.INT else RET_XMM, 0))
+    return CallLayout(tuple(locs), tuple(outs), return_area, nstack, area)
+
+
+class ExitReason(enum.IntEnum):
+    """Why ``pylucet_enter`` / ``pylucet_resume`` (asm/context.s) returned to the host.
+
+    The stubs return one of these in eax (they get them as ``EXIT_<NAME>`` equates); the
+    runtime's run loop (``runtime.instance``) dispatches on them.
+    """
+
+    RETURNED = 0      # the guest function returned; results in INST_RET_*
+    FAULTED = 1       # the guest faulted; the signal handler filled INST_FAULT_*
+    BAD_ENTRY = 2     # INST_ENTRY_NSTACK exceeded ENTRY_MAX_STACK_ARGS; the guest did not run
+    HOSTCALL = 3      # the guest called a host import: INST_HC_* say which, with what arguments
+    INTERRUPTED = 4   # compiled code saw the interrupt flag (kill switch, timeout, Ctrl-C)
+    BUSY = 5          # the instance to enter (or call through an import) is already in use by
+                      # another call; nothing ran
+
 
 _INSTANCE_FIELDS: List[Tuple[str, int]] = [
     ("magic", 8),                 # INSTANCE_MAGIC while the slot holds an instance
     ("state", 8),                 # runtime.instance.State, for the stubs and for inspection
-    # host context: saved by the entry stub, restored on return or after a fault
+    # the instance page whose pylucet_enter is under way and holds the host context: this one
+    # when the host called it, the caller's root while another instance calls into it through
+    # an import (pylucet_call_guest), 0 when idle. Claimed atomically, so one instance is never
+    # entered by two calls at once.
+    ("root", 8),
+    # host context: saved by pylucet_enter/pylucet_resume, restored on every exit to the host
     *((f"host_{r}", 8) for r in CONTEXT_REGS),
     ("host_mxcsr", 8),            # low 32 bits: MXCSR; restored so a guest cannot change rounding
-    # guest context: reserved for yield/resume (a later issue), same shape as the host context
+    # guest context: saved when the guest leaves for the host mid-call (a hostcall, an
+    # interruption), restored by pylucet_resume
     *((f"guest_{r}", 8) for r in CONTEXT_REGS),
     ("guest_mxcsr", 8),
     # the call the entry stub makes
     ("entry_func", 8),            # absolute address of the guest function
     ("entry_gpr", 8 * len(GUEST_INT_ARG_REGS)),    # values for rdi, rsi, rdx, rcx, r8, r9
-    ("entry_xmm", 8 * len(GUEST_FLOAT_ARG_REGS)),  # low 64 bits of xmm0..xmm7
+    ("entry_xmm", 16 * len(GUEST_FLOAT_ARG_REGS)), # xmm0..xmm7, 16 bytes each (room for v128)
     ("entry_nstack", 8),          # how many 8-byte stack arguments
     ("entry_stack", 8),           # address of an array of entry_nstack u64, first argument first
     ("stack_top", 8),             # the guest stack's initial rsp (16-byte aligned)
-    # results written by the entry stub when the guest function returns
+    # results: written by the entry stub when the guest function returns, and by the host for
+    # a hostcall's result before pylucet_resume loads them into rax / xmm0
     ("ret_rax", 8),
     ("ret_rdx", 8),
-    ("ret_xmm0", 8),
-    ("ret_xmm1", 8),
+    ("ret_xmm0", 16),
+    ("ret_xmm1", 16),
+    # a hostcall in progress (ExitReason.HOSTCALL): the argument registers as the guest left
+    # them, where its stack arguments start, the import entry it called through, its vmctx
+    ("hc_gpr", 8 * len(GUEST_INT_ARG_REGS)),
+    ("hc_xmm", 16 * len(GUEST_FLOAT_ARG_REGS)),
+    ("hc_stack", 8),
+    ("hc_entry", 8),
+    ("hc_vmctx", 8),
+    ("fault_vmctx", 8),           # r14 of the faulting code: which instance faulted
     # filled in by the signal handler when a guest faults
     ("fault_signo", 8),
     ("fault_code", 8),            # siginfo si_code
@@ -122,7 +253,7 @@ _VMCTX_FIELDS: List[Tuple[str, int]] = [
     ("memory_size", 8),        # current heap size in bytes (a multiple of WASM_PAGE_SIZE)
     ("memory_max", 8),         # largest heap size memory.grow may reach, in bytes
     ("tables", 8),             # address of an array of TABLE_DESC entries, one per table
-    ("imports", 8),            # address of an array of imported-function entries (later issue)
+    ("imports", 8),            # address of an array of IMPORT_ENTRY, one per imported function
     ("libcalls", 8 * LIBCALL_SLOTS),
 ]
 VMCTX_FIELDS = _layout_down(_VMCTX_FIELDS)
@@ -146,6 +277,20 @@ def vmctx_libcall(call: Libcall) -> int:
     return VMCTX_LIBCALLS + 8 * int(call)
 
 
+# --- Interrupt polls -------------------------------------------------------------------------------
+# Compiled code polls at every function entry and loop header by *reading* a word of its slot's
+# poll page, the page just below the instance page: ``mov r11d, [r14 + VMCTX_POLL]``. A load that
+# hits costs next to nothing (no compare, no branch). To interrupt a guest, the host revokes the
+# page (mprotect PROT_NONE); the next poll faults, and the signal handler, seeing a fault on the
+# poll page, makes the guest call pylucet_interrupt from the instruction after the poll, which
+# leaves with ExitReason.INTERRUPTED -- resumable, since polls sit only where every live value is
+# in a callee-saved register or the frame.
+
+VMCTX_POLL = -(INSTANCE_PAGE_SIZE + PAGE_SIZE)
+POLL_INSN_SIZE = 7
+"""Bytes of the poll instruction (REX, 8B, ModRM, disp32): the handler resumes past it."""
+
+
 # --- Tables -----------------------------------------------------------------------------------------
 # A table descriptor says where a table's entries are and how many there are. An entry is the
 # function's address and its signature id; a null entry has address 0 and id NULL_TYPE_ID, so a
@@ -158,11 +303,24 @@ TABLE_ENTRY_SIZE = TABLE_ENTRY["_end"]
 NULL_TYPE_ID = 0xFFFF_FFFF_FFFF_FFFF
 """Signature ids are indices into the module's canonical (deduplicated) list of function types."""
 
-RESULT_SLOT_SIZE = 8
-"""Bytes per result in a return area (v128 results, later, will take two slots, aligned)."""
+# --- Imported functions -----------------------------------------------------------------------------
+# A call to imported function i loads the address of entry i into r10 and calls ``entry.func``
+# with the arguments placed by the calling convention and r14 = the caller's vmctx (which the call
+# preserves). For a host function, ``func`` is the hostcall stub (asm/context.s), which leaves
+# for the host with ExitReason.HOSTCALL; the host finds the function by ``index``. For a function
+# of another instance, ``func`` is pylucet_call_guest, which runs ``target`` with r14 = ``vmctx``
+# (the callee's) on the caller's stack; ``index`` is then its stack-argument word count.
 
-GLOBAL_SLOT_SIZE = 8
-"""Scalar globals take 8 bytes each in the globals area; v128 (later) will take 16, aligned."""
+IMPORT_ENTRY = _layout_up([("func", 8), ("vmctx", 8), ("target", 8), ("index", 8)])
+IMPORT_ENTRY_SIZE = IMPORT_ENTRY["_end"]
+
+IMPORT_TRAMPOLINE_SIZE = 32
+"""Compiled code reaches imported function i through a trampoline at ``.text + 32 * i`` (so a
+call to an import is an ordinary ``call rel32``, and a table entry for an import is a plain code
+address): it loads r10 = &entry i from the vmctx and jumps to ``entry.func``."""
+
+RESULT_SLOT_SIZE = SLOT_WORD
+"""Bytes per return-area word: result i sits at ``CallLayout.results[i].index`` words."""
 
 
 # --- Symbols in a compiled artifact -----------------------------------------------------------------
@@ -176,25 +334,39 @@ FUNC_SYMBOL_PREFIX = "guest_func_"
 def asm_equates() -> str:
     """``.equ`` lines for every constant above, prepended to each ``asm/`` source before assembly.
 
-    Names: ``INST_<FIELD>`` for instance-page fields (offset from the instance page),
+    Names: ``INST_<FIELD>`` for instance-page fields (offset from the instance page), plus
+    ``INST_ENTRY_<REG>`` / ``INST_HC_<REG>`` for the slot of each argument register,
     ``VMCTX_<FIELD>`` (negative offset from vmctx), ``TABLE_DESC_<FIELD>``, ``TABLE_ENTRY_<FIELD>``,
-    ``LIBCALL_<NAME>`` (offset from vmctx), and the scalar constants by their Python names.
+    ``IMPORT_ENTRY_<FIELD>``, ``LIBCALL_<NAME>`` (offset from vmctx), ``EXIT_<REASON>``, and the
+    scalar constants by their Python names.
     """
     lines = []
     for name, off in INSTANCE_FIELDS.items():
         if not name.startswith("_"):
             lines.append((f"INST_{name.upper()}", off))
+    for area in ("entry", "hc"):
+        for i, reg in enumerate(GUEST_INT_ARG_REGS):
+            lines.append((f"INST_{area.upper()}_{reg.upper()}", INSTANCE_FIELDS[f"{area}_gpr"] + 8 * i))
+        for i, reg in enumerate(GUEST_FLOAT_ARG_REGS):
+            lines.append((f"INST_{area.upper()}_{reg.upper()}", INSTANCE_FIELDS[f"{area}_xmm"] + 16 * i))
     for name, off in VMCTX_FIELDS.items():
         if not name.startswith("_"):
             lines.append((f"VMCTX_{name.upper()}", off))
-    for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("TABLE_ENTRY", TABLE_ENTRY)):
+    # instance-page fields the stubs reach from a vmctx (keystone mangles [reg - SYMBOL + ...])
+    lines.append(("VMCTX_INST_ROOT", INSTANCE_FIELDS["root"] - INSTANCE_PAGE_SIZE))
+    # ... and the runtime data the signal handlers reach from an instance page
+    lines.append(("VMCTX_POLL", VMCTX_POLL))
+    for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("TABLE_ENTRY", TABLE_ENTRY),
+                           ("IMPORT_ENTRY", IMPORT_ENTRY)):
         for name, off in layout.items():
             if not name.startswith("_"):
                 lines.append((f"{prefix}_{name.upper()}", off))
     for call in Libcall:
         lines.append((f"LIBCALL_{call.name}", vmctx_libcall(call)))
+    for reason in ExitReason:
+        lines.append((f"EXIT_{reason.name}", int(reason)))
     for name in ("PAGE_SIZE", "WASM_PAGE_SIZE", "WASM_MAX_PAGES", "INSTANCE_PAGE_SIZE",
                  "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "ENTRY_MAX_STACK_ARGS",
-                 "RESULT_SLOT_SIZE"):
+                 "RESULT_SLOT_SIZE", "IMPORT_ENTRY_SIZE", "POLL_INSN_SIZE"):
         lines.append((name, globals()[name]))
     return "".join(f".equ {n}, {v}\n" for n, v in lines)

@@ -16,7 +16,7 @@ Artifact symbol
     Header (HEADER_SIZE = 48 bytes)
       0   magic        8s   b"PYLUCET\\0"
       8   version      u32  FORMAT_VERSION
-      12  reserved     u32  0
+      12  header_crc   u32  zlib.crc32 of the header with this field zero
       16  blob_size    u64  bytes of Blob that follow the header
       24  self_vaddr   u64  link-time address of the header (st_value of pylucet_module)
       32  text_vaddr   u64  link-time address of .text
@@ -25,6 +25,11 @@ Artifact symbol
 The runtime address of the header minus ``self_vaddr`` is the load base, so a function's code is
 at ``base + text_vaddr + FunctionSpec.code_offset`` with no relocations. The ELF writer places
 the header so that the Blob starts page aligned in the file and in memory.
+
+The loader trusts every header field (they say where code and data are), so the header has a
+checksum of its own, as the Blob's Meta has: together they cover every field the loader reads.
+A checksum catches damage, not malice: :func:`pylucet.elf.reader.read_artifact` also checks the
+fields against the ELF's segments. (Version 1 had no header checksum.)
 
 Blob
 ====
@@ -46,6 +51,7 @@ Blob
       name       str?
       start      u32?
       data_error str?
+      flags      u32  1: compiled with interrupt checks (version 3 on)
       features   u32 n; str[n]                       sorted
       heap       u8 present; if 1: u64 initial_size, u64? max_size, u64 reserved_size,
                  u64 guard_size
@@ -92,7 +98,7 @@ from .traps import TrapCode, TrapSite, TrapTable
 
 MAGIC = b"PYLUCET\0"
 BLOB_MAGIC = b"PLMD"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
 NONE32 = 0xFFFF_FFFF
 NONE64 = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -119,20 +125,23 @@ class ArtifactHeader:
 
 
 def pack_header(h: ArtifactHeader) -> bytes:
-    return _HEADER.pack(h.magic, h.version, 0, h.blob_size, h.self_vaddr, h.text_vaddr,
-                        h.text_size)
+    fields = (h.blob_size, h.self_vaddr, h.text_vaddr, h.text_size)
+    crc = zlib.crc32(_HEADER.pack(h.magic, h.version, 0, *fields))
+    return _HEADER.pack(h.magic, h.version, crc, *fields)
 
 
 def unpack_header(buf: bytes) -> ArtifactHeader:
     if len(buf) < HEADER_SIZE:
         raise LoadError(f"artifact header truncated: {len(buf)} of {HEADER_SIZE} bytes")
-    magic, version, _, blob_size, self_vaddr, text_vaddr, text_size = _HEADER.unpack_from(buf)
+    magic, version, crc, *fields = _HEADER.unpack_from(buf)
     if magic != MAGIC:
         raise LoadError(f"not a pylucet artifact: bad magic {magic!r}")
     if version != FORMAT_VERSION:
         raise LoadError(f"artifact format version {version} is not supported "
                         f"(this runtime reads version {FORMAT_VERSION}); recompile the module")
-    return ArtifactHeader(blob_size, self_vaddr, text_vaddr, text_size, version, magic)
+    if zlib.crc32(_HEADER.pack(magic, version, 0, *fields)) != crc:
+        raise LoadError("artifact header is corrupt (checksum mismatch)")
+    return ArtifactHeader(*fields, version=version, magic=magic)
 
 
 # --- Writing --------------------------------------------------------------------------------------
@@ -181,6 +190,7 @@ def dumps(md: ModuleData) -> bytes:
     w.pack("I", w.opt_s(md.name))
     w.pack("I", _opt(md.start, NONE32))
     w.pack("I", w.opt_s(md.data_error))
+    w.pack("I", 1 if md.interrupt_checks else 0)
     features = sorted(md.features)
     w.pack("I", len(features))
     w.arr("I", [w.s(f) for f in features])
@@ -370,6 +380,9 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
     name = r.opt_s(r.u32())
     start = r.u32()
     data_error = r.opt_s(r.u32())
+    module_flags = r.u32()
+    if module_flags & ~1:
+        raise LoadError(f"module data has unknown flags {module_flags:#x}")
     features = frozenset(map(r.s, r.arr("I", r.u32())))
 
     heap = None
@@ -457,7 +470,7 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
     return ModuleData(name=name, heap=heap, types=types, globals=globals_, functions=functions,
                       imports=imports, exports=exports, tables=tables, sparse_data=sparse,
                       start=None if start == NONE32 else start, features=features,
-                      data_error=data_error)
+                      data_error=data_error, interrupt_checks=bool(module_flags & 1))
 
 
 def _pairs(a: array) -> Iterator[Tuple[int, int]]:

@@ -103,6 +103,13 @@ class ModuleData:
     features: FrozenSet[str] = frozenset() # CPU features the code uses ("popcnt", "lzcnt", "bmi1"...)
     data_error: Optional[str] = None       # an active data segment that does not fit: instantiation
                                            # copies what precedes it, then fails with this message
+    interrupt_checks: bool = True          # compiled with interrupt checks at entries and loops
+                                           # (without, a timeout or kill switch cannot stop it)
+
+    @property
+    def display_name(self) -> str:
+        """The name messages use: the module's own, or ``'<anonymous>'``."""
+        return self.name or "<anonymous>"
 
     @property
     def num_imported_funcs(self) -> int:

@@ -12,10 +12,17 @@ API a host uses::
 
 from __future__ import annotations
 
-from .instance import Globals, Instance, State, UnknownExport
+from ..errors import UnknownExport
+from .exports import Exports, Func
+from .globalvars import Globals
+from .instance import Instance, State, Yielded
+from .killswitch import KillOutcome, KillSwitch
 from .limits import Limits
+from .linker import F32, F64, I32, I64, HostFunc, Linker
 from .loader import LoadedModule, load
 from .region import MmapRegion
+from .vmctx import Vmctx
 
 __all__ = ["Limits", "MmapRegion", "Instance", "State", "Globals", "LoadedModule", "load",
-           "UnknownExport"]
+           "UnknownExport", "Yielded", "Linker", "HostFunc", "Vmctx", "KillSwitch",
+           "KillOutcome", "I32", "I64", "F32", "F64", "Func", "Exports"]

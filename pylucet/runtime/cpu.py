@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 from typing import FrozenSet
 
+from .stubs import STUBS
+
 # (leaf, subleaf, register index in (eax, ebx, ecx, edx), bit, name)
 _BITS = (
     (1, 0, 3, 25, "sse"),
@@ -39,8 +41,6 @@ _XCR0_AVX512 = 0b1110_0000  # XCR0: opmask and zmm state
 @functools.lru_cache(maxsize=None)
 def cpu_features() -> FrozenSet[str]:
     """The features usable here, e.g. ``{"sse4.1", "popcnt", "lzcnt", "bmi1", "avx2", ...}``."""
-    from .stubs import STUBS
-
     max_leaf = STUBS.cpuid(0)[0]
     max_ext = STUBS.cpuid(0x80000000)[0]
     found = set()

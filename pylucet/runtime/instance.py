@@ -2,77 +2,104 @@
 
 An instance owns one slot from :meth:`MmapRegion.new_instance` until :meth:`Instance.close`. Its
 instance page is shared with the native stubs: the host fills the ``INST_ENTRY_*`` fields and calls
-``STUBS.enter``, which switches to the slot's stack, calls the guest, and either stores the results
-(status 0) or, after a fault, the signal details (status 1). Everything else -- argument conversion,
-explaining a fault as a wasm trap -- happens here, in Python, where it is easy to read and test.
+``STUBS.enter``, which switches to the slot's stack and calls the guest. Whatever happens, the stub
+comes back with an :class:`~pylucet.module.abi.ExitReason`, and a call is a small loop over them
+(:meth:`Instance._drive`): RETURNED ends it; FAULTED becomes a trap; HOSTCALL runs the host function
+here, in Python, on the host's own stack, then ``STUBS.resume`` continues the guest with its result
+(or, if the host function yields, the call returns :class:`Yielded` and :meth:`Instance.resume`
+continues it later, on any thread); INTERRUPTED ends it when its kill switch asked for that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import signal
-import threading
+import struct
+import types
+import weakref
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
-from ..errors import Error, FatalFault, InstantiationError, LimitsExceeded, Trap
-from ..module.abi import (ENTRY_MAX_STACK_ARGS, GUEST_FLOAT_ARG_REGS, GUEST_INT_ARG_REGS,
-                          INSTANCE_FIELDS, INSTANCE_MAGIC, INSTANCE_PAGE_SIZE, PAGE_SIZE,
-                          TABLE_DESC, TABLE_DESC_SIZE, VMCTX_GLOBALS, VMCTX_IMPORTS,
-                          VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
-                          WASM_PAGE_SIZE, Libcall, vmctx_libcall)
+from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, StateError,
+                      Terminate, Terminated, Trap)
+from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
+                          INSTANCE_PAGE_SIZE, PAGE_SIZE, TABLE_DESC, TABLE_DESC_SIZE,
+                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_MAX,
+                          VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES, WASM_PAGE_SIZE,
+                          IMPORT_ENTRY, IMPORT_ENTRY_SIZE, ExitReason, Libcall, call_layout,
+                          vmctx_libcall)
 from ..module.traps import TrapCode
-from ..wasm.types import ExternKind, FuncType, ValType
+from .calls import DONE as _DONE
+from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, plan as _plan, read_value,
+                    word as _w, write_value)
+from . import signals, stubs
+from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
+from .vmctx import Vmctx
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
-    from .region import Fit, MmapRegion, Slot
-
-Value = Union[int, float]
-
+    from .exports import Exports
+    from .globalvars import Globals
+    from .linker import HostFunc
+    from .alloc import SlotMemory
+    from .region import Fit, MmapRegion
 
 class State(enum.IntEnum):
     """Lifecycle of an instance, mirrored in its page's ``state`` field for the stubs.
 
-    Legal transitions::
+    Legal transitions (Lucet's states; NOT_STARTED is READY before the first run)::
 
         READY --run--> RUNNING --returns or traps--> READY
                                --fault no trap table explains--> FAULTED (refuses to run)
-        READY / FAULTED --reset--> READY (wiped and initialised again, same slot)
-        READY / FAULTED --close--> CLOSED (the slot is wiped and returned to the region)
+                               --a host function yields--> YIELDING --> YIELDED
+                               --kill switch, timeout, a host function raises or
+                                 terminates--> TERMINATING --> TERMINATED (refuses to run)
+        YIELDED --resume--> RUNNING (then as above)
+        READY / FAULTED / YIELDED / TERMINATED --reset--> READY (wiped and initialised again)
+        any state but RUNNING --close--> CLOSED (the slot is wiped and returned to the region)
 
-    CLOSED is 0 so that a wiped instance page reads as "no instance".
+    YIELDING and TERMINATING last only while the host unwinds from the guest's call. CLOSED is
+    0 so that a wiped instance page reads as "no instance".
     """
 
     CLOSED = 0
     READY = 1
     RUNNING = 2
     FAULTED = 3
+    YIELDING = 4
+    YIELDED = 5
+    TERMINATING = 6
+    TERMINATED = 7
 
 
 _READY, _RUNNING = State.READY, State.RUNNING
 
 
-class UnknownExport(Error, LookupError):
-    """``run`` named no exported function; ``available`` lists the names there are."""
+class Yielded:
+    """What ``run`` / ``resume`` return when a host function suspended the guest:
+    ``value`` is what it yielded. ``instance.resume(v)`` continues the guest."""
 
-    def __init__(self, name: str, available: Sequence[str]):
-        self.name = name
-        self.available = list(available)
-        super().__init__(f"no exported function {name!r} (exported functions: "
-                         f"{', '.join(self.available) or 'none'})")
+    __slots__ = ("value",)
 
-    def __str__(self) -> str:  # LookupError would show the message's repr
-        return str(self.args[0])
+    def __init__(self, value: object):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Yielded({self.value!r})"
+
+
+class _Deadline:
+    """A timeout's claim on one call: ``live`` until that call finishes."""
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        self.live = True
 
 
 # --- the instance page as typed arrays ----------------------------------------------------------
 # Word indices into the page; vmctx fields are at negative offsets from the page's end.
-
-def _w(offset: int) -> int:
-    assert offset % 8 == 0
-    return offset // 8
-
 
 _MAGIC = _w(INSTANCE_FIELDS["magic"])
 _STATE = _w(INSTANCE_FIELDS["state"])
@@ -103,158 +130,27 @@ _VM_MEMORY_SIZE = _vw(VMCTX_MEMORY_SIZE)
 _VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
 _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_IMPORTS = _vw(VMCTX_IMPORTS)
+_ROOT = _w(INSTANCE_FIELDS["root"])
+_DESC_BASE, _DESC_LENGTH, _DESC_MAX = (_w(TABLE_DESC[f]) for f in ("base", "length", "max"))
+_DESC_WORDS = _w(TABLE_DESC_SIZE)
+_GUEST_R14 = _w(INSTANCE_FIELDS["guest_r14"])
+_HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
+_FAULT_VMCTX = _w(INSTANCE_FIELDS["fault_vmctx"])
+_HC_ENTRY = _w(INSTANCE_FIELDS["hc_entry"])
+_HC_STACK = _w(INSTANCE_FIELDS["hc_stack"])
 
 _WORDS = INSTANCE_PAGE_SIZE // 8
 
-_RETURNED, _FAULTED = 0, 1
-"""``STUBS.enter`` statuses (``stubs.ENTER_RETURNED``/``ENTER_FAULTED``; importing them would
-assemble the stubs at import time)."""
-
-
-class _Words:
-    """Typed views of the same 8-byte words (an instance page, or the stack-argument buffer).
-
-    Word ``i`` is ``u64[i]``/``i64[i]``/``f64[i]``; its low half is ``i32[2*i]``/``f32[2*i]``
-    (little-endian), which is where the guest ABI keeps a 32-bit value.
-    """
-
-    __slots__ = ("u64", "i64", "f64", "i32", "f32", "address")
-
-    def __init__(self, address: int, words: int = _WORDS):
-        self.address = address
-        self.u64 = (ctypes.c_uint64 * words).from_address(address)
-        self.i64 = (ctypes.c_int64 * words).from_address(address)
-        self.f64 = (ctypes.c_double * words).from_address(address)
-        self.i32 = (ctypes.c_int32 * (2 * words)).from_address(address)
-        self.f32 = (ctypes.c_float * (2 * words)).from_address(address)
-
-
-# --- call plans: where each argument goes and how the result comes back ---------------------------
-
-_I32, _I64, _F64 = ValType.I32, ValType.I64, ValType.F64
-_INT_TYPES = (_I32, _I64)
-_INT_RANGE = {ValType.I32: (-(1 << 31), (1 << 32) - 1, 0xFFFF_FFFF),
-              ValType.I64: (-(1 << 63), (1 << 64) - 1, 0xFFFF_FFFF_FFFF_FFFF)}
-
-
-class _Plan:
-    """One guest function's calling convention, worked out once per module and function.
-
-    Arguments go to the next free GPR (integers) or XMM register (floats), in order, and the
-    rest to the stack, first argument first, 8 bytes each. One result comes back in rax
-    (integers) or xmm0 (floats); several come back through a return area (``module.abi``).
-    """
-
-    __slots__ = ("name", "func_index", "type", "address", "params", "nstack", "results",
-                 "return_area")
-
-    def __init__(self, name: str, func_index: int, ftype: FuncType, address: int):
-        self.name = name
-        self.func_index = func_index
-        self.type = ftype
-        self.address = address
-        params: List[Tuple[ValType, bool, int]] = []   # (type, on stack?, word index)
-        # several results come back through a return area whose address is a hidden first
-        # integer argument (see module.abi), so the declared integer arguments shift along
-        self.return_area = len(ftype.results) > 1
-        ngpr = 1 if self.return_area else 0
-        nxmm = nstack = 0
-        for t in ftype.params:
-            if t in _INT_TYPES:
-                if ngpr < len(GUEST_INT_ARG_REGS):
-                    params.append((t, False, _ENTRY_GPR + ngpr)); ngpr += 1
-                    continue
-            elif t.is_float:
-                if nxmm < len(GUEST_FLOAT_ARG_REGS):
-                    params.append((t, False, _ENTRY_XMM + nxmm)); nxmm += 1
-                    continue
-            else:
-                raise NotImplementedError(f"{name}: parameters of type {t.text} are not "
-                                          "supported by run() yet")
-            params.append((t, True, nstack)); nstack += 1
-        if nstack > ENTRY_MAX_STACK_ARGS:
-            raise NotImplementedError(f"{name}: {nstack} stack arguments, more than the "
-                                      f"{ENTRY_MAX_STACK_ARGS} the entry stub supports")
-        self.params = tuple(params)
-        self.nstack = nstack
-        results: List[Tuple[ValType, int]] = []
-        if self.return_area:   # word i of the return area (RESULT_SLOT_SIZE bytes each)
-            for k, t in enumerate(ftype.results):
-                if not (t in _INT_TYPES or t.is_float):
-                    raise NotImplementedError(f"{name}: results of type {t.text} are not "
-                                              "supported by run() yet")
-                results.append((t, k))
-            self.results = tuple(results)
-            return
-        int_regs, float_regs = [_RET_RAX, _RET_RDX], [_RET_XMM0, _RET_XMM1]
-        for t in ftype.results:
-            regs = int_regs if t in _INT_TYPES else float_regs if t.is_float else None
-            if not regs:
-                raise NotImplementedError(f"{name}: results {ftype.results} cannot be returned "
-                                          "in registers; run() does not support them yet")
-            results.append((t, regs.pop(0)))
-        self.results = tuple(results)
-
-
-def _plan(module: "LoadedModule", func: Union[str, int]) -> _Plan:
-    """The plan for an export name or a function index (cached on the module; index plans
-    under a tuple key so that ``run`` never finds them by name)."""
-    key = func if isinstance(func, str) else (func,)
-    plan = module._plans.get(key)
-    if plan is None:
-        if isinstance(func, str):
-            index = module.export_index(func)
-            if index is None:
-                raise UnknownExport(func, module.export_names)
-            name = func
-        else:
-            index = func
-            total = module.data.num_imported_funcs + len(module.data.functions)
-            if not 0 <= index < total:
-                raise IndexError(f"function index {index} out of range (module has {total})")
-            name = _func_name(module, index)
-        plan = _Plan(name, index, module.data.func_type(index), module.function_address(index))
-        module._plans[key] = plan
-    return plan
-
-
-def _func_name(module: "LoadedModule", index: int) -> str:
-    nimp = module.data.num_imported_funcs
-    return module.data.functions[index - nimp].name if index >= nimp else str(index)
-
-
-def _int_arg(t: ValType, v: Any) -> int:
-    """``v`` as the raw bits of an i32/i64 (signed or unsigned input accepted)."""
-    if type(v) is not int:
-        if isinstance(v, bool) or not hasattr(v, "__index__"):
-            raise TypeError(f"{t.text} needs an int, got {type(v).__name__} {v!r}")
-        v = v.__index__()
-    lo, hi, mask = _INT_RANGE[t]
-    if not lo <= v <= hi:
-        raise OverflowError(f"{v} is out of range for {t.text} [{lo}, {hi}]")
-    return v & mask
-
-
-_BITS_MASK = {ValType.I32: 0xFFFF_FFFF, ValType.F32: 0xFFFF_FFFF,
-              ValType.I64: 0xFFFF_FFFF_FFFF_FFFF, ValType.F64: 0xFFFF_FFFF_FFFF_FFFF}
-
-
-def _bits_arg(t: ValType, v: Any) -> int:
-    """``v`` as a raw bit pattern of ``t``'s width (for :meth:`Instance.run_bits`)."""
-    mask = _BITS_MASK[t]
-    if type(v) is not int or not 0 <= v <= mask:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{t.text} bits need an int, got {type(v).__name__} {v!r}")
-        raise OverflowError(f"{v:#x} does not fit the {mask.bit_length()} bits of {t.text}")
-    return v
-
-
-def _float_arg(t: ValType, v: Any) -> float:
-    if type(v) is float:
-        return v
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"{t.text} needs a float or int, got {type(v).__name__} {v!r}")
-    return float(v)
+_RETURNED, _FAULTED = ExitReason.RETURNED, ExitReason.FAULTED
+_HOSTCALL, _INTERRUPTED, _BUSY = ExitReason.HOSTCALL, ExitReason.INTERRUPTED, ExitReason.BUSY
+_by_vmctx: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDictionary()
+"""Live instances by vmctx: a hostcall or fault in an instance called by another one reaches the
+host through the caller's call, naming the callee only by its vmctx."""
+_ENTER, _RESUME = -1, -2       # _drive: call the stub first (enter / resume)
+_GENERATOR = types.GeneratorType
+_IMPORT_WORDS = IMPORT_ENTRY_SIZE // 8
+_IMPORT_SHIFT = IMPORT_ENTRY_SIZE.bit_length() - 1
+assert 1 << _IMPORT_SHIFT == IMPORT_ENTRY_SIZE
 
 
 # --- the instance -------------------------------------------------------------------------------
@@ -265,11 +161,17 @@ _libcall_words: List[Tuple[int, int]] = []   # (instance page word, libcall addr
 
 
 def _native() -> Any:
-    """The native stubs, and the fault handler installed, on the first instantiation."""
+    """The native stubs, and the fault handler installed, on the first instantiation; after
+    that, a check that it is still ours at every instantiation. (Python-level changes --
+    ``faulthandler.enable``, ``signal.signal`` -- put ours back in front at once, for free; the
+    check catches native code replacing it, for one system call per instantiation rather than
+    per call: ``tools/bench_signals.py``.)"""
     global _stubs, _ensure_altstack
-    if _stubs is None:
-        from . import signals, stubs
+    if _stubs is not None:
+        signals.check_installed()
+    else:
         signals.install()
+        signals.install_sigint()
         _ensure_altstack = signals.ensure_altstack
         _libcall_words[:] = [(_vw(vmctx_libcall(call)), stubs.STUBS.libcall_address(call))
                              for call in Libcall]
@@ -286,28 +188,55 @@ class Instance:
     was taken: after a ``memory.grow``, take a new one to see the new pages.
     """
 
-    def __init__(self, region: "MmapRegion", slot: "Slot", module: "LoadedModule", fit: "Fit"):
-        """Set up a committed, zeroed slot for ``module``. Called by the region only."""
+    def __init__(self, region: "MmapRegion", memory: "SlotMemory", module: "LoadedModule",
+                 fit: "Fit", imports: Sequence[Any] = (), ctx: Any = None):
+        """Set up a slot whose memory is committed for ``module``, its function imports
+        resolved to ``imports``. Called by the region only."""
+        _native()
         self._region = region
-        self._slot = slot
+        self._mem = memory
+        slot = self._slot = memory.slot
         self._module = module
         self._fit = fit
         self._name = module.name
-        self._run_lock = threading.Lock()
+        self.ctx = ctx
+        """The embedder's object, for host functions (``vmctx.ctx``)."""
         self._state = State.CLOSED
-        self._stack_args: Optional[_Words] = None
-        self._return_area: Optional[_Words] = None
-        self._heap_end = slot.vmctx + region.limits.heap_address_space_size
-        page = region._slot_cache.get(slot.index)
-        if page is None:   # the views depend only on the address: build them once per slot
-            page = region._slot_cache[slot.index] = _Words(slot.base)
-        self._page = page
+        self._kill_state = KillState()
+        self._hosts = imports
+        self._linked: Tuple[Instance, ...] = ()
+        """Instances whose functions this one imports: kept alive (and refusing to close) while
+        this one lives, since compiled code calls straight into their slots."""
+        self._importers: Optional["weakref.WeakSet[Instance]"] = None   # made when imported
+        self._imports: Any = None
+        self._imports_base = 0
+        if imports:
+            self._link(imports)
+        self._vmctx = Vmctx(self)
+        self._in_hostcall = False
+        self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
+        self._current: Optional[Tuple[CallPlan, Words, bool]] = None  # the call in progress
+        self._deadline: Optional[_Deadline] = None   # the timeout of the call in progress
+        self._stack_args: Optional[Words] = None
+        self._return_area: Optional[Words] = None
+        self._heap_end = slot.vmctx + slot.heap_space
+        self._page = memory.page
         self._initialise()
+
+    def _link(self, imports: Sequence[Any]) -> None:
+        self._linked = tuple({id(f.instance): f.instance for f in imports
+                              if not hasattr(f, "plan")}.values())
+        for callee in self._linked:
+            if callee._importers is None:
+                callee._importers = weakref.WeakSet()
+                _by_vmctx[callee._slot.vmctx] = callee   # its hostcalls and faults come to us
+            callee._importers.add(self)
+        self._imports = _import_entries(imports, self._slot.vmctx)
+        self._imports_base = ctypes.addressof(self._imports)
 
     def _initialise(self) -> None:
         """Fill the committed, zeroed slot: runtime data, tables, globals, the initial heap."""
         slot, module, fit = self._slot, self._module, self._fit
-        _native()
         u = self._page.u64
         u[_MAGIC] = INSTANCE_MAGIC
         u[_STACK_TOP] = slot.stack_top & ~15
@@ -316,27 +245,20 @@ class Instance:
         u[_VM_MEMORY_SIZE] = fit.initial_heap
         u[_VM_MEMORY_MAX] = fit.memory_max
         u[_VM_TABLES] = slot.table_descs
-        u[_VM_IMPORTS] = 0
+        u[_VM_IMPORTS] = self._imports_base
         for word, address in _libcall_words:
             u[word] = address
 
         globals_image, table_images = module._instance_images()
         if globals_image:
             ctypes.memmove(slot.globals, globals_image, len(globals_image))
-        for i, (place, image) in enumerate(zip(fit.tables, table_images)):
-            desc = slot.table_descs + i * TABLE_DESC_SIZE
-            d = (ctypes.c_uint64 * (TABLE_DESC_SIZE // 8)).from_address(desc)
-            d[_w(TABLE_DESC["base"])] = slot.tables + place.offset
-            d[_w(TABLE_DESC["length"])] = place.length
-            d[_w(TABLE_DESC["max"])] = place.capacity
+        desc = _w(slot.table_descs - slot.base)     # the descriptors sit in the instance page
+        for place, image in zip(fit.tables, table_images):
+            u[desc + _DESC_BASE] = slot.tables + place.offset
+            u[desc + _DESC_LENGTH] = place.length
+            u[desc + _DESC_MAX] = place.capacity
+            desc += _DESC_WORDS
             ctypes.memmove(slot.tables + place.offset, image, len(image))
-        data = module.data
-        for page_index, content in data.sparse_data.items():
-            offset = page_index * PAGE_SIZE
-            if offset + len(content) > fit.initial_heap:
-                raise InstantiationError(f"module {self._name!r}: initial data at {offset:#x} "
-                                         "lies outside the initial heap")
-            ctypes.memmove(slot.vmctx + offset, content, len(content))
         self._set_state(State.READY)
 
     def _start(self) -> None:
@@ -348,20 +270,28 @@ class Instance:
             if data.data_error is not None:
                 raise InstantiationError(f"module {self._name!r}: {data.data_error}")
             if data.start is not None:
-                self._call(_plan(self._module, data.start), ())
+                outcome = self._call(_plan(self._module, data.start), ())
+                if isinstance(outcome, Yielded):
+                    raise InstantiationError(f"module {self._name!r}: the start function "
+                                             "yielded, which instantiation cannot wait for")
         except BaseException:
             self.close()
             raise
 
     # --- running ------------------------------------------------------------------------------
 
-    def run(self, name: str, *args: Value) -> Any:
+    def run(self, name: str, *args: Value, timeout: Optional[float] = None) -> Any:
         """Call exported function ``name`` with ``args``.
 
         Returns None, a value, or a tuple for several results: i32/i64 as signed ints, f32/f64
         as floats. Integer arguments may be given signed or unsigned. A guest fault raises
         :class:`~pylucet.Trap` and leaves the instance usable; a fault no trap table explains
-        raises :class:`~pylucet.FatalFault` and the instance refuses to run again.
+        raises :class:`~pylucet.FatalFault` and the instance refuses to run again. If a host
+        function yields, returns :class:`Yielded` (see :meth:`resume`).
+
+        ``timeout`` (seconds): terminate the guest if the call takes longer; it raises
+        :class:`~pylucet.Terminated` with reason "timeout". It needs code compiled with
+        interrupt checks (the default) to stop a guest that never calls out.
         """
         plan = self._module._plans.get(name)
         if plan is None:
@@ -370,12 +300,16 @@ class Instance:
                                 "(run_func_index takes a function index)")
             self._check_usable()
             plan = _plan(self._module, name)
-        return self._call(plan, args)
+        if timeout is None:
+            return self._call(plan, args)
+        return self._with_timeout(timeout, self._call, plan, args)
 
     def run_func_index(self, func_index: int, *args: Value) -> Any:
         """Like :meth:`run`, for function ``func_index`` of the wasm index space."""
+        if isinstance(func_index, bool) or not isinstance(func_index, int):
+            raise TypeError(f"run_func_index takes an int function index, got {func_index!r}")
         self._check_usable()
-        return self._call(_plan(self._module, int(func_index)), args)
+        return self._call(_plan(self._module, func_index), args)
 
     def run_bits(self, func: Union[str, int], *bits: int) -> Tuple[int, ...]:
         """Like :meth:`run` (by export name or function index), with every argument and result
@@ -387,86 +321,375 @@ class Instance:
         self._check_usable()
         return self._call(_plan(self._module, func), bits, raw=True)
 
-    def _call(self, plan: _Plan, args: Sequence[Value], raw: bool = False) -> Any:
-        if not self._run_lock.acquire(False):
-            raise RuntimeError(f"{self!r} is already running: run() cannot be re-entered")
-        try:
-            if self._state != State.READY:
+    def _call(self, plan: CallPlan, args: Sequence[Value], raw: bool = False) -> Any:
+        kill = self._kill_state
+        with kill.lock:
+            if self._state != _READY:
                 self._check_usable()
             if len(args) != len(plan.params):
                 raise TypeError(f"{plan.name}() takes {len(plan.params)} argument"
                                 f"{'' if len(plan.params) == 1 else 's'} {plan.type}, "
                                 f"{len(args)} given")
-            page = self._page
-            stack = self._stack_words(plan.nstack) if plan.nstack else page
-            k = 0
-            try:
-                for (t, on_stack, i), v in zip(plan.params, args):
-                    w = stack if on_stack else page
-                    # the common cases inline; _int_arg/_float_arg convert or explain the rest
-                    if raw:
-                        w.u64[i] = _bits_arg(t, v)
-                    elif t is _I32:
-                        w.u64[i] = (v & 0xFFFF_FFFF if type(v) is int
-                                    and -0x8000_0000 <= v <= 0xFFFF_FFFF else _int_arg(t, v))
-                    elif t is _I64:
-                        w.u64[i] = (v & 0xFFFF_FFFF_FFFF_FFFF if type(v) is int
-                                    and -(1 << 63) <= v < (1 << 64) else _int_arg(t, v))
-                    elif t is _F64:
-                        w.f64[i] = v if type(v) is float else _float_arg(t, v)
-                    else:
-                        w.u64[i] = 0
-                        w.f32[2 * i] = v if type(v) is float else _float_arg(t, v)
-                    k += 1
-            except (TypeError, OverflowError) as e:
-                raise type(e)(f"{plan.name}: argument {k}: {e}") from None
-            u = page.u64
-            out = page
-            if plan.return_area:
-                out = self._return_words()
-                u[_ENTRY_GPR] = out.address
-            u[_ENTRY_FUNC] = plan.address
-            u[_ENTRY_NSTACK] = plan.nstack
-            _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
-            self._state = u[_STATE] = _RUNNING
-            try:
-                status = _stubs.enter(page.address)
-            finally:
-                self._state = u[_STATE] = _READY
-            if status != _RETURNED:
-                if status == _FAULTED:
-                    raise self._explain_fault()
-                raise RuntimeError(f"the entry stub refused the call to {plan.name} "
-                                   f"(status {status})")
-            results = plan.results
-            if raw:
-                return tuple(out.u64[i] & _BITS_MASK[t] for t, i in results)
-            if len(results) == 1:
-                t, i = results[0]
-                if t is _I32:
-                    return page.i32[2 * i]
-                if t is _I64:
-                    return page.i64[i]
-                return _read(page, t, i)
-            if not results:
-                return None
-            return tuple(_read(out, t, i) for t, i in results)
-        finally:
-            self._run_lock.release()
+            out = self._load_args(plan, args, raw)
+            self._state = self._page.u64[_STATE] = _RUNNING
+        page = self._page
+        u = page.u64
+        u[_ENTRY_FUNC] = plan.address
+        u[_ENTRY_NSTACK] = plan.nstack
+        self._current = (plan, out, raw)
+        if kill.requested:           # terminated before it started (KillOutcome.CANCELLED)
+            return self._drive(_INTERRUPTED)
+        _ensure_altstack()   # the handler needs a signal stack on whatever thread this is
+        return self._drive(_ENTER)
 
-    def _stack_words(self, n: int) -> _Words:
+    def _drive(self, reason: int) -> Any:
+        """Carry a call on, from the exit reason the stub gave, until it returns, traps,
+        yields or ends; the loop every call and every resume goes through."""
+        final = _READY
+        clean = False
+        page, kill = self._page, self._kill_state
+        try:
+            # the stub is called inside the try, so that even a KeyboardInterrupt raised the
+            # moment it returns (Ctrl-C) leaves the instance in a state it can be reset from
+            if reason == _ENTER:
+                reason = _stubs.enter(page.address)
+                if reason == _BUSY:
+                    clean = True         # nothing ran, nothing to release
+                    raise StateError(f"instance of {self._name!r} is in use by a call from "
+                                     "another instance that imports it")
+            elif reason == _RESUME:
+                reason = _stubs.resume(page.address)
+            while True:
+                if reason == _RETURNED:
+                    clean = True
+                    return self._results(*self._current)  # type: ignore[misc]
+                if reason == _HOSTCALL:
+                    host, vmctx = self._host_called()
+                    self._in_hostcall = True
+                    try:
+                        value = host.plan.call(page, vmctx)
+                    except BaseException as e:
+                        self._host_failed(host, e)
+                    finally:
+                        self._in_hostcall = False
+                    if value is not _DONE:
+                        if type(value) is _GENERATOR:
+                            self._state = State.YIELDING
+                            yielded = self._host_step(host, lambda: value)
+                            if yielded is not None:
+                                final = State.YIELDED
+                                return yielded
+                            self._state = _RUNNING
+                        else:
+                            self._store(host, value)
+                elif reason == _FAULTED:
+                    raise self._explain_fault()
+                elif reason == _INTERRUPTED:
+                    self._interrupted()
+                elif reason == _BUSY:
+                    raise Terminated("it called into an instance that is in use by another call")
+                else:
+                    raise StateError(f"the entry stub refused the call to "
+                                     f"{self._current[0].name} ({_exit_name(reason)})")
+                if kill.requested:   # asked for during the host call (PENDING)
+                    raise Terminated(kill.reason)
+                reason = _stubs.resume(page.address)
+        except Terminated:
+            self._state = State.TERMINATING    # (seen by a kill switch while we unwind)
+            final = State.TERMINATED
+            raise
+        except FatalFault:
+            final = State.FAULTED
+            raise
+        except (Trap, StateError):
+            raise                         # the call is over and the guest may run again
+        except BaseException:
+            # Ctrl-C, SystemExit... from a host function: the guest was left mid-call
+            self._state = State.TERMINATING
+            final = State.TERMINATED
+            raise
+        finally:
+            self._finish(final, clean)
+
+    def _interrupted(self) -> None:
+        """The guest saw its interrupt flag. Terminated if its kill switch asked for that;
+        else the flag was set by Ctrl-C (Python raises KeyboardInterrupt as soon as this
+        returns, unless a handler of the host's says otherwise) or is stale: clear it and carry
+        on."""
+        kill = self._kill_state
+        with kill.lock:
+            if kill.requested:
+                raise Terminated(kill.reason)
+            vm = self._page.u64[_GUEST_R14]      # the instance whose poll fired
+            inst = self if vm == self._slot.vmctx else _by_vmctx.get(vm)
+            if inst is not None and inst is not self:
+                # a callee this call is inside of: its own kill switch ends the call, and is
+                # delivered so (it does not wait for the callee's next run as well)
+                callee_kill = inst._kill_state
+                with callee_kill.lock:
+                    if callee_kill.requested:
+                        callee_kill.requested = False
+                        inst._set_poll(True)
+                        raise Terminated(f"{callee_kill.reason} (in instance {inst._name!r}, "
+                                         "called from this one)")
+            if inst is not None:
+                inst._set_poll(True)
+
+    def _finish(self, final: State, clean: bool = False) -> None:
+        """Leave RUNNING for ``final``; ``clean``: the guest returned (or never ran), so its
+        stubs released what they claimed. A termination nobody delivered dies with the call,
+        so that it cannot hit the next one."""
+        kill = self._kill_state
+        abandoned = None
+        with kill.lock:
+            if self._deadline is not None:   # the call a timeout was for is over
+                self._deadline.live = False
+                self._deadline = None
+            if final != State.YIELDED:
+                self._current = None
+                abandoned, self._suspended = self._suspended, None
+                if kill.requested:
+                    # the call is over: give back the poll pages the request revoked
+                    for inst in (self, *self._all_linked()):
+                        if inst._state != State.CLOSED:
+                            inst._set_poll(True)
+                    if final != State.TERMINATED:
+                        kill.requested = False
+                if not clean:
+                    self._release_abandoned()
+            self._state = self._page.u64[_STATE] = final
+        if abandoned is not None:    # (the call is ending with its own exception: keep that)
+            with contextlib.suppress(Exception):
+                _abandon(abandoned)
+
+    def _release_abandoned(self) -> None:
+        """After a call that did not return (trap, termination), nothing unwound the guest's
+        frames: release this instance, and give back any callee it was inside of its own root
+        and stack limit (pylucet_call_guest would have on the way out)."""
+        page = self._page.address
+        self._page.u64[_ROOT] = 0
+        for callee in self._all_linked():
+            u = callee._page.u64
+            if u[_ROOT] == page and callee._state != State.CLOSED:
+                u[_VM_STACK_LIMIT] = callee._slot.stack_limit
+                u[_ROOT] = 0
+
+    def _all_linked(self) -> List["Instance"]:
+        """Every instance this one can call into, directly or through others."""
+        seen: dict = {}
+        todo = list(self._linked)
+        while todo:
+            inst = todo.pop()
+            if id(inst) not in seen:
+                seen[id(inst)] = inst
+                todo.extend(inst._linked)
+        return list(seen.values())
+
+    def _host_called(self) -> Tuple["HostFunc", Vmctx]:
+        """The host function of the import entry the guest called through, and the Vmctx of
+        the instance that called it (this one, or one it called into)."""
+        u = self._page.u64
+        caller = self
+        if u[_HC_VMCTX] == self._slot.vmctx:           # the usual case, first
+            index = (u[_HC_ENTRY] - self._imports_base) >> _IMPORT_SHIFT
+            if 0 <= index < len(self._hosts):
+                return self._hosts[index], self._vmctx
+        else:
+            caller = _by_vmctx.get(u[_HC_VMCTX])  # type: ignore[assignment]
+            if caller is None:
+                raise FatalFault(f"a hostcall under instance {self._name!r} came from an "
+                                 "unknown instance")
+        index = (u[_HC_ENTRY] - caller._imports_base) >> _IMPORT_SHIFT
+        if not 0 <= index < len(caller._hosts):
+            raise FatalFault(f"instance {caller._name!r} called import entry {index}, which "
+                             "does not exist")
+        return caller._hosts[index], caller._vmctx
+
+    def _host_failed(self, host: "HostFunc", e: BaseException) -> None:
+        """A host function raised ``e``: the guest cannot go on."""
+        self._suspended = None
+        if isinstance(e, Terminate):
+            raise Terminated(f"host function {host.name} terminated the instance",
+                             e.details) from None
+        if isinstance(e, Exception):
+            raise Terminated(f"host function {host.name} raised {type(e).__name__}: {e}") from e
+        raise e   # KeyboardInterrupt, SystemExit: theirs to handle; the call is over
+
+    def _host_step(self, host: "HostFunc", step: Any,
+                   resuming: bool = False) -> Optional[Yielded]:
+        """Run ``step`` (the host function, or, ``resuming``, the next step of its generator)
+        and store the result it ends with; a generator that yields suspends the call instead."""
+        self._in_hostcall = True
+        try:
+            value = step()
+            if resuming:        # send() came back with a value: the generator yielded again
+                return Yielded(value)
+            if type(value) is _GENERATOR:
+                self._suspended = (value, host)
+                value = next(value)
+                return Yielded(value)
+        except StopIteration as done:     # a generator host function finished
+            value = done.value
+            self._suspended = None
+        except BaseException as e:
+            self._host_failed(host, e)
+        finally:
+            self._in_hostcall = False
+        self._store(host, value)
+        return None
+
+    def _store(self, host: "HostFunc", value: Any) -> None:
+        try:
+            host.plan.store(self._page, value)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise Terminated(f"host function {host.name} {e}") from None
+
+    def resume(self, value: object = None, *, timeout: Optional[float] = None) -> Any:
+        """Continue a guest that a host function suspended (state YIELDED): inside the host
+        function, the ``yield`` evaluates to ``value``. Returns like :meth:`run`: the call's
+        result, or another :class:`Yielded`. Works from any thread."""
+        if timeout is not None:
+            return self._with_timeout(timeout, self.resume, value)
+        kill = self._kill_state
+        with kill.lock:
+            if self._state != State.YIELDED:
+                self._check_open()
+                raise StateError(f"{self!r} is not yielded: nothing to resume")
+            self._state = self._page.u64[_STATE] = _RUNNING
+        generator, host = self._suspended  # type: ignore[misc]
+        _ensure_altstack()
+        final = State.YIELDED
+        try:
+            if kill.requested:
+                raise Terminated(kill.reason)
+            yielded = self._host_step(host, lambda: generator.send(value), resuming=True)
+            if yielded is not None:
+                return yielded
+            final = _RUNNING
+        except BaseException:
+            # Terminated, or Ctrl-C / SystemExit out of the host function: either way its
+            # generator is finished and the guest cannot continue
+            final = State.TERMINATED
+            raise
+        finally:
+            if final != _RUNNING:
+                self._finish(final)
+        if kill.requested:
+            return self._drive(_INTERRUPTED)
+        return self._drive(_RESUME)
+
+    # --- stopping it from outside ------------------------------------------------------------
+
+    def kill_switch(self) -> KillSwitch:
+        """A handle that terminates this instance from any thread (see ``runtime.killswitch``
+        for the outcomes). It stays bound to this generation: after ``reset`` or ``close`` it
+        reports INVALID."""
+        self._check_open()
+        return KillSwitch(self, self._kill_state)
+
+    def _kill(self, kill: KillState, reason: str) -> KillOutcome:
+        """KillSwitch.terminate, with ``kill.lock`` held."""
+        state = self._state
+        if state in (State.TERMINATED, State.TERMINATING, State.FAULTED) or kill.requested:
+            return KillOutcome.NOT_TERMINABLE
+        if state == State.YIELDING:
+            state = State.YIELDED      # it is about to be: the request waits for resume
+        kill.requested = True
+        kill.reason = reason
+        self._set_poll(False)
+        for callee in self._all_linked():   # the guest may be inside one of them right now;
+            if callee._state != State.CLOSED:   # their pages come back when the call ends
+                callee._set_poll(False)
+        if state == _RUNNING:
+            return KillOutcome.PENDING if self._in_hostcall else KillOutcome.SIGNALLED
+        if state == State.YIELDED:
+            return KillOutcome.PENDING
+        if self._page.u64[_ROOT]:
+            # READY, but an importer's call is inside its code: that stops at the next check
+            # (the caller's _interrupted delivers it)
+            return KillOutcome.SIGNALLED
+        return KillOutcome.CANCELLED
+
+    def _set_poll(self, open_: bool) -> None:
+        self._mem.set_poll(open_)
+
+    def _with_timeout(self, timeout: float, call: Any, *args: Any) -> Any:
+        """``call(*args)``, terminated by the watchdog if it takes longer than ``timeout``.
+
+        The watchdog may fire late, after the call has ended (it takes a deadline off its heap
+        before it runs the callback, and ``cancel`` cannot stop that), and a kill then would
+        be CANCELLED and end the *next* call. So the deadline is only live until the call
+        finishes: ``_finish`` retires it, under the kill lock the callback also takes.
+        """
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+            raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
+        self._check_open()
+        kill = self._kill_state
+        deadline = _Deadline()
+        reason = f"timeout: the call took longer than {timeout:g} s"
+        ref = weakref.ref(self)   # a cancelled deadline stays on the heap until it is due
+
+        def expire() -> None:
+            with kill.lock:
+                instance = ref()
+                if deadline.live and kill.valid and instance is not None:
+                    instance._kill(kill, reason)
+        with kill.lock:
+            self._deadline = deadline
+        token = WATCHDOG.schedule(timeout, expire)
+        try:
+            return call(*args)
+        finally:
+            with kill.lock:
+                deadline.live = False
+                if self._deadline is deadline:
+                    self._deadline = None
+            WATCHDOG.cancel(token)
+
+    def _load_args(self, plan: CallPlan, args: Sequence[Value], raw: bool) -> Words:
+        """Put ``args`` where ``plan`` says; returns where the results will be."""
+        page = self._page
+        stack = self._stack_words(plan.nstack) if plan.nstack else page
+        k = 0
+        try:
+            for (t, on_stack, i), v in zip(plan.params, args):
+                if raw:
+                    (stack if on_stack else page).u64[i] = bits_arg(t, v)
+                else:
+                    write_value(stack if on_stack else page, t, i, v)
+                k += 1
+        except (TypeError, OverflowError) as e:
+            raise type(e)(f"{plan.name}: argument {k}: {e}") from None
+        if plan.return_area:
+            out = self._return_words()
+            page.u64[_ENTRY_GPR] = out.address
+            return out
+        return page
+
+    def _results(self, plan: CallPlan, out: Words, raw: bool) -> Any:
+        results = plan.results
+        if raw:
+            return tuple(out.u64[i] & BITS_MASK[t] for t, i in results)
+        if len(results) == 1:
+            t, i = results[0]
+            return read_value(out, t, i)
+        if not results:
+            return None
+        return tuple(read_value(out, t, i) for t, i in results)
+
+    def _stack_words(self, n: int) -> Words:
         if self._stack_args is None:
             self._buffer = (ctypes.c_uint64 * ENTRY_MAX_STACK_ARGS)()
-            self._stack_args = _Words(ctypes.addressof(self._buffer), ENTRY_MAX_STACK_ARGS)
+            self._stack_args = Words(ctypes.addressof(self._buffer), ENTRY_MAX_STACK_ARGS)
         self._page.u64[_ENTRY_STACK] = self._stack_args.address   # (a reset wipes the page)
         return self._stack_args
 
-    def _return_words(self) -> _Words:
+    def _return_words(self) -> Words:
         """The return area for functions with several results: one buffer per instance, big
         enough for any function type (wasm allows at most 1000 results)."""
         if self._return_area is None:
             self._return_buffer = (ctypes.c_uint64 * ENTRY_MAX_STACK_ARGS)()
-            self._return_area = _Words(ctypes.addressof(self._return_buffer),
+            self._return_area = Words(ctypes.addressof(self._return_buffer),
                                        ENTRY_MAX_STACK_ARGS)
         return self._return_area
 
@@ -475,7 +698,8 @@ class Instance:
         poisons the instance when nothing explains it."""
         u = self._page.u64
         signo, si_code, addr, rip = u[_FAULT_SIGNO], u[_FAULT_CODE], u[_FAULT_ADDR], u[_FAULT_RIP]
-        module = self._module
+        at = self if u[_FAULT_VMCTX] == self._slot.vmctx else _by_vmctx.get(u[_FAULT_VMCTX], self)
+        module = at._module
         func = module.function_at(rip)
         if func is not None:
             offset = rip - module.text_base - func.code_offset
@@ -483,9 +707,11 @@ class Instance:
             memory_fault = signo in (signal.SIGSEGV, signal.SIGBUS)
             if site is not None:
                 code = site.code
-                if code != TrapCode.HeapOutOfBounds or self._in_heap_space(addr):
-                    return Trap(code, func=func.name, wasm_offset=site.wasm_offset,
+                if code != TrapCode.HeapOutOfBounds or at._in_heap_space(addr):
+                    trap = Trap(code, func=func.name, wasm_offset=site.wasm_offset,
                                 code_offset=offset, fault_address=addr if memory_fault else None)
+                    trap._unwind = self._unwinder(func.name, u[_FAULT_RSP])
+                    return trap
             elif memory_fault and self._in_stack_guard(addr):
                 # a frame too big for what the prologue's limit check left: still an overflow
                 return Trap(TrapCode.StackOverflow, func=func.name, code_offset=offset,
@@ -496,6 +722,29 @@ class Instance:
         return FatalFault(f"{_signame(signo)} (si_code {si_code}) {where} (rip {rip:#x}, "
                           f"address {addr:#x}, rsp {u[_FAULT_RSP]:#x}) in instance "
                           f"{self._name!r}: no trap site explains it; the instance is poisoned")
+
+    def _unwinder(self, innermost: str, rsp: int) -> Any:
+        """What Trap.backtrace calls: the guest stack from the faulting rsp up is copied now (the
+        next call reuses it), and scanned for return addresses only if someone asks."""
+        top = self._slot.stack_top
+        if not self._slot.stack_base <= rsp < top:
+            return lambda: [innermost]
+        stack = ctypes.string_at(rsp, (top - rsp) & ~7)
+        modules = [self._module] + [i._module for i in self._all_linked()]
+
+        def unwind() -> List[str]:
+            frames = [innermost]
+            for (value,) in struct.iter_unpack("<Q", stack):
+                for module in modules:
+                    f = module.function_at(value - 1)
+                    # a return address: inside a function, right after a call instruction
+                    if f is not None and _after_call(value):
+                        frames.append(f.name)
+                        break
+                if len(frames) >= 256:
+                    break
+            return frames
+        return unwind
 
     def _in_heap_space(self, addr: int) -> bool:
         # an access straddling the end of the reserved space faults on the page after it
@@ -509,6 +758,14 @@ class Instance:
     @property
     def module(self) -> "LoadedModule":
         return self._module
+
+    @property
+    def exports(self) -> "Exports":
+        """The exported functions as typed callables: ``inst.exports["f"](1, 2)``,
+        ``inst.exports.f.type``."""
+        self._check_open()
+        from .exports import Exports
+        return Exports(self)
 
     @property
     def state(self) -> State:
@@ -537,7 +794,7 @@ class Instance:
     @property
     def heap(self) -> memoryview:
         """The linear memory, writable, as it is now (see the class docstring on lifetime)."""
-        return self._region._heap_view(self._slot, self.memory_size)
+        return self._mem.heap_view(self.memory_size)
 
     def grow_memory(self, pages: int) -> int:
         """Grow the heap by ``pages`` wasm pages; returns the old size in pages.
@@ -546,7 +803,13 @@ class Instance:
         as ``memory.grow`` returns -1 there.
         """
         self._check_usable()
-        if not isinstance(pages, int) or pages < 0:
+        return self._grow(pages)
+
+    def _grow(self, pages: int) -> int:
+        """grow_memory without the state check: a host function grows the heap of the
+        instance that called it, which is RUNNING then (``Vmctx.grow_memory``)."""
+        self._check_open()
+        if isinstance(pages, bool) or not isinstance(pages, int) or pages < 0:
             raise ValueError(f"grow_memory takes a non-negative number of pages, got {pages!r}")
         u = self._page.u64
         old = u[_VM_MEMORY_SIZE]
@@ -556,7 +819,7 @@ class Instance:
                                  f"{old // WASM_PAGE_SIZE} by {pages} pages: the maximum is "
                                  f"{u[_VM_MEMORY_MAX] // WASM_PAGE_SIZE} pages")
         if pages:
-            self._region._grow_heap(self._slot, old, new)
+            self._mem.grow_heap(old, new)
             u[_VM_MEMORY_SIZE] = new
         return old // WASM_PAGE_SIZE
 
@@ -564,6 +827,7 @@ class Instance:
     def globals(self) -> "Globals":
         """The module's globals, by index or export name: ``inst.globals["counter"] += 1``."""
         self._check_open()
+        from .globalvars import Globals
         return Globals(self)
 
     # --- lifetime -----------------------------------------------------------------------------
@@ -577,37 +841,61 @@ class Instance:
         fail.
         """
         self._check_open()
-        if not self._run_lock.acquire(False):
-            raise RuntimeError(f"cannot reset {self!r} while it runs")
-        try:
-            region = self._region
-            if region._viewed_extent(self._slot.index) > self._fit.initial_heap:
+        kill = self._kill_state
+        with kill.lock:
+            if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
+                raise StateError(f"cannot reset {self!r} while it runs")
+            self._check_no_importers("reset")
+            self._vmctx._view = None
+            memory = self._mem
+            if memory.viewed_extent() > self._fit.initial_heap:
                 # keeping those pages accessible would let the guest reach past its memory
-                raise RuntimeError(f"cannot reset {self!r}: a heap view larger than the initial "
-                                   "heap is still alive (drop it, or close the instance)")
+                raise StateError(f"cannot reset {self!r}: a heap view larger than the initial "
+                                 "heap is still alive (drop it, or close the instance)")
+            kill.valid = False                     # old kill switches now report INVALID
             self._state = State.CLOSED   # until initialised again: a failure leaves it closed
-            region._wipe(self._slot, keep_heap=region._viewed_extent(self._slot.index))
-            try:
-                region._commit(self._slot, self._fit)
-                self._initialise()
-            except BaseException:
-                region._release(self._slot)
-                raise
-        finally:
-            self._run_lock.release()
+            abandoned, self._suspended, self._current = self._suspended, None, None
+            memory.wipe(keep_heap=memory.viewed_extent())
+        _abandon(abandoned)
+        self._kill_state = KillState()
+        try:
+            memory.commit(self._module, self._fit)
+            self._initialise()
+        except BaseException:
+            memory.release()
+            raise
         self._start()
 
     def close(self) -> None:
         """Wipes the slot and returns it to the region. Further use raises ValueError."""
         if self._state == State.CLOSED:
             return
-        if not self._run_lock.acquire(False):
-            raise RuntimeError(f"cannot close {self!r} while it runs")
-        try:
+        kill = self._kill_state
+        with kill.lock:
+            if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
+                raise StateError(f"cannot close {self!r} while it runs")
+            if self._state == State.CLOSED:
+                return
+            self._check_no_importers("close")
+            kill.valid = False
             self._state = State.CLOSED
-            self._region._release(self._slot)
-        finally:
-            self._run_lock.release()
+            abandoned, self._suspended, self._current = self._suspended, None, None
+            self._vmctx._view = None
+            if self._importers is not None:
+                _by_vmctx.pop(self._slot.vmctx, None)
+            for callee in self._linked:
+                callee._importers.discard(self)  # type: ignore[union-attr]
+            self._mem.release()
+        _abandon(abandoned)
+
+    def _check_no_importers(self, what: str) -> None:
+        if self._importers is None:
+            return
+        live = [i for i in self._importers if i._state != State.CLOSED]
+        if live:
+            raise StateError(f"cannot {what} instance of {self._name!r}: instance(s) "
+                             f"{', '.join(repr(i._name) for i in live)} import its functions and "
+                             f"call straight into it; close them first")
 
     def __enter__(self) -> "Instance":
         return self
@@ -645,18 +933,68 @@ class Instance:
         if self._state == State.FAULTED:
             raise FatalFault(f"instance of {self._name!r} was poisoned by an earlier fatal "
                              "fault; close it and create a new one")
-        if self._state == State.RUNNING:
-            raise RuntimeError(f"{self!r} is already running: run() cannot be re-entered")
+        state = self._state
+        if state in (State.RUNNING, State.YIELDING, State.TERMINATING):
+            raise StateError(f"instance of {self._name!r} is running: run() cannot be "
+                             "re-entered (from a host function, call another instance)")
+        if state == State.YIELDED:
+            raise StateError(f"instance of {self._name!r} is yielded: resume() it, or reset()")
+        if state == State.TERMINATED:
+            raise StateError(f"instance of {self._name!r} was terminated; reset() it to run "
+                             "again")
 
 
-def _read(page: _Words, t: ValType, i: int) -> Value:
-    if t is ValType.I32:
-        return page.i32[2 * i]
-    if t is ValType.I64:
-        return page.i64[i]
-    if t is ValType.F64:
-        return page.f64[i]
-    return page.f32[2 * i]
+def _abandon(suspended: Optional[Tuple[Any, "HostFunc"]]) -> None:
+    """Close the generator of a host function whose guest call is given up (by reset, close,
+    or a termination while it was suspended). Called with the kill lock released: its
+    ``finally`` blocks are host code, which may well use the instance's kill switch."""
+    if suspended is not None:
+        suspended[0].close()
+
+
+def _import_entries(imports: Sequence[Any], vmctx: int) -> Any:
+    """The instance's import entries (``abi.IMPORT_ENTRY``). A host function's code is the
+    hostcall stub, which leaves for the host (``index`` says which function it was); another
+    instance's function is called natively through pylucet_call_guest."""
+    entries = (ctypes.c_uint64 * max(1, _IMPORT_WORDS * len(imports)))()
+    for i, item in enumerate(imports):
+        base = _IMPORT_WORDS * i
+        if hasattr(item, "plan"):        # a HostFunc
+            entries[base + _w(IMPORT_ENTRY["func"])] = _stubs.hostcall
+            entries[base + _w(IMPORT_ENTRY["vmctx"])] = vmctx
+            entries[base + _w(IMPORT_ENTRY["index"])] = i
+        else:                             # a Func of another instance
+            callee = item.instance
+            callee._check_open()
+            entries[base + _w(IMPORT_ENTRY["func"])] = _stubs.call_guest
+            entries[base + _w(IMPORT_ENTRY["vmctx"])] = callee._slot.vmctx
+            entries[base + _w(IMPORT_ENTRY["target"])] = callee.module.function_address(item.index)
+            entries[base + _w(IMPORT_ENTRY["index"])] = call_layout(
+                item.type.params, item.type.results).stack_words
+    return entries
+
+
+def _after_call(address: int) -> bool:
+    """Whether the code just before ``address`` is a call: ``call rel32`` (E8) or ``call r/m``
+    (FF /2, 2 to 7 bytes), as the code generator and the trampolines emit them."""
+    before = ctypes.string_at(address - 7, 7)
+    if before[2] == 0xE8:
+        return True
+    for length in (2, 3, 4, 6, 7):
+        at = 7 - length
+        if before[at] == 0xFF and (before[at + 1] >> 3) & 7 == 2:
+            return True
+        if at and before[at - 1] in (0x41, 0x42, 0x43) and before[at] == 0xFF \
+                and (before[at + 1] >> 3) & 7 == 2:
+            return True
+    return False
+
+
+def _exit_name(reason: int) -> str:
+    try:
+        return ExitReason(reason).name.lower()
+    except ValueError:
+        return f"exit reason {reason}"
 
 
 def _signame(signo: int) -> str:
@@ -664,72 +1002,3 @@ def _signame(signo: int) -> str:
         return signal.Signals(signo).name
     except ValueError:
         return f"signal {signo}"
-
-
-_GLOBAL_CTYPES = {ValType.I32: ctypes.c_int32, ValType.I64: ctypes.c_int64,
-                  ValType.F32: ctypes.c_float, ValType.F64: ctypes.c_double}
-
-
-class Globals:
-    """An instance's globals, addressed by index (defined globals, in order) or export name."""
-
-    def __init__(self, instance: Instance):
-        self._instance = instance
-        data = instance._module.data
-        self._specs = data.globals
-        self._names = {e.name: e.index for e in data.exports if e.kind == ExternKind.GLOBAL}
-
-    def _locate(self, key: Union[int, str]) -> Tuple[str, Any]:
-        if isinstance(key, str):
-            if key not in self._names:
-                raise KeyError(f"no exported global {key!r} (exported globals: "
-                               f"{', '.join(self._names) or 'none'})")
-            index = self._names[key]
-        elif isinstance(key, int) and not isinstance(key, bool):
-            index = key
-        else:
-            raise TypeError(f"globals are indexed by int or export name, not {key!r}")
-        if not 0 <= index < len(self._specs):
-            raise IndexError(f"global index {index} out of range ({len(self._specs)} globals)")
-        self._instance._check_open()
-        spec = self._specs[index]
-        return (f"global {key!r}", spec)
-
-    def _cell(self, spec: Any) -> Any:
-        ctype = _GLOBAL_CTYPES.get(spec.valtype)
-        if ctype is None:
-            raise NotImplementedError(f"globals of type {spec.valtype.text} are not supported")
-        return ctype.from_address(self._instance._slot.globals + spec.offset)
-
-    def __getitem__(self, key: Union[int, str]) -> Value:
-        _, spec = self._locate(key)
-        return self._cell(spec).value
-
-    def __setitem__(self, key: Union[int, str], value: Value) -> None:
-        what, spec = self._locate(key)
-        if not spec.mutable:
-            raise ValueError(f"{what} is immutable")
-        t = spec.valtype
-        cell = self._cell(spec)
-        slot_word = ctypes.c_uint64.from_address(ctypes.addressof(cell))
-        try:
-            if t in _INT_TYPES:
-                # masked to the type's width, so an i32's upper half stays zero as at instantiation
-                slot_word.value = _int_arg(t, value)
-            else:
-                value = _float_arg(t, value)
-                slot_word.value = 0
-                cell.value = value
-        except (TypeError, OverflowError) as e:
-            raise type(e)(f"{what}: {e}") from None
-
-    def __len__(self) -> int:
-        return len(self._specs)
-
-    def __repr__(self) -> str:
-        parts = []
-        names = {i: n for n, i in self._names.items()}
-        for i, spec in enumerate(self._specs):
-            label = names.get(i, str(i))
-            parts.append(f"{label}: {spec.valtype.text} = {self._cell(spec).value!r}")
-        return "{" + ", ".join(parts) + "}"

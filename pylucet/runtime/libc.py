@@ -12,6 +12,7 @@ assembler, exactly as :func:`pylucet.module.abi.asm_equates` does for pylucet's 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from typing import Optional
 
@@ -38,6 +39,7 @@ MADV_REMOVE = 9
 
 MFD_CLOEXEC = 0x1
 
+SIGINT = 2
 SIGILL = 4
 SIGBUS = 7
 SIGFPE = 8
@@ -196,6 +198,11 @@ UC_REG = {name: UC_GREGS + 8 * i for i, name in enumerate(_GREGS)}
 """Offset in ``ucontext_t`` of each saved general register, by glibc's ``REG_*`` name."""
 
 
+NEG_EFAULT = -errno.EFAULT
+"""What a raw system call returns for EFAULT. Spelled as its own constant because keystone
+0.9.2 assembles ``-SYMBOL`` as a memory operand (``[rip + SYMBOL]``), not as a negative number."""
+
+
 def asm_equates() -> str:
     """``.equ`` lines for the kernel ABI numbers above (``UC_RIP``, ``SYS_MPROTECT``, ...)."""
     values = {f"UC_{name}": off for name, off in UC_REG.items()}
@@ -204,4 +211,5 @@ def asm_equates() -> str:
                  "SIGINFO_ADDR", "PROT_NONE", "PROT_READ", "PROT_WRITE", "SIG_DFL", "SIG_IGN",
                  "SA_SIGINFO"):
         values[name] = globals()[name]
+    values["NEG_EFAULT"] = NEG_EFAULT
     return "".join(f".equ {n}, {v}\n" for n, v in values.items())

@@ -14,17 +14,22 @@ import _ctypes
 import bisect
 import ctypes
 import functools
+import hashlib
 import os
 import struct
+import tempfile
+import threading
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from ..errors import LinkError, LoadError
-from ..module import serialize
-from ..module.abi import GLOBAL_SLOT_SIZE, MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY
+from ..elf.reader import ELFFile, read_artifact
+from ..errors import LoadError, UnknownExport
+from ..module.abi import (IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY,
+                          slot_size)
+from ..module.serialize import HEADER_SIZE
 from ..module.spec import FunctionSpec, ModuleData
 from ..wasm.types import ExternKind
-from . import cpu, signals
+from . import cpu, libc, signals
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -49,8 +54,8 @@ class LoadedModule:
         """
         missing = sorted(set(data.features) - set(cpu.cpu_features()))
         if missing:
-            raise LoadError(f"module {data.name!r} was compiled for CPU features this machine "
-                            f"lacks: {', '.join(missing)}")
+            raise LoadError(f"module {data.display_name!r} was compiled for CPU features this "
+                            f"machine lacks: {', '.join(missing)}")
         for f in data.functions:
             if f.code_offset < 0 or f.code_offset + f.code_size > text_size:
                 raise LoadError(f"function {f.name!r} ({f.code_offset:#x}+{f.code_size:#x}) lies "
@@ -66,7 +71,8 @@ class LoadedModule:
         self._exports = {e.name: e.index for e in data.exports if e.kind == ExternKind.FUNC}
         # per-module caches filled by the runtime: Fit per Limits (region), call plans (instance)
         self._fits: Dict[Any, Any] = {}
-        self._plans: Dict[Any, Any] = {}
+        self._plans: Dict[str, Any] = {}         # by export name: run() looks here first
+        self._index_plans: Dict[int, Any] = {}   # by function index (never found by run())
         self._images: Optional[Tuple[bytes, List[bytes]]] = None
         # a module without functions has no code that could fault
         handle = signals.register_code(text_base, text_base + text_size) if text_size else None
@@ -88,17 +94,19 @@ class LoadedModule:
         return self._exports.get(name)
 
     def function_address(self, func: Union[int, str]) -> int:
-        """Entry address of a defined function, by wasm function index or export name."""
+        """Entry address of a function, by wasm function index or export name. An imported
+        function's is its trampoline in the module's code (``abi.IMPORT_TRAMPOLINE_SIZE``),
+        which goes on to whatever the calling instance's import entry holds: the same
+        address serves every instance, in tables and as an exported import alike."""
         if isinstance(func, str):
             index = self._exports.get(func)
             if index is None:
-                raise KeyError(f"no exported function {func!r}")
+                raise UnknownExport(func, list(self._exports))
             func = index
         nimp = self.data.num_imported_funcs
+        if 0 <= func < nimp:
+            return self.text_base + IMPORT_TRAMPOLINE_SIZE * func
         if not nimp <= func < nimp + len(self.data.functions):
-            if 0 <= func < nimp:
-                raise LinkError(f"function {func} is imported; calling imports is not "
-                                "supported yet")
             raise IndexError(f"function index {func} out of range")
         return self.text_base + self.data.functions[func - nimp].code_offset
 
@@ -117,7 +125,7 @@ class LoadedModule:
         """(globals image, [table image, ...]): bytes each instantiation copies in as they are."""
         if self._images is None:
             data = self.data
-            end = max((g.offset + GLOBAL_SLOT_SIZE for g in data.globals), default=0)
+            end = max((g.offset + slot_size(g.valtype) for g in data.globals), default=0)
             glob = bytearray(end)
             for g in data.globals:
                 struct.pack_into("<Q", glob, g.offset, g.init & 0xFFFF_FFFF_FFFF_FFFF)
@@ -155,29 +163,112 @@ def _unload(handle: Any, release: Optional[Callable[[], None]]) -> None:
         release()
 
 
-def load(path: PathLike) -> LoadedModule:
-    """``dlopen`` a shared object written by the pylucet compiler.
+_shared: "weakref.WeakValueDictionary[Tuple[Optional[str], bytes], LoadedModule]" = \
+    weakref.WeakValueDictionary()
+_load_lock = threading.Lock()
+
+
+def load(artifact: Union[PathLike, bytes, bytearray, memoryview]) -> LoadedModule:
+    """Load a shared object written by the pylucet compiler, from a path or from its bytes.
+
+    Every call gives the module that is in the file *now*. ``dlopen`` alone would not: glibc
+    hands back an object it already has when the path matches one it loaded (or the device
+    and inode do), so compiling a new module over ``x.so`` and loading it again would return
+    the old code. So the file is read once, checked (:func:`~pylucet.elf.reader.read_artifact`:
+    the header against the ELF's segments), and that very image is ``dlopen``-ed from a private
+    copy that no other load can be confused with: an anonymous memfd, kept open (which keeps
+    its ``/proc/self/fd/N`` name from being reused) until the module is unloaded; where memfds
+    cannot be mapped executable, a file in a fresh private directory, unlinked at once. After
+    ``dlopen`` the header, module data and code it mapped are compared with what was checked.
+    (The price: /proc/self/maps, perf and gdb name the mapping ``/memfd:pylucet:<file name>``,
+    not the path; :attr:`LoadedModule.path` keeps the path.)
+
+    Loading the same bytes from the same path again, while the first module lives, returns
+    that same :class:`LoadedModule` (and its instances' code is shared).
 
     The module data sits behind the exported ``pylucet_module`` symbol as [header | blob]; the
     header says where the symbol and ``.text`` were linked, which gives the load base without
     relocations.
     """
-    path = os.fspath(path)
-    try:
-        lib = ctypes.CDLL(os.path.abspath(path), mode=os.RTLD_NOW | os.RTLD_LOCAL)
-    except OSError as e:
-        raise LoadError(f"cannot load {path}: {e}") from None
+    if isinstance(artifact, (bytes, bytearray, memoryview)):
+        path, image = None, bytes(artifact)
+    else:
+        path = os.fspath(artifact)
+        try:
+            with open(path, "rb") as f:
+                image = f.read()
+        except OSError as e:
+            raise LoadError(f"cannot load {path}: {e}") from None
+    key = (os.path.abspath(path) if path is not None else None, hashlib.sha256(image).digest())
+    with _load_lock:
+        module = _shared.get(key)
+        if module is None:
+            module = _shared[key] = _load_image(image, path)
+    return module
+
+
+def _load_image(image: bytes, path: Optional[str]) -> LoadedModule:
+    where = path or "artifact"
+    elf = ELFFile(image)
+    header, data = read_artifact(elf)
+    lib, release = _dlopen_private(image, os.path.basename(path) if path else "bytes")
     try:
         symbol = ctypes.addressof(ctypes.c_char.in_dll(lib, MODULE_SYMBOL))
-    except ValueError:
-        raise LoadError(f"{path} is not a pylucet artifact: no {MODULE_SYMBOL!r} symbol") from None
-    header = serialize.unpack_header(ctypes.string_at(symbol, serialize.HEADER_SIZE))
-    # the blob is mapped from the file: a size beyond the file would read unmapped memory
-    if serialize.HEADER_SIZE + header.blob_size > os.path.getsize(path):
-        raise LoadError(f"{path}: module data size {header.blob_size} exceeds the file")
-    data = serialize.loads(ctypes.string_at(symbol + serialize.HEADER_SIZE, header.blob_size))
-    base = symbol - header.self_vaddr
-    # ctypes never unloads a library; the module does, once it and its instances are gone, so a
-    # host that loads many modules over time does not accumulate mappings
-    return LoadedModule(data, base + header.text_vaddr, header.text_size, path=path, owner=lib,
-                        release=functools.partial(_ctypes.dlclose, lib._handle))
+        base = symbol - header.self_vaddr
+        text = base + header.text_vaddr
+        for at, vaddr, size in ((symbol, header.self_vaddr, HEADER_SIZE + header.blob_size),
+                                (text, header.text_vaddr, header.text_size)):
+            if ctypes.string_at(at, size) != elf.read_vaddr(vaddr, size):
+                raise LoadError(f"{where}: dlopen mapped something other than the checked "
+                                "file (another object of the same name was already loaded?)")
+        # ctypes never unloads a library; the module does, once it and its instances are gone,
+        # so a host that loads many modules over time does not accumulate mappings
+        return LoadedModule(data, text, header.text_size, path=path, owner=lib, release=release)
+    except BaseException:
+        release()
+        raise
+
+
+def _dlopen_private(image: bytes, name: str) -> Tuple[ctypes.CDLL, Callable[[], None]]:
+    """``dlopen`` a private copy of ``image``; returns the library and what unloads it."""
+    mode = os.RTLD_NOW | os.RTLD_LOCAL
+    try:
+        fd = libc.memfd_create(f"pylucet:{name}")
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            _write_all(fd, image)
+            lib = ctypes.CDLL(f"/proc/self/fd/{fd}", mode=mode)
+        except OSError:
+            os.close(fd)   # e.g. vm.memfd_noexec, or no /proc: the file fallback below
+        else:
+            return lib, functools.partial(_dlclose_then_close, lib._handle, fd)
+    directory = tempfile.mkdtemp(prefix="pylucet-")
+    copy = os.path.join(directory, name if name.endswith(".so") else name + ".so")
+    try:
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o700)
+        try:
+            _write_all(fd, image)
+        finally:
+            os.close(fd)
+        lib = ctypes.CDLL(copy, mode=mode)
+    except OSError as e:
+        raise LoadError(f"cannot load {name}: {e}") from None
+    finally:
+        if os.path.exists(copy):
+            os.unlink(copy)
+        os.rmdir(directory)
+    return lib, functools.partial(_ctypes.dlclose, lib._handle)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _dlclose_then_close(handle: int, fd: int) -> None:
+    # in this order: while the fd is open, no other memfd can get its /proc/self/fd name
+    _ctypes.dlclose(handle)
+    os.close(fd)

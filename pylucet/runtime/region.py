@@ -9,19 +9,20 @@ that escapes its slot's accessible pages always faults.
 
 from __future__ import annotations
 
-import ctypes
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, List, Set, Tuple
+from typing import Any, List, Optional, Set, Tuple, Union
 
-from ..errors import LimitsExceeded, LinkError, RegionFull
-from ..module.abi import (GLOBAL_SLOT_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
-                          RUNTIME_DATA_SIZE, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE)
+from ..errors import LimitsExceeded, RegionFull, StateError
+from ..module.abi import (INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE, RUNTIME_DATA_SIZE,
+                          TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE, slot_size)
 from ..module.spec import ModuleData
 from . import libc
+from .alloc import HeapStrategy, SlotMemory
 from .instance import Instance, State
 from .limits import WASM32_MAX_MEMORY, Limits, page_round
+from .linker import HostFunc, Linker, link_without
 from .loader import LoadedModule
 
 _RW = libc.PROT_READ | libc.PROT_WRITE
@@ -37,12 +38,16 @@ class Slot:
     """Absolute addresses of one slot's areas (see :class:`MmapRegion` for the picture)."""
 
     index: int
+    start: int           # the slot's first page (the stack's guard)
+    poll: int            # the poll page, just below the instance page
     base: int            # the instance page
     vmctx: int           # heap base
+    heap_space: int      # heap address space from vmctx (heap_address_space_size)
     stack_base: int      # lowest stack address; the guard page is just below
     stack_top: int       # initial rsp (16-byte aligned)
     stack_limit: int     # stack_base + hostcall reservation
     globals: int
+    globals_size: int
     sigstack: int
     tables: int
     size: int
@@ -81,22 +86,28 @@ class MmapRegion:
     become accessible, the heap up to its current size::
 
         offset                       area                                    access
-        +0                           instance page                           RW
-                                       INST_* fields | table descriptors | runtime data (VMCTX_*)
-        +4K            = vmctx       heap address space (H)                  RW up to memory_size
-                                       any i32 address + u32 offset lands in it or on the next page
-        +4K+H                        stack guard page                        never
-        +8K+H                        stack (S), grows down                   RW
+        +0                           stack guard page                        never
+        +4K                          stack (S), grows down                   RW
                                        stack limit = its base + hostcall_reservation
-        +8K+H+S                      globals (G), 8 bytes each               RW
-        +8K+H+S+G                    guard page                              never
-        +12K+H+S+G                   signal stack (SS)                       reserved, see below
-        +12K+H+S+G+SS                table entries (T)                       RW for initial entries
-        +12K+H+S+G+SS+T              guard page                              never
-        +16K+H+S+G+SS+T              = slot size: the next slot's instance page
+        +4K+S                        globals (G), abi.slot_size(t) each    RW
+        +4K+S+G                      poll page (abi.VMCTX_POLL)              RW; none to interrupt
+        +8K+S+G                      instance page                           RW
+                                       INST_* fields | table descriptors | runtime data (VMCTX_*)
+        +12K+S+G       = vmctx       heap address space (H)                  RW up to memory_size
+                                       any i32 address + u32 offset lands in it or on the next page
+        +12K+S+G+H                   heap guard page                         never
+        +16K+S+G+H                   signal stack (SS)                       reserved, see below
+        +16K+S+G+H+SS                table entries (T)                       RW for initial entries
+        +16K+S+G+H+SS+T              guard page                              never
+        +20K+S+G+H+SS+T              = slot size: the next slot's stack guard page
 
-    The heap's guard page doubles as the stack's: a heap access past the reserved space and a
-    stack overflow both land on it.
+    Everything a tenant can write but its tables lies in one run of pages, from the stack to
+    the heap, so teardown wipes it with one ``madvise`` (``runtime.alloc``).
+
+    ``heap_strategy`` says how an instance's heap gets its initial contents
+    (``runtime.alloc.HeapStrategy``): ``"cow"``, the default, maps the module's image copy-on-write,
+    so instantiation costs the same for any initial heap (about 17 us here, at 0 KiB as at 4 MiB,
+    where copying takes 3 ms: ``tools/bench.py``); ``"copy"`` is Lucet's way, kept to compare.
 
     The signal stack area is address space only, for now. Lucet switches ``sigaltstack`` to the
     slot's stack around every run; pylucet's fault handler instead runs on a per-thread
@@ -106,18 +117,30 @@ class MmapRegion:
     stacks are needed, e.g. to resume a yielded instance on another thread.
     """
 
-    def __init__(self, capacity: int, limits: Limits = Limits()):
+    def __init__(self, capacity: int, limits: Limits = Limits(),
+                 heap_strategy: Union[str, HeapStrategy] = HeapStrategy.COW):
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"region capacity must be a positive int, got {capacity!r}")
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a pylucet.Limits, got {type(limits).__name__}")
+        try:
+            self._strategy = HeapStrategy(heap_strategy)
+        except ValueError:
+            raise ValueError(f"heap_strategy must be one of "
+                             f"{', '.join(repr(h.value) for h in HeapStrategy)}, "
+                             f"got {heap_strategy!r}") from None
         self._limits = limits
+        self._fit_key = _fit_keys.setdefault(limits, len(_fit_keys))
+        """A small int standing for ``limits`` in modules' fit caches: hashing a Limits (a
+        frozen dataclass) on every instantiation would cost more than the lookup."""
         self._capacity = capacity
         L = limits
-        heap_off = INSTANCE_PAGE_SIZE
-        stack_off = heap_off + L.heap_address_space_size + PAGE_SIZE
+        stack_off = PAGE_SIZE                # after the stack's guard page
         globals_off = stack_off + L.stack_size
-        sigstack_off = globals_off + L.globals_size + PAGE_SIZE
+        poll_off = globals_off + L.globals_size
+        page_off = poll_off + PAGE_SIZE
+        heap_off = page_off + INSTANCE_PAGE_SIZE
+        sigstack_off = heap_off + L.heap_address_space_size + PAGE_SIZE
         tables_off = sigstack_off + L.signal_stack_size
         self._slot_size = tables_off + L.tables_size + PAGE_SIZE
         self._size = capacity * self._slot_size
@@ -126,23 +149,24 @@ class MmapRegion:
                                    libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE)
         except OSError as e:
             # the usual cause: capacity x slot size exceeds the 128 TiB of user address space
-            raise OSError(e.errno, f"cannot reserve {capacity} slots of {self._slot_size:#x} "
-                                   f"bytes of address space each: {e.strerror}") from e
+            raise LimitsExceeded(f"cannot reserve {capacity} slots of {self._slot_size:#x} "
+                                 f"bytes of address space each: {e.strerror}") from e
         self._slots = [
-            Slot(index=i, base=b, vmctx=b + heap_off, stack_base=b + stack_off,
+            Slot(index=i, start=b, poll=b + poll_off, base=b + page_off, vmctx=b + heap_off,
+                 stack_base=b + stack_off,
                  stack_top=b + stack_off + L.stack_size,
                  stack_limit=b + stack_off + L.hostcall_reservation,
-                 globals=b + globals_off, sigstack=b + sigstack_off, tables=b + tables_off,
-                 size=self._slot_size)
+                 heap_space=L.heap_address_space_size,
+                 globals=b + globals_off, globals_size=L.globals_size,
+                 sigstack=b + sigstack_off, tables=b + tables_off, size=self._slot_size)
             for i, b in ((i, self._base + i * self._slot_size) for i in range(capacity))]
         # popped from the end: slot 0 first, and a slot just freed is reused next (warm caches)
         self._free: List[int] = list(range(capacity - 1, -1, -1))
-        self._live: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDictionary()
-        # Heap views handed out per slot (the ctypes arrays behind them), and slots held back
-        # from reuse because a view of their old heap is still alive: see _release.
-        self._views: Dict[int, Dict[int, "weakref.ref[Any]"]] = {}
+        released = weakref.WeakMethod(self._released)   # (no cycle: instances keep it alive)
+        self._memory = [SlotMemory(slot, self._strategy, INSTANCE_PAGE_SIZE // 8, released)
+                        for slot in self._slots]
+        # slots held back from reuse because a view of their old heap is still alive
         self._quarantined: Set[int] = set()
-        self._slot_cache: Dict[int, Any] = {}   # per-slot helpers of the instance module
         self._lock = threading.Lock()
         self._closed = False
 
@@ -155,6 +179,10 @@ class MmapRegion:
     @property
     def limits(self) -> Limits:
         return self._limits
+
+    @property
+    def heap_strategy(self) -> HeapStrategy:
+        return self._strategy
 
     @property
     def free_slots(self) -> int:
@@ -174,10 +202,13 @@ class MmapRegion:
     def closed(self) -> bool:
         return self._closed
 
-    def new_instance(self, module: LoadedModule) -> Instance:
-        """Instantiate ``module`` in a free slot.
+    def new_instance(self, module: LoadedModule, linker: Optional[Linker] = None,
+                     ctx: Any = None) -> Instance:
+        """Instantiate ``module`` in a free slot, its imports taken from ``linker``; host
+        functions see ``ctx`` as ``vmctx.ctx``.
 
-        Raises :class:`~pylucet.RegionFull` when every slot is taken, and
+        Raises :class:`~pylucet.LinkError` naming every import that is missing or mistyped,
+        :class:`~pylucet.RegionFull` when every slot is taken, and
         :class:`~pylucet.LimitsExceeded` when the module asks for more than the limits allow.
         A start function runs before this returns; if it traps, the slot is freed again and the
         :class:`~pylucet.Trap` propagates.
@@ -185,29 +216,27 @@ class MmapRegion:
         if not isinstance(module, LoadedModule):
             raise TypeError(f"new_instance needs a LoadedModule (from pylucet.load), "
                             f"got {type(module).__name__}")
+        if linker is not None and not isinstance(linker, Linker):
+            raise TypeError(f"linker must be a pylucet.Linker, got {type(linker).__name__}")
         self._check_open()
-        if module.data.imports:
-            # nothing can provide imports yet (the linker and hostcalls come later): refuse
-            # here, naming them, rather than let a call through an empty slot fail later
-            names = ", ".join(f"{i.module}.{i.name} ({i.kind.name.lower()})"
-                              for i in module.data.imports)
-            raise LinkError(f"module {module.name!r} has unresolved imports: {names}")
-        fit = module._fits.get(self._limits)
+        imports = _resolve(module, linker)
+        fit = module._fits.get(self._fit_key)
         if fit is None:
-            fit = module._fits[self._limits] = self.fit(module.data)
+            fit = module._fits[self._fit_key] = self.fit(module.data)
         if self._quarantined:
             self._reclaim()
         with self._lock:
             if not self._free:
-                raise RegionFull(self._capacity)
+                raise RegionFull(self._capacity, len(self._quarantined))
             slot = self._slots[self._free.pop()]
+        memory = self._memory[slot.index]
         try:
-            self._commit(slot, fit)
-            inst = Instance(self, slot, module, fit)
+            memory.commit(module, fit)
+            inst = Instance(self, memory, module, fit, imports, ctx)
         except BaseException:
-            self._release(slot)
+            memory.release()
             raise
-        self._live[slot.index] = inst
+        memory.tenant = weakref.ref(inst)
         inst._start()
         return inst
 
@@ -218,21 +247,30 @@ class MmapRegion:
     def close(self) -> None:
         """Unmaps the region. Live instances are closed first.
 
-        Refuses (RuntimeError) while one of its instances is running. A heap view that outlives
+        Refuses (:class:`~pylucet.StateError`) while one of its instances is running. A heap view that outlives
         the region keeps its pages mapped (zeroed) until the process exits, rather than turning
         into a pointer into unmapped memory.
         """
         if self._closed:
             return
-        live = list(self._live.values())
+        live = self._live()
         for inst in live:
             if inst.state == State.RUNNING:
-                raise RuntimeError(f"cannot close {self!r}: {inst!r} is running")
-        for inst in live:
-            inst.close()
+                raise StateError(f"cannot close {self!r}: {inst!r} is running")
+        while live:   # importers before the instances they import from
+            free = [i for i in live if not any(j.state != State.CLOSED
+                                               for j in (i._importers or ()))]
+            if not free:
+                raise StateError(f"cannot close {self!r}: its instances are imported by live "
+                                 "instances of another region; close those first")
+            for inst in free:
+                inst.close()
+                live.remove(inst)
         self._closed = True
-        kept = sorted((self._slots[i].vmctx, page_round(n))
-                      for i in list(self._views) if (n := self._viewed_extent(i)))
+        for memory in self._memory:   # an instance the garbage collector has not finalised yet
+            memory.closed = True      # must not touch its slot once it is unmapped
+        kept = sorted((m.slot.vmctx, page_round(n))
+                      for m in self._memory if (n := m.viewed_extent()))
         start = self._base
         for at, length in kept:
             libc.munmap(start, at - start)
@@ -248,7 +286,7 @@ class MmapRegion:
     def __del__(self) -> None:
         # Instances keep their region alive, so by now none is live unless the interpreter is
         # shutting down, when unmapping under a live view would be worse than leaking.
-        if not getattr(self, "_closed", True) and not self._live:
+        if not getattr(self, "_closed", True) and not self._live():
             try:
                 self.close()
             except Exception:  # pragma: no cover - interpreter shutdown
@@ -259,86 +297,49 @@ class MmapRegion:
         return (f"<MmapRegion {state}, {self._slot_size / (1 << 30):.2f} GiB per slot "
                 f"at {self._base:#x}>")
 
-    # --- slot memory, used by Instance -------------------------------------------------------
+    # --- slots coming back --------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("region is closed")
 
-    def _commit(self, slot: Slot, fit: Fit) -> None:
-        """Make the areas an instance uses accessible (they are all zero)."""
-        # the instance page and the initial heap are adjacent: one call
-        libc.mprotect(slot.base, INSTANCE_PAGE_SIZE + fit.initial_heap, _RW)
-        # the stack and the globals are adjacent too
-        libc.mprotect(slot.stack_base, slot.globals + self._limits.globals_size - slot.stack_base,
-                      _RW)
-        if fit.tables_committed:
-            libc.mprotect(slot.tables, fit.tables_committed, _RW)
+    def _live(self) -> List[Instance]:
+        """The instances in the region's slots."""
+        return [inst for m in self._memory if m.tenant is not None
+                and (inst := m.tenant()) is not None and inst.state != State.CLOSED]
 
-    def _grow_heap(self, slot: Slot, old_size: int, new_size: int) -> None:
-        libc.mprotect(slot.vmctx + old_size, new_size - old_size, _RW)
-
-    def _release(self, slot: Slot) -> None:
-        """Wipe a slot and put it back on the free list.
-
-        One ``madvise`` and one ``mprotect`` over the whole slot rather than one per area: the
-        kernel skips untouched address space cheaply, whatever the guest touched (including heap
-        pages a ``memory.grow`` made accessible from compiled code) is certainly covered, and the
-        areas merge back with the reserve around them, so /proc/self/maps does not grow. (Not
-        always into one mapping: areas first written while split off keep distinct anon_vmas,
-        which the kernel never merges; that leaves at most a few mappings per slot, for good.)
-
-        If the host still holds a view of the heap, making those pages inaccessible would turn
-        a stale view into a crash, and reusing the slot would show it the next instance's data.
-        So the pages behind views stay mapped, zeroed, and the slot is quarantined until every
-        view is gone (see :meth:`_reclaim`).
-        """
-        self._live.pop(slot.index, None)
-        if self._closed:
-            return
-        viewed = self._viewed_extent(slot.index)
-        self._wipe(slot, keep_heap=viewed)
+    def _released(self, memory: SlotMemory, viewed: int) -> None:
+        """SlotMemory.release: the slot is wiped; free it, or hold it back while a view of its
+        old heap is alive (see :meth:`_reclaim`)."""
+        index = memory.slot.index
         with self._lock:
             if viewed:
-                self._quarantined.add(slot.index)
+                self._quarantined.add(index)
             else:
-                self._free.append(slot.index)
-
-    def _wipe(self, slot: Slot, keep_heap: int = 0) -> None:
-        """Zero the whole slot and make it inaccessible, except the first ``keep_heap`` bytes of
-        the heap, which stay readable and writable (zeroed) for views that are still alive."""
-        libc.madvise(slot.base, slot.size, libc.MADV_DONTNEED)
-        libc.mprotect(slot.base, slot.size, libc.PROT_NONE)
-        if keep_heap:
-            libc.mprotect(slot.vmctx, page_round(keep_heap), _RW)
-
-    # --- heap views ---------------------------------------------------------------------------
-
-    def _heap_view(self, slot: Slot, size: int) -> memoryview:
-        """A writable view of ``size`` bytes of the slot's heap, remembered so that tearing the
-        slot down can tell whether memory behind a view would go away."""
-        array = (ctypes.c_ubyte * size).from_address(slot.vmctx)
-        views = self._views.setdefault(slot.index, {})
-        key = id(array)   # ctypes arrays are unhashable; the id is unique while it lives
-        views[key] = weakref.ref(array, lambda _ref, views=views, key=key: views.pop(key, None))
-        return memoryview(array).cast("B")
-
-    def _viewed_extent(self, index: int) -> int:
-        """Bytes from the heap base that some live view of slot ``index`` still covers."""
-        arrays = [a for ref in list(self._views.get(index, {}).values()) if (a := ref()) is not None]
-        if not arrays:
-            self._views.pop(index, None)
-            return 0
-        return max(ctypes.sizeof(a) for a in arrays)
+                self._free.append(index)
 
     def _reclaim(self) -> None:
         """Return quarantined slots whose views have all been dropped to the free list."""
         for index in list(self._quarantined):
-            if not self._viewed_extent(index):
-                self._wipe(self._slots[index])
+            memory = self._memory[index]
+            if not memory.viewed_extent():
+                memory.wipe()
                 with self._lock:
                     self._quarantined.discard(index)
                     self._free.append(index)
+
+
+_fit_keys: dict = {}
+
+
+def _resolve(module: LoadedModule, linker: Optional[Linker]) -> Tuple[HostFunc, ...]:
+    """The host functions for ``module``'s imports (cached by the linker, see
+    :meth:`Linker.resolve_module`)."""
+    if not module.data.imports:
+        return ()
+    if linker is None:
+        link_without(module.data)
+    return linker.resolve_module(module)  # type: ignore[union-attr]
 
 
 def _fit(data: ModuleData, limits: Limits) -> Fit:
@@ -347,16 +348,16 @@ def _fit(data: ModuleData, limits: Limits) -> Fit:
         initial_heap = memory_max = 0
     else:
         if heap.initial_size > limits.heap_memory_size:
-            raise LimitsExceeded(f"module {data.name!r} needs an initial heap of "
+            raise LimitsExceeded(f"module {data.display_name!r} needs an initial heap of "
                                  f"{heap.initial_size} bytes, but heap_memory_size is "
                                  f"{limits.heap_memory_size}")
         if heap.reserved_size + heap.guard_size > limits.heap_address_space_size:
             raise LimitsExceeded(
-                f"module {data.name!r} was compiled for {heap.reserved_size} bytes of heap plus "
+                f"module {data.display_name!r} was compiled for {heap.reserved_size} bytes of heap plus "
                 f"{heap.guard_size} of guard, more than heap_address_space_size "
                 f"({limits.heap_address_space_size}): its unchecked accesses could leave the slot")
         if heap.initial_size % WASM_PAGE_SIZE:
-            raise LimitsExceeded(f"module {data.name!r}: initial heap size {heap.initial_size} "
+            raise LimitsExceeded(f"module {data.display_name!r}: initial heap size {heap.initial_size} "
                                  "is not a whole number of wasm pages")
         initial_heap = heap.initial_size
         # growth stops at the first of: the module's maximum, the limits, the space the code was
@@ -366,17 +367,17 @@ def _fit(data: ModuleData, limits: Limits) -> Fit:
         memory_max -= memory_max % WASM_PAGE_SIZE
         memory_max = max(memory_max, initial_heap)
 
-    globals_end = max((g.offset + GLOBAL_SLOT_SIZE for g in data.globals), default=0)
+    globals_end = max((g.offset + slot_size(g.valtype) for g in data.globals), default=0)
     if globals_end > limits.globals_size:
-        raise LimitsExceeded(f"module {data.name!r} needs {globals_end} bytes of globals, but "
+        raise LimitsExceeded(f"module {data.display_name!r} needs {globals_end} bytes of globals, but "
                              f"globals_size is {limits.globals_size}")
 
     if len(data.tables) > MAX_TABLES:
-        raise LimitsExceeded(f"module {data.name!r} has {len(data.tables)} tables; at most "
+        raise LimitsExceeded(f"module {data.display_name!r} has {len(data.tables)} tables; at most "
                              f"{MAX_TABLES} are supported")
     needed = sum(t.initial for t in data.tables)
     if needed > limits.table_elements:
-        raise LimitsExceeded(f"module {data.name!r} needs {needed} table elements, but "
+        raise LimitsExceeded(f"module {data.display_name!r} needs {needed} table elements, but "
                              f"table_elements is {limits.table_elements}")
     # every table gets its initial size; room to grow goes to the tables in order, as far as
     # their maximum asks (the usual single table gets all of it)

@@ -5,7 +5,7 @@ fault and come back, grow memory from inside guest code, run ``cpuid``) are writ
 and assembled at import. Everything lands in one private mapping::
 
     +----------------------------- CODE_RESERVE (read+execute) ----+--- DATA_SIZE (read+write) --+
-    | context.s | libcalls.s | cpuid.s | trap.s | ...              | previous handlers, code     |
+    | context.s | libcalls.s | cpuid.s | trap.s | sigcheck.s       | previous handlers, code     |
     +--------------------------------------------------------------+  ranges (see DATA_*)        |
                                                                    +-----------------------------+
 
@@ -25,10 +25,11 @@ import re
 from pathlib import Path
 from typing import Dict, Mapping, Tuple
 
-from ..module.abi import Libcall, asm_equates
+from ..errors import StubError
+from ..module.abi import ExitReason, Libcall, asm_equates
 from . import libc
 
-SOURCES = ("context.s", "libcalls.s", "cpuid.s", "trap.s")
+SOURCES = ("context.s", "libcalls.s", "cpuid.s", "trap.s", "sigcheck.s")
 """In assembly order: a file may use the exports of the files before it."""
 
 CODE_RESERVE = 16 * 1024
@@ -36,8 +37,11 @@ ALIGN = 64                    # each file starts on a cache line
 
 # --- the data page: read by the signal handler, written by pylucet.runtime.signals ----------------
 DATA_SIZE = 8 * 1024
-DATA_PREV_HANDLER = 0         # 64 entries of {handler address, sa_flags}, indexed by signal number
-DATA_RANGE_COUNT = 64 * 16    # entries of DATA_RANGES in use (free ones in between have end = 0)
+DATA_SIGNALS = 64              # signal numbers the previous-handler table covers (a power of two)
+DATA_PREV_HANDLER_SHIFT = 4    # log2 of an entry's size: {handler address, sa_flags}
+DATA_PREV_HANDLER = 0          # DATA_SIGNALS entries, indexed by signal number
+DATA_RANGE_COUNT = DATA_SIGNALS << DATA_PREV_HANDLER_SHIFT
+"""Entries of DATA_RANGES in use (free ones in between have end = 0)."""
 DATA_RANGES = DATA_RANGE_COUNT + 8
 MAX_CODE_RANGES = (DATA_SIZE - DATA_RANGES) // 16
 """Room for this many registered guest code ranges ({start, end} pairs, end exclusive)."""
@@ -47,12 +51,9 @@ GUEST_MXCSR = 0x1F80
 denormals-are-zero. WebAssembly float semantics need exactly this, whatever the host (a numpy
 extension, say) has set; the host's own MXCSR comes back when the guest returns or faults."""
 
-ENTER_RETURNED = 0
-"""``enter`` status: the guest function returned; results are in INST_RET_*."""
-ENTER_FAULTED = 1
-"""``enter`` status: the guest faulted; the signal handler filled in INST_FAULT_*."""
-ENTER_BAD_ENTRY = 2
-"""``enter`` status: INST_ENTRY_NSTACK exceeded ENTRY_MAX_STACK_ARGS; the guest did not run."""
+ENTER_RETURNED = ExitReason.RETURNED
+ENTER_FAULTED = ExitReason.FAULTED
+ENTER_BAD_ENTRY = ExitReason.BAD_ENTRY
 
 _LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow"}
 
@@ -127,6 +128,8 @@ class Stubs:
         self.prelude = (asm_equates() + libc.asm_equates()
                         + f".equ DATA_PAGE, {self.data_page}\n"
                         + f".equ DATA_PREV_HANDLER, {DATA_PREV_HANDLER}\n"
+                        + f".equ DATA_SIGNALS, {DATA_SIGNALS}\n"
+                        + f".equ DATA_PREV_HANDLER_SHIFT, {DATA_PREV_HANDLER_SHIFT}\n"
                         + f".equ DATA_RANGE_COUNT, {DATA_RANGE_COUNT}\n"
                         + f".equ DATA_RANGES, {DATA_RANGES}\n"
                         + f".equ GUEST_MXCSR, {GUEST_MXCSR}\n")
@@ -143,9 +146,9 @@ class Stubs:
                 try:
                     code, exports = self.assemble(asm_source(name), address)
                 except ValueError as e:
-                    raise RuntimeError(f"asm/{name}: {e}") from None
+                    raise StubError(f"asm/{name}: {e}") from None
                 if offset + len(code) > CODE_RESERVE:
-                    raise RuntimeError(f"asm/{name} does not fit: raise CODE_RESERVE")
+                    raise StubError(f"asm/{name} does not fit: raise CODE_RESERVE")
                 ctypes.memmove(address, code, len(code))
                 self.code[name] = code
                 self.ranges[name] = (address, address + len(code))
@@ -159,15 +162,27 @@ class Stubs:
         self.enter_address = self.symbols["pylucet_enter"]
         self.fault_return = self.symbols["pylucet_fault_return"]
         self.signal_handler = self.symbols["pylucet_signal_handler"]
+        self.sigint_handler = self.symbols["pylucet_sigint_handler"]
         self.libcalls: Mapping[Libcall, int] = {
             call: self.symbols[sym] for call, sym in _LIBCALL_SYMBOLS.items()}
         self.libcall_range = self.ranges["libcalls.s"]
 
+        self.hostcall = self.symbols["pylucet_hostcall"]
+        """Where a host import's entry points: it leaves with ExitReason.HOSTCALL."""
+        self.call_guest = self.symbols["pylucet_call_guest"]
+        """Where an import of another instance's function points: a native call into it."""
         self.enter = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(self.enter_address)
-        """``enter(instance_page) -> status`` (ENTER_*): run INST_ENTRY_FUNC as the page says."""
+        """``enter(instance_page) -> ExitReason``: run INST_ENTRY_FUNC as the page says."""
+        self.resume = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(
+            self.symbols["pylucet_resume"])
+        """``resume(instance_page) -> ExitReason``: continue a guest that left mid-call, with
+        INST_RET_RAX / INST_RET_XMM0 as the result of the call it made."""
         self._cpuid = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
                                        ctypes.POINTER(ctypes.c_uint32 * 4))(
             self.symbols["pylucet_cpuid"])
+        self.check_handlers = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(
+            self.symbols["pylucet_check_handlers"])
+        """``check_handlers(signal mask) -> 0 | signo | -errno`` (asm/sigcheck.s)."""
         self.xgetbv = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint32)(
             self.symbols["pylucet_xgetbv"])
         """``xgetbv(xcr) -> u64``; only when cpuid reports OSXSAVE."""

@@ -412,6 +412,9 @@ class Assembler:
     def call_m(self, mem: Mem) -> None:
         self._rm(0, 32, b"\xff", 2, mem)
 
+    def jmp_m(self, mem: Mem) -> None:
+        self._rm(0, 32, b"\xff", 4, mem)
+
     def table_entry(self, label: int, base: int) -> None:
         """A 32-bit jump table entry: ``label - base`` (``base`` a code position)."""
         self._ref32(label, base)

@@ -1,0 +1,450 @@
+"""The code-generation context: the abstract operand stack, the scratch register allocator and
+the frame, held (not inherited) by one ``CodeGenContext``, the single entry point to their
+combined operations (pop into a register, spill, fold a constant into an immediate), as Winch's
+``codegen/context.rs`` is.
+
+Operand stack entries are tuples ``(kind, payload, valtype)``:
+
+``CONST``  a constant not yet materialised (payload: the value, unsigned, masked to its width),
+           so constants fold into immediates and constant expressions fold away;
+``REG``    a value in a scratch register the entry owns (payload: the register);
+``LOCAL``  a lazy ``local.get`` (payload: the local index): read straight from the local's home,
+           copied only if the local is written while the entry is still on the stack;
+``SLOT``   a value spilled to the frame slot of its stack position (payload: that position);
+``FLAGS``  the result of a compare still in the CPU flags (payload: the condition code). Only
+           made when the very next instruction consumes it (see ``function``).
+
+The value representation is ``module.abi``'s, for every type: ``abi.value_class`` decides the
+register file (i32, i64 and the references in general purpose registers; f32, f64 and v128 in
+xmm registers, with their own free mask and xmm0 as result register) and ``abi.slot_size`` the
+bytes a value takes in the frame. Scratch values use the caller-saved registers in ``SCRATCH``
+and ``XSCRATCH``; ``r11`` and ``xmm15`` are never allocated and serve as short-lived
+temporaries inside one instruction's code. A float constant is materialised through ``r11``, so
+no value may be waiting in ``r11`` when one is loaded; and bits are bits in memory, so a float
+moves between memory locations through ``r11`` like an integer of its width. An i32 in a 64-bit
+register is always zero-extended (every i32 result is written by a 32-bit instruction), so it
+can index the heap directly.
+
+Every helper here emits only moves (never ``xor r, r`` or other flag-writing instructions)
+unless it says otherwise, so a compare's flags survive operand shuffling up to their ``jcc`` or
+``cmov``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ...errors import Unsupported
+from ...module.abi import SLOT_WORD, ValueClass, slot_size, value_class
+from ...wasm.opcodes import Op
+from ...wasm.types import ValType
+from ..x86_64 import encoding as X
+from ..x86_64.encoding import NO_INDEX, Assembler, fits_i32
+from ..x86_64.registers import (CC_NE, R8, R9, R10, R11, R12, R13, R15, RAX, RBP, RBX, RCX, RDI,
+                                RDX, RSI, RSP, XMM)
+
+CONST, REG, LOCAL, SLOT, FLAGS = range(5)
+
+I32, I64, F32, F64 = ValType.I32, ValType.I64, ValType.F32, ValType.F64
+NUM_TYPES = (I32, I64, F32, F64)
+"""The types code generation translates so far (the others raise ``Unsupported``)."""
+
+IN_XMM: Dict[ValType, bool] = {t: value_class(t) != ValueClass.INT for t in ValType}
+"""Whether a value of each type lives in an xmm register (else a general purpose one): the
+register class ``abi.value_class`` gives, as one dict lookup for the hot paths."""
+
+SCRATCH = (RAX, RCX, RDX, RSI, RDI, R8, R9, R10)
+XSCRATCH = XMM[:15]
+XTMP = XMM[15]
+RESULT_REG = RAX
+FLOAT_RESULT_REG = XMM[0]
+LOCAL_REGS = (RBX, R15, R12, R13, RBP)
+"""Callee-saved registers that the busiest integer locals live in for a whole function."""
+MASK = {32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
+
+
+def width(t: ValType) -> int:
+    return 64 if t == I64 or t == F64 else 32
+
+
+def signed(v: int, w: int) -> int:
+    return v - (1 << w) if v >> (w - 1) else v
+
+
+def result_reg(t: ValType) -> int:
+    """Where a single result (of a function, or at a label) of type ``t`` travels."""
+    return FLOAT_RESULT_REG if IN_XMM[t] else RESULT_REG
+
+
+def require_num(types: Sequence[ValType], what: str) -> None:
+    for t in types:
+        if t not in NUM_TYPES:
+            raise Unsupported(f"{t.text} {what} are not supported yet")
+
+
+class RegAlloc:
+    """Which scratch registers of each class are owned by operand stack entries."""
+
+    __slots__ = ("used", "xused")
+
+    def __init__(self) -> None:
+        self.used = 0                 # bit mask of general purpose scratch registers
+        self.xused = 0                # the same for xmm registers
+
+    def reset(self) -> None:
+        """Every register free: at a label, or after a call clobbered them all."""
+        self.used = self.xused = 0
+
+    def free_scratch(self, t: ValType = I32) -> int:
+        """A free scratch register of ``t``'s class, or -1."""
+        if IN_XMM[t]:
+            regs, used = XSCRATCH, self.xused
+        else:
+            regs, used = SCRATCH, self.used
+        for r in regs:
+            if not used & (1 << r):
+                return r
+        return -1
+
+    def claim(self, reg: int, t: ValType) -> None:
+        if IN_XMM[t]:
+            self.xused |= 1 << reg
+        else:
+            self.used |= 1 << reg
+
+    def free(self, reg: int, t: ValType = I32) -> None:
+        if IN_XMM[t]:
+            self.xused &= ~(1 << reg)
+        else:
+            self.used &= ~(1 << reg)
+
+    def owned(self, reg: int, t: ValType) -> bool:
+        return bool((self.xused if IN_XMM[t] else self.used) & (1 << reg))
+
+
+class Frame:
+    """Where locals live and where operand stack positions spill (``rsp``-relative): the
+    frame-resident locals from 0, the hidden return-area pointer (several results), then one
+    slot word per operand stack position from ``spill_base``. ``rsp_adjust`` is added while
+    outgoing call arguments sit below the frame. Its size is known only after the body."""
+
+    def __init__(self, local_types: Sequence[ValType], instrs: list, return_area: bool):
+        self.local_types = local_types
+        n = len(local_types)
+        uses = _local_uses(n, instrs)
+        # every xmm register is caller-saved, so float locals always live in the frame
+        ranked = sorted((i for i in range(n) if uses[i] and not IN_XMM[local_types[i]]),
+                        key=lambda i: -uses[i])
+        self.local_reg: List[int] = [-1] * n     # home register of each local, or -1
+        self.local_disp: List[int] = [0] * n     # frame offset of each frame-resident local
+        for i, reg in zip(ranked, LOCAL_REGS):
+            self.local_reg[i] = reg
+        self.saved_regs = [r for r in LOCAL_REGS if r in self.local_reg]
+        in_frame = sorted(i for i in range(n) if uses[i] and self.local_reg[i] < 0)
+        disp = 0
+        for i in in_frame:
+            size = slot_size(local_types[i])
+            disp = (disp + size - 1) & -size
+            self.local_disp[i] = disp
+            disp += size
+        self.frame_locals = in_frame
+        self.frame_locals_set = set(in_frame)
+        # the hidden return-area pointer (several results) sits between the locals and slots
+        self.ret_disp = disp
+        self.spill_base = disp + SLOT_WORD * int(return_area)
+        self.rsp_adjust = 0
+        self.max_slots = 0
+
+    def local_mem(self, idx: int) -> X.Mem:
+        return (RSP, NO_INDEX, 1, self.local_disp[idx] + self.rsp_adjust)
+
+    def slot_mem(self, pos: int) -> X.Mem:
+        if pos >= self.max_slots:
+            self.max_slots = pos + 1
+        return (RSP, NO_INDEX, 1, self.spill_base + SLOT_WORD * pos + self.rsp_adjust)
+
+    def size(self, aligned_for_calls: bool) -> int:
+        """Bytes below the pushed callee-saved registers; the SysV convention wants rsp 16-byte
+        aligned at each call."""
+        frame = self.spill_base + SLOT_WORD * self.max_slots
+        if aligned_for_calls:
+            frame += (-(8 + 8 * len(self.saved_regs) + frame)) % 16
+        return frame
+
+
+def _local_uses(n: int, instrs: list) -> List[int]:
+    """How busy each local is: a cheap pre-scan counting uses, a use inside loops counting
+    more; 0 for locals never touched (they get no home at all)."""
+    uses = [0] * n
+    weight, loops = 1, []
+    get, set_, tee = Op.LOCAL_GET, Op.LOCAL_SET, Op.LOCAL_TEE
+    loop, block, if_, end = Op.LOOP, Op.BLOCK, Op.IF, Op.END
+    for op, imm, _ in instrs:
+        if op == get or op == set_ or op == tee:
+            uses[imm] += weight
+        elif op == loop:
+            loops.append(True)
+            weight = 8 ** min(loops.count(True), 4)
+        elif op == block or op == if_:
+            loops.append(False)
+        elif op == end and loops:
+            if loops.pop():
+                weight = 8 ** min(loops.count(True), 4)
+    return uses
+
+
+class ValueStack(list):
+    """The abstract operand stack: a list of ``(kind, payload, valtype)`` entries, deepest
+    first. A plain list underneath, so pushes, pops and peeks cost what a list's do."""
+
+    __slots__ = ()
+
+
+class CodeGenContext:
+    """The value stack, the register allocator and the frame of one function, and every
+    operation that needs more than one of them. The allocator's and the frame's hot methods
+    are bound once here, so handlers pay no extra indirection for them."""
+
+    def __init__(self, asm: Assembler, frame: Frame) -> None:
+        self.asm = asm
+        self.stack = ValueStack()
+        self.regs = regs = RegAlloc()
+        self.frame = frame
+        self.local_reg = frame.local_reg      # the same list: read on every lazy local
+        self.local_mem = frame.local_mem
+        self.slot_mem = frame.slot_mem
+        self.free = regs.free
+        self.claim = regs.claim
+        self.owned = regs.owned
+        self.free_scratch = regs.free_scratch
+
+    def alloc(self, t: ValType = I32) -> int:
+        """A free scratch register of ``t``'s class, now owned by the caller."""
+        r = self.free_scratch(t)
+        if r < 0:
+            # out of registers: spill the deepest register entry (the value needed last)
+            fl = IN_XMM[t]
+            for i, e in enumerate(self.stack):
+                if e[0] == REG and IN_XMM[e[2]] == fl:
+                    r = e[1]
+                    self.spill(i)
+                    break
+            else:
+                raise AssertionError("no scratch register left")
+        self.claim(r, t)
+        return r
+
+    def mov_reg(self, t: ValType, dst: int, src: int) -> None:
+        if IN_XMM[t]:
+            self.asm.movaps(dst, src)
+        else:
+            self.asm.mov_rr(64, dst, src)
+
+    def evict(self, reg: int, t: ValType = I32) -> None:
+        """Make ``reg`` (of ``t``'s class) free for a fixed use: move its owner to another
+        register or its slot."""
+        if not self.owned(reg, t):
+            return
+        fl = IN_XMM[t]
+        stack = self.stack
+        for i in range(len(stack) - 1, -1, -1):
+            e = stack[i]
+            if e[0] == REG and e[1] == reg and IN_XMM[e[2]] == fl:
+                free = self.free_scratch(t)
+                if free >= 0:
+                    self.mov_reg(t, free, reg)
+                    self.claim(free, t)
+                    stack[i] = (REG, free, e[2])
+                    self.free(reg, t)
+                else:
+                    self.spill(i)
+                return
+        raise AssertionError(f"register {reg} is in use but owned by no entry")
+
+    def spill(self, i: int) -> None:
+        """Move stack entry ``i`` (a register or lazy local) to its frame slot."""
+        kind, val, t = self.stack[i]
+        w = width(t)
+        if kind == REG:
+            self.store_reg(t, self.slot_mem(i), val)
+            self.free(val, t)
+        elif kind == LOCAL:
+            reg = self.local_reg[val]
+            if reg < 0:
+                self.asm.mov_rm(w, R11, self.local_mem(val))
+                reg = R11
+            self.asm.mov_mr(w, self.slot_mem(i), reg)
+        else:
+            return
+        self.stack[i] = (SLOT, i, t)
+
+    def spill_all(self, kinds: Tuple[int, ...] = (REG, LOCAL)) -> None:
+        for i, e in enumerate(self.stack):
+            if e[0] in kinds:
+                self.spill(i)
+
+    def store_reg(self, t: ValType, mem: X.Mem, reg: int) -> None:
+        """Store register ``reg`` holding a ``t``."""
+        if IN_XMM[t]:
+            self.asm.sse_op(X.MOVS_STORE, width(t), reg, mem)
+        else:
+            self.asm.mov_mr(width(t), mem, reg)
+
+    def fconst(self, fw: int, reg: int, bits: int) -> None:
+        """Float bits into xmm ``reg`` through r11 (no flags touched)."""
+        if bits == 0:
+            self.asm.bitwise_ps(X.XORPS, reg, reg)
+        else:
+            self.asm.mov_ri(fw, R11, bits)
+            self.asm.movd_xr(fw, reg, R11)
+
+    def load(self, e: tuple, reg: int) -> None:
+        """Put the value of entry ``e`` (not a register entry) into ``reg`` (movs only: the flags
+        survive)."""
+        kind, val, t = e
+        w = width(t)
+        asm = self.asm
+        if IN_XMM[t]:
+            if kind == CONST:
+                self.fconst(w, reg, val)
+            elif kind == REG:
+                asm.movaps(reg, val)
+            else:
+                asm.sse_op(X.MOVS_LOAD, w, reg, self.mem_of(e))
+            return
+        if kind == CONST:
+            asm.mov_ri(w, reg, val)
+        elif kind == LOCAL:
+            home = self.local_reg[val]
+            if home >= 0:
+                asm.mov_rr(w, reg, home)
+            else:
+                asm.mov_rm(w, reg, self.local_mem(val))
+        elif kind == SLOT:
+            asm.mov_rm(w, reg, self.slot_mem(val))
+        elif kind == FLAGS:
+            asm.setcc(val, reg)
+            asm.movzx_rr(8, reg, reg)
+        else:
+            asm.mov_rr(w, reg, val)
+
+    def take(self, e: tuple) -> int:
+        """A scratch register the caller owns, holding the value of the popped entry ``e``."""
+        if e[0] == REG:
+            return e[1]
+        reg = self.alloc(e[2])
+        self.load(e, reg)
+        return reg
+
+    def reg_of(self, e: tuple) -> Tuple[int, bool]:
+        """A register holding ``e``'s value without copying a register-resident local:
+        (register, whether the caller owns it and must free or reuse it)."""
+        kind = e[0]
+        if kind == REG:
+            return e[1], True
+        if kind == LOCAL:
+            home = self.local_reg[e[1]]
+            if home >= 0:
+                return home, False
+        return self.take(e), True
+
+    def mem_of(self, e: tuple) -> Optional[X.Mem]:
+        """The memory operand holding ``e``'s value, if it is in memory."""
+        kind = e[0]
+        if kind == SLOT:
+            return self.slot_mem(e[1])
+        if kind == LOCAL and self.local_reg[e[1]] < 0:
+            return self.local_mem(e[1])
+        return None
+
+    def move_to(self, i: int, reg: int) -> None:
+        """Put stack entry ``i`` into the fixed register ``reg`` (which it then owns)."""
+        e = self.stack[i]
+        if e[0] == REG and e[1] == reg:
+            return
+        t = e[2]
+        self.evict(reg, t)
+        self.claim(reg, t)
+        self.load(e, reg)
+        if e[0] == REG:
+            self.free(e[1], t)
+        self.stack[i] = (REG, reg, t)
+
+    def pop_free(self) -> tuple:
+        e = self.stack.pop()
+        if e[0] == REG:
+            self.free(e[1], e[2])
+        return e
+
+    def detach_local(self, idx: int) -> None:
+        """Lazy reads of local ``idx`` still on the stack must keep the old value: copy them."""
+        stack = self.stack
+        for i, e in enumerate(stack):
+            if e[0] == LOCAL and e[1] == idx:
+                free = self.free_scratch(e[2])
+                if free >= 0:
+                    self.claim(free, e[2])
+                    self.load(e, free)
+                    stack[i] = (REG, free, e[2])
+                else:
+                    self.spill(i)
+
+    def test(self, e: tuple) -> int:
+        """Set the flags from a popped i32 condition; returns the condition code for 'true'."""
+        if e[0] == FLAGS:
+            return e[1]
+        mem = self.mem_of(e)
+        if mem is not None:
+            self.asm.alu_mi(X.CMP, 32, mem, 0)
+        else:
+            reg, owned = self.reg_of(e)
+            self.asm.test_rr(32, reg, reg)
+            if owned:
+                self.free(reg)
+        return CC_NE
+
+    def alu_operand(self, op: int, w: int, dst: int, e: tuple) -> None:
+        """``op dst, <e>`` with ``e`` as an immediate, register or memory operand."""
+        asm = self.asm
+        kind, val = e[0], e[1]
+        if kind == CONST:
+            imm = signed(val, w)
+            if fits_i32(imm):
+                asm.alu_ri(op, w, dst, imm)
+            else:
+                asm.mov_ri(64, R11, val)
+                asm.alu_rr(op, w, dst, R11)
+            return
+        mem = self.mem_of(e)
+        if mem is not None:
+            asm.alu_rm(op, w, dst, mem)
+            return
+        src, owned = self.reg_of(e)
+        asm.alu_rr(op, w, dst, src)
+        if owned:
+            self.free(src)
+
+    def store_slot(self, e: tuple, pos: int) -> None:
+        """Store entry ``e``'s value into the slot of stack position ``pos``, emitting moves
+        only and changing no state (so it may run on one path of a branch)."""
+        kind, val, t = e
+        w = width(t)
+        asm = self.asm
+        if kind == SLOT and val == pos:
+            return
+        mem = self.slot_mem(pos)
+        if kind == REG:
+            self.store_reg(t, mem, val)
+        elif kind == CONST and fits_i32(signed(val, w)):
+            asm.mov_mi(w, mem, val if w == 32 else signed(val, w))
+        elif kind == LOCAL and self.local_reg[val] >= 0:
+            asm.mov_mr(w, mem, self.local_reg[val])
+        else:   # bits are bits: memory or a constant through r11
+            if kind == CONST:
+                asm.mov_ri(64, R11, val)
+            elif kind == FLAGS:
+                asm.setcc(val, R11)
+                asm.movzx_rr(8, R11, R11)
+            else:
+                asm.mov_rm(w, R11, self.mem_of(e))
+            asm.mov_mr(w, mem, R11)

@@ -1,0 +1,185 @@
+"""Memory access: heap addresses, loads and stores, and ``memory.size``/``grow``/``copy``/``fill``.
+
+Heap accesses compile without bounds checks: the heap's address space is reserved far past
+4 GiB + 4 GiB (``runtime.region``), so ``[r14 + zero-extended i32 + offset]`` out of bounds lands
+on an inaccessible page; the access gets a trap site at its own offset and the signal handler
+turns the fault into ``HeapOutOfBounds``. The bulk instructions check their ranges explicitly
+(nothing may be written before the trap), and their trap stubs read an out-of-bounds heap byte
+instead of ``ud2``: the runtime believes a heap trap only for a fault inside the heap's address
+space.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Tuple
+
+from ...module.abi import VMCTX_MEMORY_SIZE, Libcall, vmctx_libcall
+from ...module.traps import TrapCode
+from ..x86_64 import encoding as X
+from ..x86_64.encoding import NO_INDEX, fits_i32
+from ..x86_64.registers import CC_A, CC_AE, R11, R14, RAX, RCX, RDI, RSI
+from .context import CONST, I32, IN_XMM, REG, signed as _signed, width
+
+if TYPE_CHECKING:
+    from .function import FunctionCompiler
+
+
+def _address(cg: FunctionCompiler, e: tuple, offset: int) -> Tuple[X.Mem, int]:
+    """The heap operand for address entry ``e`` + ``offset``, and the scratch register
+    the caller owns (or -1)."""
+    ctx = cg.ctx
+    if e[0] == CONST:
+        ea = e[1] + offset
+        if ea <= 0x7FFF_FFFF:
+            return (R14, NO_INDEX, 1, ea), -1
+        reg = ctx.alloc()
+        cg.asm.mov_ri(64, reg, ea)
+        return (R14, reg, 1, 0), reg
+    reg, owned = ctx.reg_of(e)
+    if offset <= 0x7FFF_FFFF:
+        return (R14, reg, 1, offset), reg if owned else -1
+    cg.asm.mov_ri(32, R11, offset)
+    cg.asm.alu_rr(X.ADD, 64, R11, reg)
+    return (R14, R11, 1, 0), reg if owned else -1
+
+
+def op_load(cg: FunctionCompiler, arg, memarg, off):
+    ctx = cg.ctx
+    t, size, signed = arg
+    mem, owned = _address(cg, cg.stack.pop(), memarg[1])
+    asm = cg.asm
+    w = width(t)
+    if IN_XMM[t]:
+        dst = ctx.alloc(t)
+        cg.trap_here(TrapCode.HeapOutOfBounds, off)
+        asm.sse_op(X.MOVS_LOAD, w, dst, mem)
+        if owned >= 0:
+            ctx.free(owned)
+        cg.stack.append((REG, dst, t))
+        return
+    dst = owned if owned >= 0 else ctx.alloc()
+    cg.trap_here(TrapCode.HeapOutOfBounds, off)
+    if size == 8 or (size == 4 and not signed):
+        asm.mov_rm(size * 8, dst, mem)
+    elif signed:
+        asm.movsx_rm(w, size * 8, dst, mem)
+    else:
+        asm.movzx_rm(size * 8, dst, mem)
+    cg.stack.append((REG, dst, t))
+
+
+def op_store(cg: FunctionCompiler, size, memarg, off):
+    ctx = cg.ctx
+    stack = cg.stack
+    v = stack.pop()
+    w = size * 8
+    asm = cg.asm
+    if v[0] == CONST and (w < 64 or fits_i32(_signed(v[1], 64))):
+        mem, owned = _address(cg, stack.pop(), memarg[1])
+        cg.trap_here(TrapCode.HeapOutOfBounds, off)
+        asm.mov_mi(w, mem, v[1] if w < 64 else _signed(v[1], 64))
+    else:
+        # the value first: a float constant goes through r11, which the address may need
+        t = v[2]
+        reg, vowned = ctx.reg_of(v)
+        mem, owned = _address(cg, stack.pop(), memarg[1])
+        cg.trap_here(TrapCode.HeapOutOfBounds, off)
+        if IN_XMM[t]:
+            asm.sse_op(X.MOVS_STORE, w, reg, mem)
+        else:
+            asm.mov_mr(w, mem, reg)
+        if vowned:
+            ctx.free(reg, t)
+    if owned >= 0:
+        ctx.free(owned)
+
+
+def op_memory_size(cg: FunctionCompiler, _, imm, off):
+    ctx = cg.ctx
+    reg = ctx.alloc()
+    cg.asm.mov_rm(64, reg, (R14, NO_INDEX, 1, VMCTX_MEMORY_SIZE))
+    cg.asm.shift_ri(X.SHR, 64, reg, 16)
+    cg.stack.append((REG, reg, I32))
+
+
+def op_memory_grow(cg: FunctionCompiler, _, imm, off):
+    ctx = cg.ctx
+    stack = cg.stack
+    ctx.move_to(len(stack) - 1, RDI)
+    stack.pop()
+    ctx.spill_all((REG,))
+    cg.makes_calls = True
+    cg.asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(Libcall.MEMORY_GROW)))
+    cg.asm.mov_rr(32, RAX, RAX)   # host code need not zero-extend its i32 result
+    ctx.regs.reset()
+    ctx.claim(RAX, I32)
+    stack.append((REG, RAX, I32))
+
+# Bulk memory: the string instructions with their fixed registers. Both ranges are checked
+# before a byte is written, so a trap leaves memory untouched and ``rep movsb``/``rep stosb``
+# never fault (they need no trap site).
+def _bulk_operands(cg: FunctionCompiler, regs: Tuple[int, int, int]) -> None:
+    """Pop the three i32 operands into the fixed registers ``regs`` (deepest operand first),
+    which the caller owns and frees."""
+    ctx = cg.ctx
+    stack = cg.stack
+    first = len(stack) - 3
+    for i, reg in enumerate(regs):
+        ctx.move_to(first + i, reg)
+    del stack[first:]
+
+
+def _range_trap(cg: FunctionCompiler, off: int) -> int:
+    """The trap stub for ``_check_heap_range``: its probe is the range's last byte, at
+    r11 - 1, which the failed check proved to lie at or past the end of the heap."""
+    return cg.trap_label(TrapCode.HeapOutOfBounds, off, (R14, R11, 1, -1))
+
+
+def _check_heap_range(cg: FunctionCompiler, start: int, trap: int) -> None:
+    """Jump to ``trap`` unless ``start`` + ``rcx`` (left in r11) is at most the current heap
+    size. Both are zero-extended i32s, so the 64-bit sum cannot wrap; an empty range may
+    start at the very end but not past it."""
+    asm = cg.asm
+    asm.lea(64, R11, (start, RCX, 1, 0))
+    asm.alu_rm(X.CMP, 64, R11, (R14, NO_INDEX, 1, VMCTX_MEMORY_SIZE))
+    asm.jcc(CC_A, trap)
+
+
+def op_memory_copy(cg: FunctionCompiler, _, imm, off):
+    """memmove: when the destination overlaps the source from above, copy backwards
+    (``std``), or the first bytes written would overwrite source bytes not yet read."""
+    ctx = cg.ctx
+    _bulk_operands(cg, (RDI, RSI, RCX))
+    asm = cg.asm
+    trap = _range_trap(cg, off)
+    _check_heap_range(cg, RDI, trap)
+    _check_heap_range(cg, RSI, trap)
+    asm.lea(64, RDI, (R14, RDI, 1, 0))
+    asm.lea(64, RSI, (R14, RSI, 1, 0))
+    forward, done = asm.new_label(), asm.new_label()
+    asm.mov_rr(64, R11, RDI)
+    asm.alu_rr(X.SUB, 64, R11, RSI)
+    asm.alu_rr(X.CMP, 64, R11, RCX)
+    asm.jcc(CC_AE, forward)          # backwards only if 0 <= dst - src < n
+    asm.lea(64, RDI, (RDI, RCX, 1, -1))
+    asm.lea(64, RSI, (RSI, RCX, 1, -1))
+    asm.std()
+    asm.rep_movsb()
+    asm.cld()                        # compiled code and its callers rely on DF = 0
+    asm.jmp(done)
+    asm.bind(forward)
+    asm.rep_movsb()
+    asm.bind(done)
+    for reg in (RDI, RSI, RCX):
+        ctx.free(reg)
+
+
+def op_memory_fill(cg: FunctionCompiler, _, imm, off):
+    """``rep stosb`` stores al: the low 8 bits of the value, as the spec wants."""
+    ctx = cg.ctx
+    _bulk_operands(cg, (RDI, RAX, RCX))
+    _check_heap_range(cg, RDI, _range_trap(cg, off))
+    cg.asm.lea(64, RDI, (R14, RDI, 1, 0))
+    cg.asm.rep_stosb()
+    for reg in (RDI, RAX, RCX):
+        ctx.free(reg)

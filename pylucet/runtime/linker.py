@@ -1,0 +1,260 @@
+"""The Linker: what a module's imports resolve to, checked once at instantiation.
+
+A host defines Python functions under (module, name) pairs; ``new_instance`` looks up every
+function import of the module there, refuses (``LinkError``) with every missing name and every
+type mismatch at once, and builds the instance's import entries from the result. At run time a
+call to a host import leaves the guest (``ExitReason.HOSTCALL``) and the instance runs the
+Python function on the host's own stack (see ``runtime.instance``), so a host function may do
+anything Python can: raise, block, call into another instance.
+
+The wasm type of a host function comes from, in order: ``type=`` (a :class:`FuncType` or text
+such as ``"(i32, i64) -> f64"``), or the function's annotations. Annotations use
+:data:`I32`, :data:`I64`, :data:`F32`, :data:`F64` (``typing.Annotated`` aliases of int and
+float); a bare ``float`` means f64, while a bare ``int`` is ambiguous and refused. The result
+annotation is one of those, ``None`` for no result, or ``Tuple[I32, F64]`` for several. A first
+parameter annotated :class:`~pylucet.runtime.vmctx.Vmctx` (or ``access_vmctx=True``) receives
+the calling instance's Vmctx.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import threading
+import typing
+import weakref
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+
+from ..errors import LinkError
+from ..wasm.types import ExternKind, FuncType, ValType
+from .calls import HostPlan
+from .exports import Func
+from .vmctx import Vmctx
+
+I32 = typing.Annotated[int, ValType.I32]
+I64 = typing.Annotated[int, ValType.I64]
+F32 = typing.Annotated[float, ValType.F32]
+F64 = typing.Annotated[float, ValType.F64]
+
+_NAMES = {t.text: t for t in (ValType.I32, ValType.I64, ValType.F32, ValType.F64)}
+_ARROW = re.compile(r"^\s*\(([^()]*)\)\s*->\s*(\(([^()]*)\)|\w+)\s*$")
+
+
+def parse_functype(text: str) -> FuncType:
+    """``"(i32, i64) -> f64"``, ``"() -> ()"``, ``"(i32) -> (i32, i32)"`` as a FuncType."""
+    m = _ARROW.match(text)
+    if not m:
+        raise ValueError(f"cannot read {text!r} as a function type: write it as "
+                         "'(i32, i64) -> f64', '() -> ()' or '(i32) -> (i32, i32)'")
+
+    def types(part: str) -> Tuple[ValType, ...]:
+        out = []
+        for word in filter(None, (w.strip() for w in part.split(","))):
+            if word not in _NAMES:
+                raise ValueError(f"unknown value type {word!r} in {text!r} "
+                                 f"(one of {', '.join(_NAMES)})")
+            out.append(_NAMES[word])
+        return tuple(out)
+
+    results = m.group(3) if m.group(3) is not None else m.group(2)
+    return FuncType(types(m.group(1)), types(results))
+
+
+def _annotation_type(hint: Any, where: str) -> ValType:
+    if typing.get_origin(hint) is typing.Annotated:
+        for meta in hint.__metadata__:
+            if isinstance(meta, ValType):
+                return meta
+    if hint is float:
+        return ValType.F64
+    if hint is int:
+        raise TypeError(f"{where} is annotated int, which could be i32 or i64: use pylucet.I32 "
+                        "or pylucet.I64 (or pass type=)")
+    raise TypeError(f"{where}: cannot tell a wasm type from the annotation {hint!r}: use "
+                    "pylucet.I32, I64, F32 or F64 (or pass type=)")
+
+
+def _from_annotations(fn: Callable[..., Any], access_vmctx: Optional[bool]
+                      ) -> Tuple[FuncType, bool]:
+    name = getattr(fn, "__qualname__", repr(fn))
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as e:
+        raise TypeError(f"cannot read the annotations of {name}: {e}") from None
+    params = list(inspect.signature(fn).parameters.values())
+    if params and hints.get(params[0].name) is Vmctx:
+        if access_vmctx is False:
+            raise TypeError(f"{name}: the first parameter is annotated Vmctx, but "
+                            "access_vmctx=False")
+        access_vmctx = True
+        params = params[1:]
+    elif access_vmctx:
+        params = params[1:]
+    ptypes = []
+    for p in params:
+        if p.name not in hints:
+            raise TypeError(f"{name}: parameter {p.name!r} has no annotation; annotate it "
+                            "(pylucet.I32, I64, F32, F64) or pass type=")
+        ptypes.append(_annotation_type(hints[p.name], f"{name}: parameter {p.name!r}"))
+    if "return" not in hints:
+        raise TypeError(f"{name}: no return annotation; use -> None for no result")
+    ret = hints["return"]
+    if ret is None or ret is type(None):
+        results: Tuple[ValType, ...] = ()
+    elif typing.get_origin(ret) in (tuple, Tuple):
+        results = tuple(_annotation_type(h, f"{name}: result {k}")
+                        for k, h in enumerate(typing.get_args(ret)))
+    else:
+        results = (_annotation_type(ret, f"{name}: result"),)
+    return FuncType(tuple(ptypes), results), bool(access_vmctx)
+
+
+class HostFunc:
+    """A Python function as a wasm function, ready to be imported.
+
+    ``access_vmctx``: the function takes the calling instance's :class:`Vmctx` first. It may be
+    a generator function: each ``yield value`` then suspends the guest (``run`` returns
+    :class:`~pylucet.Yielded`) until ``instance.resume(v)`` sends ``v`` back in; what it
+    returns is the call's result.
+    """
+
+    __slots__ = ("fn", "type", "access_vmctx", "name", "plan")
+
+    def __init__(self, fn: Callable[..., Any], type: Union[FuncType, str, None] = None, *,
+                 access_vmctx: Optional[bool] = None, name: Optional[str] = None):
+        if not callable(fn):
+            raise TypeError(f"a host function must be callable, got {fn!r}")
+        if isinstance(type, str):
+            ftype = parse_functype(type)
+        elif isinstance(type, FuncType):
+            ftype = type
+        elif type is None:
+            ftype, access_vmctx = _from_annotations(fn, access_vmctx)
+        else:
+            raise TypeError(f"type must be a FuncType or a string like '(i32) -> i64', "
+                            f"got {type!r}")
+        self.fn = fn
+        self.type = ftype
+        self.access_vmctx = bool(access_vmctx)
+        self.name = name or getattr(fn, "__qualname__", repr(fn))
+        self.plan = HostPlan(self.name, ftype, fn, self.access_vmctx)
+
+    def __repr__(self) -> str:
+        return f"<HostFunc {self.name} {self.type}>"
+
+
+class Linker:
+    """Definitions to satisfy imports, by (module, name). Shaped like wasmtime-py's Linker.
+
+    Defining the same name twice is a LinkError unless ``allow_shadowing`` is set. A linker may
+    be shared by many instantiations (and threads); it is only read while instantiating.
+    """
+
+    def __init__(self) -> None:
+        self._defs: Dict[Tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self.allow_shadowing = False
+        self.generation = 0
+        """Bumped on every definition, so resolutions cached per module can tell they are old."""
+        # (generation, resolution) per module, held weakly: the cache dies with the linker, and
+        # a module never keeps alive the linkers (and their host functions' closures) it met
+        self._resolved: "weakref.WeakKeyDictionary[Any, Tuple[int, Tuple[Any, ...]]]" = \
+            weakref.WeakKeyDictionary()
+
+    def define_func(self, module: str, name: str, fn: Callable[..., Any],
+                    type: Union[FuncType, str, None] = None, *,
+                    access_vmctx: Optional[bool] = None) -> Any:
+        """Define ``fn`` as function ``module.name``; returns what was defined.
+
+        ``fn`` is a Python callable (or a :class:`HostFunc`), or an exported function of another
+        pylucet instance (``other.exports["f"]``): importers then call it natively, with its
+        own vmctx and no Python in between. That instance cannot be closed or reset while an
+        importer lives."""
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise TypeError("module and name must be str")
+        if isinstance(fn, Func):
+            if type is not None and (parse_functype(type) if isinstance(type, str)
+                                     else type) != fn.type:
+                raise LinkError(f"{module}.{name}: type {type} given for {fn.name}, which is "
+                                f"{fn.type}")
+            if fn.index < fn.instance.module.data.num_imported_funcs:
+                raise LinkError(f"{module}.{name}: {fn.name} is itself an import of its "
+                                "instance; define what it was linked to instead")
+            func: Any = fn
+        else:
+            func = fn if isinstance(fn, HostFunc) else HostFunc(
+                fn, type, access_vmctx=access_vmctx, name=f"{module}.{name}")
+        with self._lock:
+            if (module, name) in self._defs and not self.allow_shadowing:
+                raise LinkError(f"{module}.{name} is already defined in this linker "
+                                "(set allow_shadowing to replace it)")
+            self._defs[(module, name)] = func
+            self.generation += 1
+        return func
+
+    def func(self, module: str, name: str, type: Union[FuncType, str, None] = None, *,
+             access_vmctx: Optional[bool] = None) -> Callable[[Callable[..., Any]], Any]:
+        """Decorator form of :meth:`define_func`; returns the function unchanged."""
+        def define(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.define_func(module, name, fn, type, access_vmctx=access_vmctx)
+            return fn
+        return define
+
+    def define_instance(self, module: str, instance: Any) -> None:
+        """Define every exported function of ``instance`` under ``module``."""
+        for name, func in instance.exports._funcs.items():
+            if func.index >= instance.module.data.num_imported_funcs:
+                self.define_func(module, name, func)
+
+    def get(self, module: str, name: str) -> Optional[Any]:
+        return self._defs.get((module, name))
+
+    def __iter__(self) -> Iterator[Tuple[str, str]]:
+        return iter(list(self._defs))
+
+    def __len__(self) -> int:
+        return len(self._defs)
+
+    def resolve_module(self, module: Any) -> Tuple[Any, ...]:
+        """:meth:`resolve` for a loaded module, remembered until the next definition."""
+        generation = self.generation
+        cached = self._resolved.get(module)
+        if cached is None or cached[0] != generation:
+            cached = (generation, tuple(self.resolve(module.data)))
+            with self._lock:
+                self._resolved[module] = cached
+        return cached[1]
+
+    def resolve(self, data: Any) -> List[Any]:
+        """The definition of each function import of module data ``data``, in import order;
+        LinkError naming every import that is missing or has the wrong type."""
+        funcs: List[Any] = []
+        problems: List[str] = []
+        for imp in data.imports:
+            if imp.kind != ExternKind.FUNC:
+                problems.append(f"{imp.module}.{imp.name}: importing a "
+                                f"{imp.kind.name.lower()} is not supported yet")
+                continue
+            want = data.types[imp.type_id]
+            found = self._defs.get((imp.module, imp.name))
+            if found is None:
+                problems.append(f"{imp.module}.{imp.name} {want} is not defined")
+            elif found.type != want:
+                problems.append(f"{imp.module}.{imp.name}: the module imports it as {want}, "
+                                f"but it is defined as {found.type}")
+            else:
+                funcs.append(found)
+        if problems:
+            name = data.name or "<anonymous>"
+            raise LinkError(f"cannot link module {name!r}: " + "; ".join(problems),
+                            problems=problems)
+        return funcs
+
+    def __repr__(self) -> str:
+        return f"<Linker, {len(self._defs)} definitions>"
+
+
+def link_without(data: Any) -> None:
+    """LinkError for a module with imports instantiated without a linker."""
+    if data.imports:
+        Linker().resolve(data)

@@ -1,0 +1,66 @@
+"""Ctrl-C while a guest runs: SIGINT stops a guest spinning in compiled code through its interrupt
+checks (pylucet_sigint_handler sets the flag, then Python's own handler runs), the run raises
+KeyboardInterrupt, and the instance is usable again after reset(). Each case runs in a child
+process, since it signals the whole process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+_PRELUDE = """
+import os, signal, threading, time
+import pylucet
+m = pylucet.load(pylucet.compile('''(module
+  (import "env" "nap" (func $nap))
+  (func (export "spin") (loop $l (br $l)))
+  (func (export "napping") (call $nap) (loop $l (br $l)))
+  (func (export "one") (result i32) (i32.const 1)))'''))
+linker = pylucet.Linker()
+linker.define_func("env", "nap", lambda: time.sleep(5), "() -> ()")
+def ctrl_c(after):
+    threading.Timer(after, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+"""
+
+
+def _child(body: str) -> subprocess.CompletedProcess:
+    code = _PRELUDE + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("export", ["spin", "napping"])
+def test_ctrl_c_stops_the_guest_and_reset_recovers(export):
+    r = _child(f"""
+        with pylucet.MmapRegion(1) as region, region.new_instance(m, linker=linker) as inst:
+            ctrl_c(0.3)
+            started = time.monotonic()
+            try:
+                inst.run({export!r})
+            except KeyboardInterrupt:
+                print("interrupted", round(time.monotonic() - started) < 3, inst.state.name)
+            inst.reset()
+            print("after reset", inst.run("one"))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["interrupted True TERMINATED", "after reset 1"]
+
+
+def test_a_host_sigint_handler_still_runs_and_the_guest_can_carry_on():
+    """If the host handles SIGINT itself without raising, the guest is not killed: the flag
+    is cleared and the call goes on (here until its kill switch ends it)."""
+    r = _child("""
+        seen = []
+        signal.signal(signal.SIGINT, lambda *a: seen.append(1))
+        with pylucet.MmapRegion(1) as region, region.new_instance(m, linker=linker) as inst:
+            ctrl_c(0.2)
+            try:
+                inst.run("spin", timeout=1.0)
+            except pylucet.Terminated as e:
+                print("handler ran", seen == [1], "then", e.reason.split(":")[0])
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "handler ran True then timeout"
