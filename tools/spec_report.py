@@ -45,7 +45,8 @@ def main(argv: List[str] | None = None) -> int:
                     "(default: the suite's non-SIMD scripts)")
     ap.add_argument("--json", action="store_true", help="print the per-script results as JSON")
     ap.add_argument("--update-baseline", action="store_true",
-                    help=f"write the per-script passed/skipped counts to {BASELINE.relative_to(ROOT)}")
+                    help="write the per-script passed/skipped counts to "
+                    f"{BASELINE.relative_to(ROOT)}")
     args = ap.parse_args(argv)
     if not args.paths and not suite_path().is_dir():
         print(f"no test suite at {suite_path()}", file=sys.stderr)

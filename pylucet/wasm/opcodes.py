@@ -336,10 +336,11 @@ PREFIXES = (0xFC, 0xFD)
 
 _MNEMONIC = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
 
-# --- instructions of proposals beyond Wasm 2.0 -----------------------------------------------------
-# Known so that they are refused as pylucet.errors.UnsupportedProposal, naming the instruction and
-# its proposal, instead of as a malformed opcode. They are deliberately not in OPS: nothing decodes,
-# validates or compiles them; when a proposal lands, its rows move into _TABLE with their immediates.
+# --- instructions of proposals beyond Wasm 2.0 ---------------------------------------------------
+# Known so that they are refused as pylucet.errors.UnsupportedProposal, naming the instruction
+# and its proposal, instead of as a malformed opcode. They are deliberately not in OPS: nothing
+# decodes, validates or compiles them; when a proposal lands, its rows move into _TABLE with
+# their immediates.
 
 class Proposal(enum.Enum):
     SIMD = "fixed-width SIMD (0xFD prefix)"
