@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, List, Union
 from .errors import (CompileError, Error, FatalFault, InstantiationError, InvalidModule,
                      LimitsExceeded, LinkError, LoadError, MalformedModule, MemoryAccessError,
                      RegionFull, StateError, StubError, Terminate, Terminated, Trap,
-                     UnknownExport, Unsupported)
+                     UnknownExport, Unsupported, UnsupportedProposal)
 from .module.traps import TrapCode
 
 if TYPE_CHECKING:  # pragma: no cover
