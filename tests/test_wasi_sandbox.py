@@ -169,3 +169,34 @@ def test_bad_guest_pointers_are_efault(guest):
     assert guest.fd_write(1, 65535, 4, 8) == Errno.FAULT
     assert guest.fd_prestat_get(3, 70000) == Errno.FAULT
     assert guest.args_sizes_get(-4, 0) == Errno.FAULT     # a negative i32 is a huge pointer
+
+
+def test_both_ways_agree_on_empty_paths_and_trailing_slashes(guest):
+    """The walk once opened the directory itself for "" and the file for "inside.txt/"."""
+    assert guest.open("")[0] == Errno.NOENT
+    assert guest.open("inside.txt/")[0] == Errno.NOTDIR
+    assert guest.open("sub/")[0] == Errno.SUCCESS
+    assert guest.open("new/", oflags=1, rights=int(Rights.FD_WRITE))[0] == Errno.ISDIR
+    for call, path, want in [("path_create_directory", "made/", Errno.SUCCESS),
+                             ("path_remove_directory", "made/", Errno.SUCCESS),
+                             ("path_create_directory", "", Errno.NOENT),
+                             ("path_unlink_file", "inside.txt/", Errno.NOTDIR),
+                             ("path_unlink_file", "sub/", Errno.ISDIR),
+                             ("path_remove_directory", "inside.txt/", Errno.NOTDIR)]:
+        p, n = guest.s(path)
+        assert getattr(guest, call)(3, p, n) == want, (call, path)
+    a_p, a_n = guest.s("sub/")
+    b_p, b_n = guest.s("moved/")
+    assert guest.path_rename(3, a_p, a_n, 3, b_p, b_n) == Errno.SUCCESS
+    assert (guest.box / "moved").is_dir() and (guest.box / "inside.txt").is_file()
+
+
+def test_a_trailing_slash_on_a_symlink_out_is_refused(guest):
+    """"name/" makes the kernel follow a symlink; it must still not leave the box."""
+    os.symlink(guest.root / "outdir", guest.box / "away")
+    assert guest.open("away/")[0] in (Errno.NOTCAPABLE, Errno.PERM)
+    p, n = guest.s("away/")
+    assert guest.path_filestat_set_times(3, 0, p, n, 0, 0, 2 | 8) in (Errno.NOTCAPABLE,
+                                                                        Errno.PERM)
+    assert guest.path_remove_directory(3, p, n) == Errno.NOTDIR
+    assert (guest.root / "outdir").is_dir()

@@ -491,7 +491,7 @@ class WasiCtx:
     @wasi("(i32, i32, i32) -> i32")
     def path_create_directory(self, mem: memoryview, fd: int, path: int, n: int) -> int:
         d = self._dir(fd, Rights.PATH_CREATE_DIRECTORY)
-        parent, name = self.resolver.parent(d.fd, _string(mem, path, n))
+        parent, name = self.resolver.parent(d.fd, _string(mem, path, n), keep_slash=True)
         try:
             os.mkdir(name, 0o777, dir_fd=parent)
         finally:
@@ -628,7 +628,7 @@ class WasiCtx:
     @wasi("(i32, i32, i32) -> i32")
     def path_remove_directory(self, mem: memoryview, fd: int, path: int, n: int) -> int:
         d = self._dir(fd, Rights.PATH_REMOVE_DIRECTORY)
-        parent, name = self.resolver.parent(d.fd, _string(mem, path, n))
+        parent, name = self.resolver.parent(d.fd, _string(mem, path, n), keep_slash=True)
         try:
             if name == ".":
                 return Errno.INVAL
@@ -642,9 +642,9 @@ class WasiCtx:
                     new_path: int, new_n: int) -> int:
         src = self._dir(fd, Rights.PATH_RENAME_SOURCE)
         dst = self._dir(new_fd, Rights.PATH_RENAME_TARGET)
-        sp, sn = self.resolver.parent(src.fd, _string(mem, old_path, old_n))
+        sp, sn = self.resolver.parent(src.fd, _string(mem, old_path, old_n), keep_slash=True)
         try:
-            dp, dn = self.resolver.parent(dst.fd, _string(mem, new_path, new_n))
+            dp, dn = self.resolver.parent(dst.fd, _string(mem, new_path, new_n), keep_slash=True)
             try:
                 if "." in (sn, dn):
                     return Errno.BUSY

@@ -79,6 +79,12 @@ class Resolver:
              follow: bool = True) -> int:
         """A host descriptor for ``path`` beneath ``dirfd``, opened with ``flags``."""
         _check(path)
+        if path.endswith("/"):
+            # "name/" names a directory, and follows a symlink there, as the kernel says
+            if flags & os.O_CREAT:
+                raise WasiError(Errno.ISDIR)
+            flags |= os.O_DIRECTORY
+            follow = True
         if not follow:
             flags |= os.O_NOFOLLOW
         if self.use_openat2:
@@ -96,18 +102,27 @@ class Resolver:
         finally:
             os.close(parent)
 
-    def parent(self, dirfd: int, path: str) -> Tuple[int, str]:
+    def parent(self, dirfd: int, path: str, keep_slash: bool = False) -> Tuple[int, str]:
         """(descriptor of the directory holding the last component, its name): for the calls
         that act on a name rather than open it. The caller closes the descriptor. The name is
-        a single component; ``.`` means the directory itself (for ``dir/``, ``dir/.`` or
-        ``dir/..``, which are resolved whole)."""
+        a single component; ``.`` means the directory itself (for ``dir/.`` or ``dir/..``, and
+        for ``dir/`` unless ``keep_slash``, all resolved whole).
+
+        ``keep_slash`` hands ``dir/`` back as the name ``"dir/"``: for ``mkdirat``,
+        ``unlinkat(AT_REMOVEDIR)`` and ``renameat``, where the kernel takes a trailing slash to
+        mean "a directory" and never follows a symlink named so. Not for calls where a trailing
+        slash would make the kernel follow one (``utimensat``, ``readlinkat``, ``fstatat``)."""
         _check(path)
-        head, _, name = path.rstrip("/").rpartition("/") if path.rstrip("/") else ("", "", ".")
-        if path.endswith("/") or name in (".", ".."):
+        stripped = path.rstrip("/")
+        head, _, name = stripped.rpartition("/") if stripped else ("", "", ".")
+        slash = path.endswith("/")
+        if (slash and not keep_slash) or name in (".", ".."):
             return self.open(dirfd, path, os.O_PATH | os.O_DIRECTORY), "."
+        suffix = "/" if slash else ""
         if self.use_openat2:
-            return self.open(dirfd, head or ".", os.O_PATH | os.O_DIRECTORY), name
-        return self._walk(dirfd, path, follow=False)
+            return self.open(dirfd, head or ".", os.O_PATH | os.O_DIRECTORY), name + suffix
+        parent, name = self._walk(dirfd, stripped, follow=False)
+        return parent, name + suffix
 
     # --- the walk, where the kernel cannot do it --------------------------------------------------
 
@@ -157,6 +172,8 @@ class Resolver:
 
 
 def _check(path: str) -> None:
+    if not path:
+        raise WasiError(Errno.NOENT)     # as openat2 says of "", so both ways agree
     if path.startswith("/"):
         raise WasiError(Errno.NOTCAPABLE)
     if "\0" in path:
