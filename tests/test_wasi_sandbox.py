@@ -6,7 +6,6 @@ kernel's ``openat2(RESOLVE_BENEATH)`` and the component walk used where the kern
 from __future__ import annotations
 
 import os
-import struct
 
 import pytest
 
@@ -14,47 +13,9 @@ from pylucet.wasi import WasiConfig
 from pylucet.wasi.sandbox import kernel_has_openat2
 from pylucet.wasi.types import Errno, Rights
 
+from .wasi_guest import Guest
+
 MODES = [pytest.param(True, id="openat2"), pytest.param(False, id="walk")]
-
-
-class FakeVmctx:
-    """What a host function sees of guest memory: here a bytearray of 64 KiB."""
-
-    def __init__(self) -> None:
-        self.memory = memoryview(bytearray(65536))
-
-
-class Guest:
-    """Calls WASI functions as a guest would: strings placed in memory, results read back."""
-
-    def __init__(self, ctx):
-        self.ctx = ctx
-        self.vm = FakeVmctx()
-        self.calls = {}
-        from pylucet.wasi.preview1 import FUNCTIONS
-        for name, (_, fn) in FUNCTIONS.items():
-            self.calls[name] = ctx._host(fn)
-        self.heap = 1024
-
-    def s(self, text: str):
-        raw = text.encode()
-        at = self.heap
-        self.vm.memory[at:at + len(raw)] = raw
-        self.heap += len(raw) + 8
-        return at, len(raw)
-
-    def __getattr__(self, name):
-        fn = self.calls[name]
-        return lambda *args: Errno(fn(self.vm, *args))
-
-    def u32(self, at: int) -> int:
-        return struct.unpack_from("<I", self.vm.memory, at)[0]
-
-    def open(self, path: str, oflags: int = 0, rights: int = int(Rights.FD_READ),
-             follow: bool = True):
-        p, n = self.s(path)
-        err = self.path_open(3, int(follow), p, n, oflags, rights, 0, 0, 16)
-        return err, self.u32(16)
 
 
 @pytest.fixture(params=MODES)

@@ -85,6 +85,7 @@ def _ns(t: float) -> int:
 _CLOCKS = {Clock.REALTIME: time.CLOCK_REALTIME, Clock.MONOTONIC: time.CLOCK_MONOTONIC,
            Clock.PROCESS_CPUTIME_ID: time.CLOCK_PROCESS_CPUTIME_ID,
            Clock.THREAD_CPUTIME_ID: time.CLOCK_THREAD_CPUTIME_ID}
+_IGNORED_SIGNALS = {0, 16, 17, 22, 27}        # none, chld, cont, urg, winch
 _WHENCE = {Whence.SET: os.SEEK_SET, Whence.CUR: os.SEEK_CUR, Whence.END: os.SEEK_END}
 _ADVICE = [os.POSIX_FADV_NORMAL, os.POSIX_FADV_SEQUENTIAL, os.POSIX_FADV_RANDOM,
            os.POSIX_FADV_WILLNEED, os.POSIX_FADV_DONTNEED, os.POSIX_FADV_NOREUSE]
@@ -188,11 +189,13 @@ class WasiCtx:
 
     @wasi("(i32) -> i32")
     def proc_raise(self, mem: memoryview, sig: int) -> int:
-        # Raising a signal in the host on the guest's behalf would let it kill the host; the
-        # default action of every signal a guest may name ends the guest, so do that.
+        # Raising a signal in the host on the guest's behalf would let it kill the host: do
+        # what the signal's default action would do to a process of its own. WASI's signal
+        # numbers are Linux's (hup=1 ... sys=30); chld, cont, urg and winch are ignored by
+        # default, and a stop (which cannot stop a guest alone) ends it like the rest.
         if not 0 <= sig <= 30:
             return Errno.INVAL
-        if sig == 0:
+        if sig in _IGNORED_SIGNALS:
             return 0
         raise Terminate(WasiExit(128 + sig))
 
