@@ -85,10 +85,13 @@ class Guest:
         return struct.unpack_from("<Q", self.vm.memory, at)[0]
 
     def open(self, path: str, oflags: int = 0, rights: int = int(Rights.FD_READ),
-             follow: bool = True, fdflags: int = 0, dirfd: int = 3) -> Tuple[Errno, int]:
-        """path_open beneath ``dirfd``: (errno, the new fd)."""
+             follow: bool = True, fdflags: int = 0, dirfd: int = 3,
+             inheriting: "int | None" = None) -> Tuple[Errno, int]:
+        """path_open beneath ``dirfd``: (errno, the new fd). Inheriting rights default to
+        ``rights``."""
         p, n = self.s(path)
-        err = self.path_open(dirfd, int(follow), p, n, oflags, rights, rights, fdflags, 16)
+        err = self.path_open(dirfd, int(follow), p, n, oflags, rights,
+                             rights if inheriting is None else inheriting, fdflags, 16)
         return err, self.u32(16)
 
 
