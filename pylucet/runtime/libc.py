@@ -176,6 +176,36 @@ def getpagesize() -> int:
     return _getpagesize()
 
 
+# openat2(2) (Linux 5.6+), which glibc does not wrap: WASI resolves a guest's paths with it
+SYS_OPENAT2 = 437
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_BENEATH = 0x08
+
+
+class OpenHow(ctypes.Structure):
+    """``struct open_how`` of ``openat2``."""
+
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+_syscall = _libc.syscall          # variadic: no argtypes, each argument passed typed
+_syscall.restype = ctypes.c_long
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int, resolve: int) -> int:
+    """A new descriptor, as ``os.open`` would give, or an ``OSError`` carrying the errno
+    (``ENOSYS`` where the kernel lacks the call) and the path."""
+    how = OpenHow(flags, mode, resolve)
+    raw = os.fsencode(path)
+    fd = _syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), ctypes.c_char_p(raw),
+                  ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return fd
+
+
 # --- kernel ABI for the assembly stubs --------------------------------------------------------------
 # Linux x86-64; the layouts are in /usr/include/x86_64-linux-gnu/sys/ucontext.h and bits/siginfo.
 

@@ -20,43 +20,32 @@ anything itself.
 
 from __future__ import annotations
 
-import ctypes
 import errno
+import functools
 import os
 from typing import List, Optional, Tuple
 
+from ..runtime import libc
 from .types import Errno, WasiError, from_host
 
-SYS_OPENAT2 = 437
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_BENEATH = 0x08
 MAX_SYMLINKS = 40
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
 
 
 def _openat2(dirfd: int, path: str, flags: int, mode: int) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0,
-                   RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
-    fd = _syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), path.encode(),
-                  ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), path)
-    return fd
+    return libc.openat2(dirfd, path, flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0,
+                        libc.RESOLVE_BENEATH | libc.RESOLVE_NO_MAGICLINKS)
 
 
+@functools.lru_cache(maxsize=None)
 def kernel_has_openat2() -> bool:
+    """Asked once per process (a seccomp filter may refuse the call with EPERM)."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.close(_openat2(os.open("/", os.O_PATH | os.O_DIRECTORY), ".", os.O_PATH, 0))
+        os.close(_openat2(root, ".", os.O_PATH, 0))
     except OSError as e:
         return e.errno not in (errno.ENOSYS, errno.EPERM)
+    finally:
+        os.close(root)
     return True
 
 
