@@ -8,18 +8,20 @@ taken as unsigned (``& 0xFFFFFFFF``) before use.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import socket
 import stat as _stat
 import struct
+import termios
 import time
 from typing import Any, Callable, Dict, List, Tuple
 
 from ..errors import MemoryAccessError, Terminate
 from .fdtable import Descriptor, FdTable, filetype_of
 from .sandbox import Resolver
-from .types import (ALL_RIGHTS, DIR_RIGHTS, DIRENT, EVENT, FDSTAT, FILE_RIGHTS, FILESTAT, IOVEC,
+from .types import (ALL_RIGHTS, DIR_RIGHTS, DIRENT, EVENT, EVENT_FD_READWRITE_HANGUP, FDSTAT, FILE_RIGHTS, FILESTAT, IOVEC,
                     LOOKUP_SYMLINK_FOLLOW, PREOPENTYPE_DIR, PRESTAT, SDFLAGS_RD, SDFLAGS_WR,
                     SUBCLOCK_ABSTIME, SUBSCRIPTION, U32, U64, Clock, Errno, Eventtype, Fdflags,
                     Filetype, Fstflags, Oflags, Rights, WasiError, Whence, from_host)
@@ -89,6 +91,31 @@ _IGNORED_SIGNALS = {0, 16, 17, 22, 27}        # none, chld, cont, urg, winch
 _WHENCE = {Whence.SET: os.SEEK_SET, Whence.CUR: os.SEEK_CUR, Whence.END: os.SEEK_END}
 _ADVICE = [os.POSIX_FADV_NORMAL, os.POSIX_FADV_SEQUENTIAL, os.POSIX_FADV_RANDOM,
            os.POSIX_FADV_WILLNEED, os.POSIX_FADV_DONTNEED, os.POSIX_FADV_NOREUSE]
+
+
+def _file_bytes(d: Descriptor, tag: int) -> int:
+    """What an always-ready descriptor has to read: the bytes after the file position."""
+    if d.fd < 0 or tag != Eventtype.FD_READ or d.filetype != Filetype.REGULAR_FILE:
+        return 0
+    return max(0, os.fstat(d.fd).st_size - os.lseek(d.fd, 0, os.SEEK_CUR))
+
+
+def _fd_event(fd: int, revents: int, user: int, tag: int) -> Any:
+    """The event of one subscriber to a polled fd, or None if its direction is not ready."""
+    hangup = revents & (select.POLLHUP | select.POLLERR)
+    if revents & select.POLLNVAL:
+        return (user, Errno.BADF, tag, 0, 0)
+    if tag == Eventtype.FD_READ:
+        if not revents & (select.POLLIN | select.POLLHUP | select.POLLERR):
+            return None
+        try:
+            nbytes = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+        except OSError:
+            nbytes = 1
+        return (user, 0, tag, nbytes, EVENT_FD_READWRITE_HANGUP if hangup else 0)
+    if not revents & (select.POLLOUT | select.POLLHUP | select.POLLERR):
+        return None
+    return (user, 0, tag, 0, EVENT_FD_READWRITE_HANGUP if hangup else 0)
 
 
 class WasiCtx:
@@ -250,7 +277,6 @@ class WasiCtx:
         if flags & ~0x1F:
             return Errno.INVAL
         if d.fd >= 0:
-            import fcntl
             now = fcntl.fcntl(d.fd, fcntl.F_GETFL)
             now &= ~(os.O_APPEND | os.O_NONBLOCK)
             if flags & Fdflags.APPEND:
@@ -695,6 +721,10 @@ class WasiCtx:
     @wasi("(i32, i32, i32, i32) -> i32")
     def poll_oneoff(self, mem: memoryview, subs: int, events: int, count: int,
                     nevents: int) -> int:
+        """Waits until a clock fires or a descriptor is ready. Regular files and Python
+        streams are always ready; pipes, terminals and sockets are polled (``poll(2)``, so
+        any fd number works). A clock fires only if its time has come when the wait ends, so
+        an fd ready early does not also report the timeout."""
         count &= _M32
         if count == 0:
             return Errno.INVAL
@@ -702,10 +732,8 @@ class WasiCtx:
         events = _check(mem, events, EVENT.size * count)
         _check(mem, nevents, 4)
         out: List[Tuple[int, int, int, int, int]] = []
-        readers: Dict[int, List[int]] = {}
-        writers: Dict[int, List[int]] = {}
-        timeout = None
-        clocks: List[Tuple[float, int]] = []
+        waiting: Dict[int, List[Tuple[int, int]]] = {}    # host fd -> [(userdata, tag)]
+        clocks: List[Tuple[float, int]] = []              # (seconds from now, userdata)
         for k in range(count):
             user, tag, ident, deadline, _precision, flags = SUBSCRIPTION.unpack_from(
                 mem, subs + SUBSCRIPTION.size * k)
@@ -714,41 +742,40 @@ class WasiCtx:
                 if clock not in _CLOCKS:
                     out.append((user, Errno.INVAL, tag, 0, 0))
                     continue
-                now = time.clock_gettime_ns(_CLOCKS[clock])
-                wait = (deadline - now if flags & SUBCLOCK_ABSTIME else deadline) / 1e9
-                clocks.append((max(0.0, wait), user))
+                if flags & SUBCLOCK_ABSTIME:
+                    deadline -= time.clock_gettime_ns(_CLOCKS[clock])
+                clocks.append((max(0, deadline) / 1e9, user))
             elif tag in (Eventtype.FD_READ, Eventtype.FD_WRITE):
                 try:
                     d = self.fds.get(ident & _M32, Rights.POLL_FD_READWRITE)
                 except WasiError as e:
                     out.append((user, e.errno, tag, 0, 0))
                     continue
-                if d.fd < 0 or d.filetype == Filetype.REGULAR_FILE:   # always ready
-                    size = 0
-                    if d.fd >= 0 and tag == Eventtype.FD_READ:
-                        st = os.fstat(d.fd)
-                        size = max(0, st.st_size - os.lseek(d.fd, 0, os.SEEK_CUR))
-                    out.append((user, 0, tag, size, 0))
+                if d.fd < 0 or d.filetype in (Filetype.REGULAR_FILE, Filetype.DIRECTORY):
+                    out.append((user, 0, tag, _file_bytes(d, tag), 0))
                 else:
-                    (readers if tag == Eventtype.FD_READ else writers).setdefault(
-                        d.fd, []).append(user)
+                    waiting.setdefault(d.fd, []).append((user, tag))
             else:
                 out.append((user, Errno.INVAL, tag, 0, 0))
-        if clocks:
-            timeout = min(w for w, _ in clocks)
-        if out:
-            timeout = 0.0
-        if readers or writers:
-            r, w, _ = select.select(list(readers), list(writers), [], timeout)
-            for fd in r:
-                out.extend((u, 0, Eventtype.FD_READ, 1, 0) for u in readers[fd])
-            for fd in w:
-                out.extend((u, 0, Eventtype.FD_WRITE, 1, 0) for u in writers[fd])
-        elif timeout:
-            time.sleep(timeout)
-        if not out or timeout is not None:
-            out.extend((u, 0, Eventtype.CLOCK, 0, 0) for w, u in clocks
-                       if w <= (timeout or 0.0))
+        timeout = 0.0 if out else min((w for w, _ in clocks), default=None)
+        start = time.monotonic()
+        if waiting:
+            poller = select.poll()
+            for fd, subscribers in waiting.items():
+                mask = 0
+                for _, tag in subscribers:
+                    mask |= select.POLLIN if tag == Eventtype.FD_READ else select.POLLOUT
+                poller.register(fd, mask)
+            ready = poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+            for fd, revents in ready:
+                out.extend(_fd_event(fd, revents, user, tag) for user, tag in waiting[fd])
+            elapsed = time.monotonic() - start if ready else timeout or 0.0
+        else:
+            if timeout:
+                time.sleep(timeout)
+            elapsed = timeout or 0.0
+        out = [e for e in out if e is not None]
+        out.extend((u, 0, Eventtype.CLOCK, 0, 0) for w, u in clocks if w <= elapsed)
         for k, event in enumerate(out[:count]):
             EVENT.pack_into(mem, events + EVENT.size * k, *event)
         _put(mem, U32, nevents, min(len(out), count))
