@@ -8,7 +8,8 @@ import pytest
 
 from pylucet.errors import Terminate
 from pylucet.wasi import WasiConfig, WasiExit
-from pylucet.wasi.types import Clock, Errno
+from pylucet.wasi.errno import Errno
+from pylucet.wasi.types import Clock
 
 from .wasi_guest import MEMORY_SIZE, guest_for
 

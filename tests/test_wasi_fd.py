@@ -8,8 +8,9 @@ import os
 import pytest
 
 from pylucet.wasi import WasiConfig
-from pylucet.wasi.types import (DIRENT, FDSTAT, FILESTAT, Errno, Fdflags, Filetype, Fstflags,
-                                Oflags, Rights, Whence)
+from pylucet.wasi.errno import Errno
+from pylucet.wasi.types import (DIRENT, FDSTAT, FILESTAT, Fdflags, Filetype, Fstflags, Oflags,
+                                Rights, Whence)
 
 from .wasi_guest import MEMORY_SIZE, guest_for
 

@@ -9,7 +9,8 @@ import pytest
 
 from pylucet.wasi import WasiConfig
 from pylucet.wasi.sandbox import kernel_has_openat2
-from pylucet.wasi.types import FILESTAT, Errno, Filetype, Fstflags, Oflags, Rights
+from pylucet.wasi.errno import Errno
+from pylucet.wasi.types import FILESTAT, Filetype, Fstflags, Oflags, Rights
 
 from .wasi_guest import MEMORY_SIZE, guest_for
 

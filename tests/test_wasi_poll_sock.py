@@ -12,8 +12,9 @@ import pytest
 
 from pylucet.wasi import WasiConfig
 from pylucet.wasi.fdtable import Descriptor
-from pylucet.wasi.types import (EVENT, EVENT_FD_READWRITE_HANGUP, SUBSCRIPTION, Clock, Errno,
-                                Eventtype, Rights)
+from pylucet.wasi.errno import Errno
+from pylucet.wasi.types import (EVENT, EVENT_FD_READWRITE_HANGUP, SUBSCRIPTION, Clock, Eventtype,
+                                Rights)
 
 from .wasi_guest import MEMORY_SIZE, guest_for
 

@@ -11,7 +11,8 @@ import pytest
 
 from pylucet.wasi import WasiConfig
 from pylucet.wasi.sandbox import kernel_has_openat2
-from pylucet.wasi.types import Errno, Rights
+from pylucet.wasi.errno import Errno
+from pylucet.wasi.types import Rights
 
 from .wasi_guest import Guest
 

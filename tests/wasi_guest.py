@@ -9,7 +9,8 @@ from typing import Any, Callable, Dict, Tuple
 
 from pylucet.errors import MemoryAccessError
 from pylucet.wasi.preview1 import FUNCTIONS
-from pylucet.wasi.types import Errno, Rights
+from pylucet.wasi.errno import Errno
+from pylucet.wasi.types import Rights
 
 MEMORY_SIZE = 65536
 

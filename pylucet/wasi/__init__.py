@@ -27,10 +27,11 @@ import sys
 from typing import IO, Any, Dict, List, Optional, Tuple, Union
 
 from ..errors import Terminated
+from .errno import Errno, WasiError
 from .fdtable import Descriptor, FdTable, StreamDescriptor
 from .preview1 import FUNCTIONS, MODULE, WasiCtx, WasiExit
 from .sandbox import Resolver
-from .types import DIR_RIGHTS, FILE_RIGHTS, Errno, Filetype, WasiError
+from .types import DIR_RIGHTS, FILE_RIGHTS, Filetype
 
 __all__ = ["WasiConfig", "WasiCtx", "WasiExit", "run", "MODULE", "FUNCTIONS", "Errno",
            "WasiError"]

@@ -12,8 +12,8 @@ import os
 import stat as _stat
 from typing import IO, Any, Dict, Iterator, Optional, Tuple
 
-from .types import (DIR_RIGHTS, FILE_RIGHTS, SOCKET_RIGHTS, STREAM_RIGHTS, Errno, Fdflags,
-                    Filetype, Rights, WasiError)
+from .errno import Errno, WasiError
+from .types import DIR_RIGHTS, FILE_RIGHTS, SOCKET_RIGHTS, STREAM_RIGHTS, Fdflags, Filetype, Rights
 
 
 def filetype_of(mode: int) -> Filetype:

@@ -26,7 +26,7 @@ import os
 from typing import List, Optional, Tuple
 
 from ..runtime import libc
-from .types import Errno, WasiError, from_host
+from .errno import Errno, WasiError, from_host
 
 MAX_SYMLINKS = 40
 

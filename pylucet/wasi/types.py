@@ -1,123 +1,14 @@
 """WASI preview1's numbers and records, as the witx defines them (``wasi_snapshot_preview1``).
 
-Every constant, flag set and struct layout the calls use is defined here once: errno values and
-the mapping from the host's errno, rights, flags, file types, and the records a call reads from
-or writes to guest memory as ``struct.Struct`` objects.
+Every constant, flag set and struct layout the calls use is defined here once: rights, flags,
+file types, and the records a call reads from or writes to guest memory as ``struct.Struct``
+objects. Errors are in ``wasi.errno``.
 """
 
 from __future__ import annotations
 
 import enum
-import errno as _host_errno
 import struct
-from typing import Dict
-
-
-class Errno(enum.IntEnum):
-    SUCCESS = 0
-    TOOBIG = 1      # "2big"
-    ACCES = 2
-    ADDRINUSE = 3
-    ADDRNOTAVAIL = 4
-    AFNOSUPPORT = 5
-    AGAIN = 6
-    ALREADY = 7
-    BADF = 8
-    BADMSG = 9
-    BUSY = 10
-    CANCELED = 11
-    CHILD = 12
-    CONNABORTED = 13
-    CONNREFUSED = 14
-    CONNRESET = 15
-    DEADLK = 16
-    DESTADDRREQ = 17
-    DOM = 18
-    DQUOT = 19
-    EXIST = 20
-    FAULT = 21
-    FBIG = 22
-    HOSTUNREACH = 23
-    IDRM = 24
-    ILSEQ = 25
-    INPROGRESS = 26
-    INTR = 27
-    INVAL = 28
-    IO = 29
-    ISCONN = 30
-    ISDIR = 31
-    LOOP = 32
-    MFILE = 33
-    MLINK = 34
-    MSGSIZE = 35
-    MULTIHOP = 36
-    NAMETOOLONG = 37
-    NETDOWN = 38
-    NETRESET = 39
-    NETUNREACH = 40
-    NFILE = 41
-    NOBUFS = 42
-    NODEV = 43
-    NOENT = 44
-    NOEXEC = 45
-    NOLCK = 46
-    NOLINK = 47
-    NOMEM = 48
-    NOMSG = 49
-    NOPROTOOPT = 50
-    NOSPC = 51
-    NOSYS = 52
-    NOTCONN = 53
-    NOTDIR = 54
-    NOTEMPTY = 55
-    NOTRECOVERABLE = 56
-    NOTSOCK = 57
-    NOTSUP = 58
-    NOTTY = 59
-    NXIO = 60
-    OVERFLOW = 61
-    OWNERDEAD = 62
-    PERM = 63
-    PROTO = 64
-    PROTONOSUPPORT = 65
-    PROTOTYPE = 66
-    RANGE = 67
-    ROFS = 68
-    SPIPE = 69
-    SRCH = 70
-    STALE = 71
-    TIMEDOUT = 72
-    TXTBSY = 73
-    XDEV = 74
-    NOTCAPABLE = 75
-
-
-def _host_map() -> Dict[int, Errno]:
-    out = {}
-    for e in Errno:
-        name = "E2BIG" if e is Errno.TOOBIG else "E" + e.name
-        code = getattr(_host_errno, name, None)
-        if code is not None:
-            out[code] = e
-    out[_host_errno.EOPNOTSUPP] = Errno.NOTSUP        # the same number on Linux
-    out[_host_errno.EWOULDBLOCK] = Errno.AGAIN
-    return out
-
-
-HOST_ERRNO = _host_map()
-"""Host (Linux) errno -> WASI errno, exactly; anything unmapped is EIO."""
-
-
-def from_host(code: int) -> Errno:
-    return HOST_ERRNO.get(code, Errno.IO)
-
-
-class WasiError(Exception):
-    """A call fails with ``errno``: raised inside the implementation, returned to the guest."""
-
-    def __init__(self, errno: Errno):
-        self.errno = errno
-        super().__init__(errno.name)
 
 
 class Filetype(enum.IntEnum):
@@ -245,6 +136,7 @@ PRESTAT = struct.Struct("<B3xI")                   # tag, pr_name_len
 SUBSCRIPTION = struct.Struct("<QB7xQQQH6x")        # userdata, tag, (clock id | fd), timeout,
                                                    # precision, flags (the clock variant)
 EVENT = struct.Struct("<QHB5xQH6x")                # userdata, error, type, nbytes, flags
+U16 = struct.Struct("<H")
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 assert (FDSTAT.size, FILESTAT.size, DIRENT.size, PRESTAT.size, SUBSCRIPTION.size, EVENT.size) \
