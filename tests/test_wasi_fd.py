@@ -180,6 +180,8 @@ def test_advise_allocate_sync(guest):
     assert guest.fd_advise(fd, 0, 10, 1) == Errno.SUCCESS
     assert guest.fd_advise(fd, 0, 10, 6) == Errno.INVAL
     assert guest.fd_allocate(fd, 0, 100) == Errno.SUCCESS
+    assert guest.fd_allocate(fd, -1, 1) == Errno.INVAL          # 2**64 - 1: no host off_t
+    assert guest.fd_advise(fd, 0, -1, 0) == Errno.INVAL
     assert os.path.getsize(guest.dir / "data.txt") == 100
     assert guest.fd_sync(fd) == Errno.SUCCESS and guest.fd_datasync(fd) == Errno.SUCCESS
     ro = opened(guest, rights=int(Rights.FD_READ))

@@ -174,3 +174,4 @@ def test_bad_path_pointers_and_encodings(guest):
     assert guest.path_create_directory(3, 100, -1) == Errno.FAULT
     assert call(guest, "path_create_directory", 3, b"bad\xff") == Errno.ILSEQ
     assert call(guest, "path_create_directory", 3, "nul\0x") == Errno.ILSEQ
+    assert call(guest, "path_symlink", "nul\0x", 3, "link") == Errno.ILSEQ

@@ -30,10 +30,15 @@ def put(mem: memoryview, record: struct.Struct, ptr: int, *values: int) -> None:
 
 
 def string(mem: memoryview, ptr: int, n: int) -> str:
+    """A guest's path or symlink target: UTF-8 (else EILSEQ), and no NUL (which the host's
+    calls would otherwise refuse with a ValueError)."""
     n &= M32
     ptr = check(mem, ptr, n)
+    raw = bytes(mem[ptr:ptr + n])
+    if b"\0" in raw:
+        raise WasiError(Errno.ILSEQ)
     try:
-        return bytes(mem[ptr:ptr + n]).decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise WasiError(Errno.ILSEQ) from None
 

@@ -56,6 +56,7 @@ class WasiCtx(EnvCalls, FdCalls, PathCalls, PollCalls, SockCalls):
                 return int(Errno.FAULT)
             except OSError as e:
                 return int(from_host(e.errno or 5))
-            return 0 if result is None else result
+            # an Errno member as a plain int: the runtime's fast path for i32 results
+            return 0 if result is None else int(result)
         call.__name__ = fn.__name__
         return call

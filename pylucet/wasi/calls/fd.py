@@ -23,6 +23,14 @@ _ADVICE = [os.POSIX_FADV_NORMAL, os.POSIX_FADV_SEQUENTIAL, os.POSIX_FADV_RANDOM,
 _FD_WRITE = int(Rights.FD_WRITE)
 
 
+def _filesize(value: int) -> int:
+    """A u64 offset or length, which arrives as a signed i64: one of 2**63 or more is past
+    anything the host's ``off_t`` holds, EINVAL (not an OverflowError out of ``os``)."""
+    if value < 0:
+        raise WasiError(Errno.INVAL)
+    return value
+
+
 def put_filestat(mem: memoryview, out: int, st: os.stat_result) -> None:
     """A ``filestat`` record of ``st`` at ``out``."""
     put(mem, FILESTAT, out, st.st_dev, st.st_ino, filetype_of(st.st_mode), st.st_nlink,
@@ -57,7 +65,7 @@ class FdCalls(Calls):
         if not 0 <= advice < len(_ADVICE):
             return Errno.INVAL
         if d.filetype == Filetype.REGULAR_FILE:
-            os.posix_fadvise(d.fd, offset & M64, length & M64, _ADVICE[advice])
+            os.posix_fadvise(d.fd, _filesize(offset), _filesize(length), _ADVICE[advice])
         return 0
 
     @wasi("(i32, i64, i64) -> i32")
@@ -65,7 +73,7 @@ class FdCalls(Calls):
         d = self.fds.get(fd, Rights.FD_ALLOCATE)
         if d.filetype != Filetype.REGULAR_FILE:
             return Errno.BADF if d.filetype == Filetype.DIRECTORY else Errno.NOTSUP
-        os.posix_fallocate(d.fd, offset & M64, length & M64)
+        os.posix_fallocate(d.fd, _filesize(offset), _filesize(length))
         return 0
 
     @wasi("(i32) -> i32")
