@@ -285,3 +285,22 @@ def test_create_truncate_exclusive(guest):
     assert guest.open("data.txt", oflags=int(Oflags.DIRECTORY))[0] == Errno.NOTDIR
     assert guest.open("missing")[0] == Errno.NOENT
     assert guest.fd_close(fd) == Errno.SUCCESS
+
+
+def test_a_text_stdin_never_gives_more_bytes_than_asked():
+    """n characters of a text stream can be more than n bytes: the rest waits for the next
+    read instead of spilling past the guest's buffer."""
+    config = WasiConfig()
+    config.stdin_file = io.StringIO("ééx")
+    g = guest_for(config)
+    guard = g.alloc(8)
+    g.vm.write(guard, b"\xAA" * 8)
+    got = b""
+    for _ in range(10):
+        iovs, count = g.iovecs((guard, 1))
+        assert g.fd_read(0, iovs, count, 8) == Errno.SUCCESS
+        if not g.u32(8):
+            break
+        got += g.vm.read(guard, 1)
+        assert g.vm.read(guard + 1, 7) == b"\xAA" * 7
+    assert got.decode() == "ééx"

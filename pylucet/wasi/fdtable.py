@@ -98,11 +98,17 @@ class StreamDescriptor(Descriptor):
                          | Rights.FD_FILESTAT_GET | Rights.POLL_FD_READWRITE, Rights(0),
                          owned=False)
         self.stream = stream
-        self._binary = hasattr(stream, "buffer") or "b" in getattr(stream, "mode", "b")
+        self._pending = b""
+        """What a text stream gave beyond the bytes asked for (n characters can be more)."""
 
     def read(self, n: int) -> bytes:
-        data = self.stream.read(n)
-        return data.encode() if isinstance(data, str) else data
+        if not self._pending:
+            data = getattr(self.stream, "buffer", self.stream).read(n)
+            if not isinstance(data, str):
+                return data
+            self._pending = data.encode("utf-8")
+        data, self._pending = self._pending[:n], self._pending[n:]
+        return data
 
     def write(self, data: bytes) -> int:
         data = bytes(data)
