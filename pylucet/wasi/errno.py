@@ -77,18 +77,19 @@ class Errno(enum.IntEnum):
     OVERFLOW = 61
     OWNERDEAD = 62
     PERM = 63
-    PROTO = 64
-    PROTONOSUPPORT = 65
-    PROTOTYPE = 66
-    RANGE = 67
-    ROFS = 68
-    SPIPE = 69
-    SRCH = 70
-    STALE = 71
-    TIMEDOUT = 72
-    TXTBSY = 73
-    XDEV = 74
-    NOTCAPABLE = 75
+    PIPE = 64
+    PROTO = 65
+    PROTONOSUPPORT = 66
+    PROTOTYPE = 67
+    RANGE = 68
+    ROFS = 69
+    SPIPE = 70
+    SRCH = 71
+    STALE = 72
+    TIMEDOUT = 73
+    TXTBSY = 74
+    XDEV = 75
+    NOTCAPABLE = 76
 
 
 def _host_map() -> Dict[int, Errno]:
