@@ -29,6 +29,10 @@ from ..runtime import libc
 from .errno import Errno, WasiError, from_host
 
 MAX_SYMLINKS = 40
+ESCAPE = Errno.PERM
+"""What a path that would leave its directory gets: EPERM, as wasmtime answers (cap-std's
+"a path led outside of the filesystem"), on both ways of resolving. ENOTCAPABLE stays what
+the spec makes it: a descriptor lacking a right."""
 
 
 def _openat2(dirfd: int, path: str, flags: int, mode: int) -> int:
@@ -52,7 +56,7 @@ def kernel_has_openat2() -> bool:
 def _error(e: OSError) -> WasiError:
     # openat2 reports an escape as EXDEV (an absolute path or symlink, ``..`` past the root)
     if e.errno == errno.EXDEV:
-        return WasiError(Errno.NOTCAPABLE)
+        return WasiError(ESCAPE)
     return WasiError(from_host(e.errno or errno.EIO))
 
 
@@ -127,7 +131,7 @@ class Resolver:
                 comp = todo.pop()
                 if comp == "..":
                     if len(stack) == 1:
-                        raise WasiError(Errno.NOTCAPABLE)
+                        raise WasiError(ESCAPE)
                     os.close(stack.pop())
                     continue
                 last = not todo
@@ -142,7 +146,7 @@ class Resolver:
                     if links > MAX_SYMLINKS:
                         raise WasiError(Errno.LOOP)
                     if target.startswith("/"):
-                        raise WasiError(Errno.NOTCAPABLE)
+                        raise WasiError(ESCAPE)
                     todo.extend(c for c in target.split("/")[::-1] if c not in ("", "."))
                     continue
                 if last:
@@ -164,6 +168,6 @@ def _check(path: str) -> None:
     if not path:
         raise WasiError(Errno.NOENT)     # as openat2 says of "", so both ways agree
     if path.startswith("/"):
-        raise WasiError(Errno.NOTCAPABLE)
+        raise WasiError(ESCAPE)
     if "\0" in path:
         raise WasiError(Errno.ILSEQ)

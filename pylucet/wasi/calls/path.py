@@ -9,6 +9,7 @@ import stat as _stat
 from ..errno import Errno, WasiError
 from ..fdtable import Descriptor, filetype_of
 from ..memory import M32, check, put, string
+from ..sandbox import ESCAPE
 from ..types import (DIR_RIGHTS, FILE_RIGHTS, LOOKUP_SYMLINK_FOLLOW, U32, Fdflags, Filetype,
                      Oflags, Rights)
 from . import Calls, wasi
@@ -198,7 +199,7 @@ class PathCalls(Calls):
         target = string(mem, old_path, old_n)
         if target.startswith("/"):
             # never followed beneath a preopen anyway; refuse it as wasmtime does
-            return Errno.NOTCAPABLE
+            return ESCAPE
         parent, name = self.resolver.parent(d.fd, string(mem, new_path, new_n))
         try:
             if name == ".":
