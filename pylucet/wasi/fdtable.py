@@ -93,7 +93,10 @@ class StreamDescriptor(Descriptor):
     """A Python file object as a guest's stdin, stdout or stderr (a host capturing output)."""
 
     def __init__(self, stream: IO[Any], readable: bool):
-        super().__init__(-1, Filetype.CHARACTER_DEVICE,
+        # UNKNOWN, as wasmtime shows stdio that is not a terminal: a character device without
+        # seek rights is what wasi-libc's isatty() takes for a terminal, and a host capturing
+        # output must not get colours and line buffering meant for one
+        super().__init__(-1, Filetype.UNKNOWN,
                          (Rights.FD_READ if readable else Rights.FD_WRITE)
                          | Rights.FD_FILESTAT_GET | Rights.POLL_FD_READWRITE, Rights(0),
                          owned=False)
