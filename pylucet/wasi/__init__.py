@@ -90,12 +90,12 @@ class WasiConfig:
     def _stdio(self, n: int, stream: Stdio, readable: bool) -> Descriptor:
         if stream is None:
             if self._inherit_stdio:
-                return Descriptor.for_host_fd(n, owned=False)
+                return Descriptor.for_stdio(n, readable, owned=False)
             fd = os.open(os.devnull, (os.O_RDONLY if readable else os.O_WRONLY) | os.O_CLOEXEC)
-            return Descriptor.for_host_fd(fd)
+            return Descriptor.for_stdio(fd, readable)
         if isinstance(stream, (str, os.PathLike)):
             flags = os.O_RDONLY if readable else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-            return Descriptor.for_host_fd(os.open(stream, flags | os.O_CLOEXEC, 0o666))
+            return Descriptor.for_stdio(os.open(stream, flags | os.O_CLOEXEC, 0o666), readable)
         return StreamDescriptor(stream, readable)
 
 

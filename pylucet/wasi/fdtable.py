@@ -68,6 +68,22 @@ class Descriptor:
             flags |= Fdflags.NONBLOCK
         return cls(fd, ftype, rights, Rights(0), flags, owned=owned)
 
+    @classmethod
+    def for_stdio(cls, fd: int, readable: bool, owned: bool = True) -> "Descriptor":
+        """Stdin, stdout or stderr as wasmtime shows them: a stream, whatever the host fd is
+        (a file redirected to stdin does not become seekable), a character device only on a
+        terminal. The host's own stdio (``owned=False``) keeps its flags: O_NONBLOCK set on
+        it would reach the host process's own descriptor."""
+        ftype = Filetype.CHARACTER_DEVICE if os.isatty(fd) else Filetype.UNKNOWN
+        rights = ((Rights.FD_READ if readable else Rights.FD_WRITE) | Rights.FD_FILESTAT_GET
+                  | Rights.POLL_FD_READWRITE)
+        if owned:
+            rights |= Rights.FD_FDSTAT_SET_FLAGS
+        flags = Fdflags.APPEND if _appending(fd) else Fdflags(0)
+        if not os.get_blocking(fd):
+            flags |= Fdflags.NONBLOCK
+        return cls(fd, ftype, rights, Rights(0), flags, owned=owned)
+
     def require(self, rights: int) -> None:
         if rights & ~self.rights:
             raise WasiError(Errno.NOTCAPABLE)

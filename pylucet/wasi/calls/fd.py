@@ -38,6 +38,14 @@ def _entry_type(e: "os.DirEntry[str]") -> Filetype:
         return Filetype.UNKNOWN
 
 
+def _seekable(d: Descriptor) -> Descriptor:
+    """A stream (stdio, a pipe, a socket) is ESPIPE before any question of rights, as the
+    host and wasmtime say: programs test for ESPIPE to tell a pipe from a file."""
+    if d.filetype not in (Filetype.REGULAR_FILE, Filetype.BLOCK_DEVICE):
+        raise WasiError(Errno.BADF if d.filetype == Filetype.DIRECTORY else Errno.SPIPE)
+    return d
+
+
 def _filesize(value: int) -> int:
     """A u64 offset or length, which arrives as a signed i64: one of 2**63 or more is past
     anything the host's ``off_t`` holds, EINVAL (not an OverflowError out of ``os``)."""
@@ -46,9 +54,12 @@ def _filesize(value: int) -> int:
     return value
 
 
-def put_filestat(mem: memoryview, out: int, st: os.stat_result) -> None:
-    """A ``filestat`` record of ``st`` at ``out``."""
-    put(mem, FILESTAT, out, st.st_dev, st.st_ino, filetype_of(st.st_mode), st.st_nlink,
+def put_filestat(mem: memoryview, out: int, st: os.stat_result,
+                 filetype: "Filetype | None" = None) -> None:
+    """A ``filestat`` record of ``st`` at ``out``; ``filetype`` is what a descriptor says it
+    is, where that differs from the host's (stdio redirected from a file is a stream)."""
+    put(mem, FILESTAT, out, st.st_dev, st.st_ino,
+        filetype_of(st.st_mode) if filetype is None else filetype, st.st_nlink,
         st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -115,7 +126,9 @@ class FdCalls(Calls):
     @wasi("(i32, i32) -> i32")
     def fd_fdstat_set_flags(self, mem: memoryview, fd: int, flags: int) -> int:
         d = self.fds.get(fd, Rights.FD_FDSTAT_SET_FLAGS)
-        if flags & ~0x1F:
+        if flags & ~int(Fdflags.APPEND | Fdflags.NONBLOCK):
+            # the sync flags cannot be changed on an open file (Linux ignores them in
+            # F_SETFL): refused, as wasmtime does, rather than reported set and not applied
             return Errno.INVAL
         if d.fd >= 0:
             now = fcntl.fcntl(d.fd, fcntl.F_GETFL)
@@ -125,7 +138,7 @@ class FdCalls(Calls):
             if flags & Fdflags.NONBLOCK:
                 now |= os.O_NONBLOCK
             fcntl.fcntl(d.fd, fcntl.F_SETFL, now)
-        d.flags = Fdflags(flags)
+        d.flags = Fdflags(flags) | (d.flags & ~(Fdflags.APPEND | Fdflags.NONBLOCK))
         return 0
 
     @wasi("(i32, i64, i64) -> i32")
@@ -143,7 +156,7 @@ class FdCalls(Calls):
         if d.fd < 0:   # a Python stream as stdio
             put(mem, FILESTAT, out, 0, 0, d.filetype, 1, 0, 0, 0, 0)
             return 0
-        put_filestat(mem, out, os.fstat(d.fd))
+        put_filestat(mem, out, os.fstat(d.fd), d.filetype)
         return 0
 
     @wasi("(i32, i64) -> i32")
@@ -235,21 +248,18 @@ class FdCalls(Calls):
 
     @wasi("(i32, i64, i32, i32) -> i32")
     def fd_seek(self, mem: memoryview, fd: int, offset: int, whence: int, out: int) -> int:
-        d = self.fds.get(fd, Rights.FD_SEEK if (offset or whence != Whence.CUR)
-                         else Rights.FD_TELL)
+        d = _seekable(self.fds.get(fd))
+        d.require(Rights.FD_SEEK if (offset or whence != Whence.CUR) else Rights.FD_TELL)
         if whence not in _WHENCE:
             return Errno.INVAL
-        if d.filetype not in (Filetype.REGULAR_FILE, Filetype.BLOCK_DEVICE):
-            return Errno.SPIPE if d.filetype != Filetype.DIRECTORY else Errno.BADF
         check(mem, out, 8)
         put(mem, U64, out, os.lseek(d.fd, offset, _WHENCE[whence]))
         return 0
 
     @wasi("(i32, i32) -> i32")
     def fd_tell(self, mem: memoryview, fd: int, out: int) -> int:
-        d = self.fds.get(fd, Rights.FD_TELL)
-        if d.filetype not in (Filetype.REGULAR_FILE, Filetype.BLOCK_DEVICE):
-            return Errno.SPIPE if d.filetype != Filetype.DIRECTORY else Errno.BADF
+        d = _seekable(self.fds.get(fd))
+        d.require(Rights.FD_TELL)
         put(mem, U64, out, os.lseek(d.fd, 0, os.SEEK_CUR))
         return 0
 
