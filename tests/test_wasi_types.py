@@ -93,3 +93,22 @@ def test_record_sizes_match_wasi_libc():
             "filestat": FILESTAT, "event": EVENT, "subscription": SUBSCRIPTION,
             "prestat": PRESTAT}
     assert {k: v.size for k, v in ours.items()} == {k: sizes[k] for k in ours}
+
+
+def test_every_function_has_the_type_wasmtime_links():
+    """All 46 preview1 functions, with the wasm types pylucet defines, imported by one module
+    that wasmtime-py's own WASI linker must accept (a wrong type is a link error there)."""
+    wasmtime = pytest.importorskip("wasmtime")
+    from pylucet.wasi.preview1 import FUNCTIONS
+    imports = []
+    for name, (signature, _) in sorted(FUNCTIONS.items()):
+        params, results = (part.strip(" ()") for part in signature.split("->"))
+        imports.append(f'(import "wasi_snapshot_preview1" "{name}" (func (param {params}) '
+                       f'(result {results})))'.replace(",", ""))
+    assert len(imports) == 46
+    engine = wasmtime.Engine()
+    store = wasmtime.Store(engine)
+    store.set_wasi(wasmtime.WasiConfig())
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    linker.instantiate(store, wasmtime.Module(engine, "(module " + "\n".join(imports) + ")"))
