@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import enum
 import signal
-import struct
 import types
 import weakref
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
@@ -34,6 +33,7 @@ from .calls import DONE as _DONE
 from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, plan as _plan, read_value,
                     word as _w, write_value)
 from . import signals, stubs
+from .backtrace import unwinder
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
 from .vmctx import Vmctx
 
@@ -724,27 +724,8 @@ class Instance:
                           f"{self._name!r}: no trap site explains it; the instance is poisoned")
 
     def _unwinder(self, innermost: str, rsp: int) -> Any:
-        """What Trap.backtrace calls: the guest stack from the faulting rsp up is copied now (the
-        next call reuses it), and scanned for return addresses only if someone asks."""
-        top = self._slot.stack_top
-        if not self._slot.stack_base <= rsp < top:
-            return lambda: [innermost]
-        stack = ctypes.string_at(rsp, (top - rsp) & ~7)
-        modules = [self._module] + [i._module for i in self._all_linked()]
-
-        def unwind() -> List[str]:
-            frames = [innermost]
-            for (value,) in struct.iter_unpack("<Q", stack):
-                for module in modules:
-                    f = module.function_at(value - 1)
-                    # a return address: inside a function, right after a call instruction
-                    if f is not None and _after_call(value):
-                        frames.append(f.name)
-                        break
-                if len(frames) >= 256:
-                    break
-            return frames
-        return unwind
+        return unwinder(innermost, rsp, self._slot.stack_base, self._slot.stack_top,
+                        [self._module] + [i._module for i in self._all_linked()])
 
     def _in_heap_space(self, addr: int) -> bool:
         # an access straddling the end of the reserved space faults on the page after it
@@ -972,22 +953,6 @@ def _import_entries(imports: Sequence[Any], vmctx: int) -> Any:
             entries[base + _w(IMPORT_ENTRY["index"])] = call_layout(
                 item.type.params, item.type.results).stack_words
     return entries
-
-
-def _after_call(address: int) -> bool:
-    """Whether the code just before ``address`` is a call: ``call rel32`` (E8) or ``call r/m``
-    (FF /2, 2 to 7 bytes), as the code generator and the trampolines emit them."""
-    before = ctypes.string_at(address - 7, 7)
-    if before[2] == 0xE8:
-        return True
-    for length in (2, 3, 4, 6, 7):
-        at = 7 - length
-        if before[at] == 0xFF and (before[at + 1] >> 3) & 7 == 2:
-            return True
-        if at and before[at - 1] in (0x41, 0x42, 0x43) and before[at] == 0xFF \
-                and (before[at + 1] >> 3) & 7 == 2:
-            return True
-    return False
 
 
 def _exit_name(reason: int) -> str:
