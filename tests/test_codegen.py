@@ -611,8 +611,8 @@ def test_interrupt_checks_at_entry_and_loop_headers():
 
 
 def test_unsupported():
-    with pytest.raises(Unsupported, match="externref parameters are not supported yet"):
-        compile_module("(module (func (param externref)))")
+    with pytest.raises(Unsupported, match="v128 parameters are not supported yet"):
+        compile_module("(module (func (param v128)))")
 
 
 ARGS_EVERYWHERE = r"""

@@ -33,9 +33,12 @@ def test_rows_carry_the_types_of_the_opcode_table():
     ("(drop (ref.is_null (ref.null func)))", "ref.null"),
     ("(elem.drop 0)", "elem.drop"),
 ])
-def test_an_opcode_without_a_row_is_unsupported_by_name(body, name):
+def test_an_opcode_without_a_row_is_unsupported_by_name(body, name, monkeypatch):
+    # every Wasm 2.0 instruction has its row now; a proposal's rows join the opcode table
+    # before they join the dispatch table, which this stands in for
     wat = f"(module (table 1 funcref) (elem funcref (ref.null func)) (func {body}))"
-    assert Op[name.upper().replace(".", "_")] not in DISPATCH
+    pylucet.compile(wat)
+    monkeypatch.delitem(DISPATCH, Op[name.upper().replace(".", "_")])
     with pytest.raises(pylucet.Unsupported, match=name):
         pylucet.compile(wat)
 

@@ -15,11 +15,12 @@ import time
 import pytest
 
 from pylucet import FatalFault, LimitsExceeded, LoadError, Trap, TrapCode
-from pylucet.module.abi import (TABLE_DESC, TABLE_ENTRY, TABLE_ENTRY_SIZE, VMCTX_GLOBALS,
+from pylucet.module.abi import (FUNCREF, FUNCREF_SIZE, TABLE_DESC, TABLE_ENTRY_SIZE, VMCTX_GLOBALS,
                                 VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
                                 WASM_PAGE_SIZE, Libcall,
                                 vmctx_libcall)
-from pylucet.module.spec import GlobalSpec, HeapSpec, TableSpec
+from pylucet.module.spec import ElemSpec, GlobalSpec, HeapSpec, TableSpec
+from pylucet.wasm.types import SegmentMode
 from pylucet.runtime import Limits, MmapRegion, State, UnknownExport, load
 from pylucet.runtime.testing import MockFunction, mock_module
 from pylucet.wasm.types import ValType
@@ -79,16 +80,16 @@ FUNCS = [
     # call table 0 entry i if i < length, else return -1
     MockFunction("call_slot", f"""
         mov rax, [r14 + ({VMCTX_TABLES})]
+        mov rax, [rax]
         mov edi, edi
         cmp rdi, [rax + {TABLE_DESC['length']}]
         jae out
         mov rax, [rax + {TABLE_DESC['base']}]
-        shl rdi, {TABLE_ENTRY_SIZE.bit_length() - 1}
-        mov rax, [rax + rdi + {TABLE_ENTRY['func']}]
+        mov rax, [rax + rdi * {TABLE_ENTRY_SIZE}]
         test rax, rax
         jz out
         push rbx
-        call rax
+        call qword ptr [rax + {FUNCREF['target']}]
         pop rbx
         ret
     out:
@@ -121,7 +122,8 @@ def module():
     return mock_module(FUNCS, name="guest", globals=GLOBALS,
                        exported_globals={"counter": 1, "pi": 2},
                        heap=HeapSpec(WASM_PAGE_SIZE, 4 * WASM_PAGE_SIZE, 4 << 30, 4 << 30),
-                       tables=[TableSpec(ValType.FUNCREF, 3, None, [None, SEVEN])],
+                       tables=[TableSpec(ValType.FUNCREF, 3, None)],
+                       elems=[ElemSpec(SegmentMode.ACTIVE, ValType.FUNCREF, (None, SEVEN), 0, 0)],
                        sparse_data={1: b"\x2a" * 16})
 
 
@@ -284,10 +286,16 @@ def test_table(inst, module):
     assert inst.run("call_slot", 0) == -1                     # null entry
     assert inst.run("call_slot", 3) == -1                     # past the table's length
     tables = ctypes.c_uint64.from_address(inst._slot.vmctx + VMCTX_TABLES).value
-    base = ctypes.c_uint64.from_address(tables + TABLE_DESC["base"]).value
-    entries = (ctypes.c_uint64 * 6).from_address(base)
-    assert list(entries) == [0, 2**64 - 1, module.function_address(SEVEN),
-                             module.data.functions[SEVEN].type_id, 0, 2**64 - 1]
+    desc = ctypes.c_uint64.from_address(tables).value
+    base = ctypes.c_uint64.from_address(desc + TABLE_DESC["base"]).value
+    entries = (ctypes.c_uint64 * 3).from_address(base)
+    record = inst._record_address(SEVEN)
+    assert list(entries) == [0, record, 0]
+    words = (ctypes.c_uint64 * (FUNCREF_SIZE // 8)).from_address(record)
+    assert words[FUNCREF["target"] // 8] == module.function_address(SEVEN)
+    assert words[FUNCREF["vmctx"] // 8] == inst._slot.vmctx
+    assert inst.tables[0][1] == inst.exports.get("seven", inst.tables[0][1])
+    assert inst.tables[0][1].index == SEVEN and inst.tables[0][0] is None
 
 
 # --- lifecycle -----------------------------------------------------------------------------------

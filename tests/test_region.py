@@ -11,7 +11,8 @@ import pytest
 from pylucet import InstantiationError, LimitsExceeded, RegionFull, Trap, TrapCode
 from pylucet.module.abi import (TABLE_DESC, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, VMCTX_GLOBALS,
                                 VMCTX_TABLES, WASM_PAGE_SIZE)
-from pylucet.module.spec import GlobalSpec, HeapSpec, TableSpec
+from pylucet.module.spec import ElemSpec, GlobalSpec, HeapSpec, TableSpec
+from pylucet.wasm.types import SegmentMode
 from pylucet.runtime import Limits, MmapRegion, State
 from pylucet.runtime.alloc import STACK_RESIDENT
 from pylucet.runtime.testing import DEFAULT_HEAP, MockFunction, mock_module
@@ -281,20 +282,21 @@ def test_capacity_beyond_the_address_space_is_refused():
 
 
 def test_table_descriptors():
-    tables = [TableSpec(ValType.FUNCREF, 2, 10, [0]), TableSpec(ValType.FUNCREF, 3, None)]
+    tables = [TableSpec(ValType.FUNCREF, 2, 10), TableSpec(ValType.FUNCREF, 3, None)]
+    elems = [ElemSpec(SegmentMode.ACTIVE, ValType.FUNCREF, (0,), 0, 0)]
     with MmapRegion(1, Limits(table_elements=100)) as region:
-        with region.new_instance(make(tables=tables)) as inst:
-            base = ctypes.c_uint64.from_address(inst._slot.vmctx + VMCTX_TABLES).value
+        with region.new_instance(make(tables=tables, elems=elems)) as inst:
+            ptrs = ctypes.c_uint64.from_address(inst._slot.vmctx + VMCTX_TABLES).value
             descs = [(ctypes.c_uint64 * (TABLE_DESC_SIZE // 8)).from_address(
-                base + i * TABLE_DESC_SIZE) for i in range(2)]
+                ctypes.c_uint64.from_address(ptrs + 8 * i).value) for i in range(2)]
             field = {name: off // 8 for name, off in TABLE_DESC.items()}
-            first, second = ([d[field["base"]], d[field["length"]], d[field["max"]]]
+            first, second = ([d[field["base"]], d[field["length"]], d[field["capacity"]]]
                              for d in descs)
             # growth room goes first to the table whose maximum asks for it, the rest after
             assert first[1:] == [2, 10] and second[1:] == [3, 100 - 10 - 3 + 3]
             assert second[0] == first[0] + 10 * TABLE_ENTRY_SIZE
-            entries = (ctypes.c_uint64 * 4).from_address(first[0])
-            assert list(entries) == [inst.module.function_address(0), 0, 0, 2**64 - 1]
+            entries = (ctypes.c_uint64 * 2).from_address(first[0])
+            assert list(entries) == [inst._record_address(0), 0]
     with MmapRegion(1) as region:
         with pytest.raises(LimitsExceeded, match="tables; at most"):
             region.new_instance(make(tables=[TableSpec(ValType.FUNCREF, 0, None)] * 1000))

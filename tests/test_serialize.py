@@ -12,10 +12,10 @@ from pylucet.errors import LoadError
 from pylucet.module import serialize
 from pylucet.module.serialize import (FORMAT_VERSION, HEADER_SIZE, ArtifactHeader, dumps, loads,
                                       pack_header, sparse_page_offsets, unpack_header)
-from pylucet.module.spec import (ExportSpec, FunctionSpec, GlobalSpec, HeapSpec, ImportSpec,
+from pylucet.module.spec import (ElemSpec, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec, ImportSpec,
                                  ModuleData, TableSpec)
 from pylucet.module.traps import TrapCode, TrapSite, TrapTable
-from pylucet.wasm.types import ExternKind, FuncType, ValType
+from pylucet.wasm.types import ExternKind, FuncType, SegmentMode, ValType
 
 I32, I64, F32, F64 = ValType.I32, ValType.I64, ValType.F32, ValType.F64
 
@@ -42,16 +42,24 @@ def full_module() -> ModuleData:
             GlobalSpec(F64, True, 0x7FF8_0000_0000_0001, 16, import_from=("env", "g")),
             GlobalSpec(ValType.V128, False, (1 << 128) - 1, 32, init_global=0),
             GlobalSpec(I32, False, 0, 48),
+            GlobalSpec(ValType.FUNCREF, True, 0, 56, init_func=3),
         ],
         functions=fns,
         imports=[ImportSpec("env", "f", ExternKind.FUNC, 1),
                  ImportSpec("wasi", "f2", ExternKind.FUNC, 0),
-                 ImportSpec("env", "mem", ExternKind.MEMORY)],
+                 ImportSpec("env", "mem", ExternKind.MEMORY),
+                 ImportSpec("env", "tab", ExternKind.TABLE,
+                            table=TableSpec(ValType.EXTERNREF, 2, None))],
         exports=[ExportSpec("main", ExternKind.FUNC, 2), ExportSpec("memory", ExternKind.MEMORY, 0),
                  ExportSpec("", ExternKind.GLOBAL, 1)],
-        tables=[TableSpec(ValType.FUNCREF, 10, None, [2, None, 0, 3]),
-                TableSpec(ValType.FUNCREF, 0, 0xFFFF_FFFF, []),
+        tables=[TableSpec(ValType.FUNCREF, 10, None),
+                TableSpec(ValType.FUNCREF, 0, 0xFFFF_FFFF),
                 TableSpec(ValType.EXTERNREF, 5, 0)],
+        funcrefs=[2, 3],
+        elems=[ElemSpec(SegmentMode.ACTIVE, ValType.FUNCREF, (2, None, 0, 3), 0, 0),
+               ElemSpec(SegmentMode.PASSIVE, ValType.FUNCREF, (3,)),
+               ElemSpec(SegmentMode.ACTIVE, ValType.EXTERNREF, (None,), 2, None, 1),
+               ElemSpec(SegmentMode.DECLARATIVE, ValType.FUNCREF, ())],
         sparse_data={0: bytes(range(256)) * 16, 17: b"\x01\x02\x03", 3: bytes(4096)},
         start=0,
         features=frozenset({"popcnt", "lzcnt", "bmi1"}),

@@ -76,13 +76,24 @@ def print_module(header: ArtifactHeader, md: ModuleData, out: TextIO,
         extra = f" imported from {g.import_from[0]}.{g.import_from[1]}" if g.import_from else ""
         if g.init_global is not None:
             extra += f" init = global {g.init_global}"
+        if g.init_func is not None:
+            extra += f" init = ref.func {g.init_func}"
         w(f"  [{i}] {'mut ' if g.mutable else ''}{g.valtype.text} = {g.init:#x} "
           f"at offset {g.offset:#x}{extra}")
     w(f"tables ({len(md.tables)}):")
     for i, t in enumerate(md.tables):
         w(f"  [{i}] {t.elem.text} initial {t.initial} max {_opt(t.max)}")
-        if t.elements:
-            w("      elements: " + " ".join("null" if e is None else str(e) for e in t.elements))
+    w(f"element segments ({len(md.elems)}):")
+    for i, e in enumerate(md.elems):
+        where = ""
+        if e.offset is not None or e.offset_global is not None:
+            at = e.offset if e.offset is not None else f"global {e.offset_global}"
+            where = f" table {e.table} at {at}"
+        w(f"  [{i}] {e.mode.name.lower()} {e.elem_type.text}{where}: "
+          + " ".join("null" if f is None else str(f) for f in e.items))
+    if md.funcrefs:
+        w(f"function records: {len(md.funcrefs)} after the imports' "
+          f"({' '.join(map(str, md.funcrefs))})")
     w(f"imports ({len(md.imports)}):")
     for i in md.imports:
         ty = f" type [{i.type_id}] {md.types[i.type_id]}" if i.type_id is not None else ""

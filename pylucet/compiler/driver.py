@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import LimitsExceeded, MalformedModule, Unsupported
-from ..module.spec import (SPARSE_PAGE_SIZE, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec,
-                           ImportSpec, ModuleData, TableSpec, symbol_safe)
-from ..module.abi import (FUNC_SYMBOL_PREFIX, IMPORT_ENTRY, IMPORT_ENTRY_SIZE,
-                          IMPORT_TRAMPOLINE_SIZE, PAGE_SIZE, VMCTX_IMPORTS, WASM_PAGE_SIZE)
+from ..module.spec import (SPARSE_PAGE_SIZE, ElemSpec, ExportSpec, FunctionSpec, GlobalSpec,
+                           HeapSpec, ImportSpec, ModuleData, TableSpec, symbol_safe)
+from ..module.abi import (FUNC_SYMBOL_PREFIX, FUNCREF, FUNCREF_SIZE, IMPORT_TRAMPOLINE_SIZE,
+                          PAGE_SIZE, VMCTX_FUNCREFS, WASM_PAGE_SIZE)
 from ..module.traps import TrapTable
 from ..wasm.decoder import decode_body, decode_module
 from ..wasm.opcodes import Op
-from ..wasm.types import ConstExpr, ExternKind, Module, SegmentMode
+from ..wasm.types import ConstExpr, ElemSegment, ExternKind, Module, SegmentMode
 from ..wasm.validator import Validator
 from .codegen import compile_function
 from .env import ModuleEnv
@@ -232,9 +232,10 @@ def compile_module(source: Source, name: Optional[str] = None, *,
         features=frozenset(features),
         interrupt_checks=interrupt_checks,
     )
-    data.tables, table_error = _tables(module)
-    data.sparse_data, data_error = _sparse_data(module)
-    data.data_error = table_error or data_error
+    data.tables = [TableSpec(t.elem, t.limits.min, t.limits.max) for t in module.tables]
+    data.funcrefs = list(env.funcrefs)
+    data.elems = [_elem(seg, i) for i, seg in enumerate(module.elems)]
+    data.sparse_data, data.data_error = _sparse_data(module)
 
     stats.functions = len(functions)
     stats.code_bytes = len(text)
@@ -247,9 +248,9 @@ def _import_trampolines(count: int) -> bytes:
     out = bytearray()
     for i in range(count):
         asm = X.Assembler()
-        asm.mov_rm(64, R10, (R14, NO_INDEX, 1, VMCTX_IMPORTS))       # the import entries
-        asm.lea(64, R10, (R10, NO_INDEX, 1, IMPORT_ENTRY_SIZE * i))  # r10 = &entry i
-        asm.jmp_m((R10, NO_INDEX, 1, IMPORT_ENTRY["func"]))          # tail-jump to its code
+        asm.mov_rm(64, R10, (R14, NO_INDEX, 1, VMCTX_FUNCREFS))   # the records, imports first
+        asm.lea(64, R10, (R10, NO_INDEX, 1, FUNCREF_SIZE * i))    # r10 = &record i
+        asm.jmp_m((R10, NO_INDEX, 1, FUNCREF["func"]))            # tail-jump to its code
         code = bytes(asm.code)
         out += code + b"\xcc" * (IMPORT_TRAMPOLINE_SIZE - len(code))
     return bytes(out)
@@ -330,41 +331,44 @@ def const_value(expr: ConstExpr, what: str) -> int:
 def _globals(module: Module, env: ModuleEnv) -> List[GlobalSpec]:
     if module.imported(ExternKind.GLOBAL):
         raise Unsupported("imported globals are not supported yet")
-    return [GlobalSpec(g.type.valtype, g.type.mutable, const_value(g.init, f"global {i}"),
-                       env.global_offsets[i])
-            for i, g in enumerate(module.globals)]
+    out = []
+    for i, g in enumerate(module.globals):
+        if len(g.init) == 1 and g.init[0][0] == Op.REF_FUNC:   # the record's address, per instance
+            out.append(GlobalSpec(g.type.valtype, g.type.mutable, 0, env.global_offsets[i],
+                                  init_func=g.init[0][1]))
+        else:
+            out.append(GlobalSpec(g.type.valtype, g.type.mutable,
+                                  const_value(g.init, f"global {i}"), env.global_offsets[i]))
+    return out
 
 
 def _imports(module: Module, env: ModuleEnv) -> List[ImportSpec]:
     out = []
     for imp in module.imports:
         type_id = env.type_ids[imp.desc] if imp.kind == ExternKind.FUNC else None  # type: ignore[index]
-        out.append(ImportSpec(imp.module, imp.name, imp.kind, type_id))
+        table = None
+        if imp.kind == ExternKind.TABLE:
+            t = imp.desc
+            table = TableSpec(t.elem, t.limits.min, t.limits.max)  # type: ignore[union-attr]
+        out.append(ImportSpec(imp.module, imp.name, imp.kind, type_id, table))
     return out
 
 
-def _tables(module: Module) -> Tuple[List[TableSpec], Optional[str]]:
-    """Tables with the contents their active element segments give them at instantiation.
-
-    Wasm 2.0 applies segments in order and traps at the first that does not fit, keeping what
-    earlier ones wrote; the error is recorded for the runtime to raise after applying the rest."""
-    if module.imported(ExternKind.TABLE):
-        raise Unsupported("imported tables are not supported yet")
-    tables = [TableSpec(t.elem, t.limits.min, t.limits.max) for t in module.tables]
-    for seg in module.elems:
-        if seg.mode != SegmentMode.ACTIVE:
-            continue
-        funcs = seg.func_indices()
-        if funcs is None:
-            raise Unsupported("element segments with non-constant items are not supported yet")
-        offset = const_value(seg.offset or (), "element segment offset")
-        table = tables[seg.table]
-        if offset + len(funcs) > table.initial:
-            return tables, "out of bounds table access"
-        if len(table.elements) < offset + len(funcs):
-            table.elements.extend([None] * (offset + len(funcs) - len(table.elements)))
-        table.elements[offset:offset + len(funcs)] = funcs
-    return tables, None
+def _elem(seg: ElemSegment, index: int) -> ElemSpec:
+    """An element segment as the runtime applies it (active ones at instantiation, in order,
+    stopping at the first that does not fit, as Wasm 2.0 says)."""
+    items = seg.func_indices()
+    if items is None:
+        raise Unsupported(f"element segment {index}: items other than ref.func and ref.null "
+                          "(global.get) are not supported yet")
+    offset = offset_global = None
+    if seg.mode == SegmentMode.ACTIVE:
+        expr = seg.offset or ()
+        if len(expr) == 1 and expr[0][0] == Op.GLOBAL_GET:
+            offset_global = expr[0][1]
+        else:
+            offset = const_value(expr, f"element segment {index} offset")
+    return ElemSpec(seg.mode, seg.elem_type, tuple(items), seg.table, offset, offset_global)
 
 
 def _sparse_data(module: Module) -> Tuple[Dict[int, bytes], Optional[str]]:

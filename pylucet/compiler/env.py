@@ -17,9 +17,10 @@ from ..wasm.types import ExternKind, FuncType, Module, ValType
 @dataclass
 class ModuleEnv:
     types: List[FuncType]
-    """Canonical signatures: equal function types share one entry, whose index is the type id
-    that table entries carry and ``call_indirect`` compares (so structurally equal types from
-    different type indices match, as the spec requires). Becomes ``ModuleData.types``."""
+    """Canonical signatures: equal function types share one entry (so structurally equal types
+    from different type indices match, as the spec requires). Becomes ``ModuleData.types``; the
+    runtime gives each a process-wide signature id, which ``call_indirect`` finds through
+    ``VMCTX_TYPE_IDS`` by this index and compares with the record's."""
     type_ids: List[int]
     """Canonical type id of each wasm type index."""
     func_types: List[FuncType]
@@ -27,9 +28,17 @@ class ModuleEnv:
     func_type_ids: List[int]
     """Canonical type id of every function in the function index space."""
     num_imported_funcs: int
+    table_types: List[ValType]
+    """Element type of every table, imported ones first."""
     global_types: List[ValType]
     global_offsets: List[int]
     """Byte offset of each global in the globals area."""
+    funcrefs: List[int] = None  # type: ignore[assignment]
+    """The defined functions that can become references (``Module.declared_funcrefs``), which
+    get a FUNCREF record after the import entries: ``ModuleData.funcrefs``."""
+    funcref_slot: Dict[int, int] = None  # type: ignore[assignment]
+    """Record index (in the vmctx's FUNCREF array) of every function that can become a
+    reference: import i is record i, ``funcrefs[k]`` is record imports + k."""
     interrupt_checks: bool = True
     """Test the interrupt flag at every function entry and loop iteration."""
 
@@ -56,12 +65,19 @@ class ModuleEnv:
             pos = (pos + size - 1) & -size
             offsets.append(pos)
             pos += size
+        nimp = module.num_imported_funcs
+        funcrefs = [f for f in module.declared_funcrefs() if f >= nimp]
+        slots = {f: f for f in range(nimp)}
+        slots.update((f, nimp + k) for k, f in enumerate(funcrefs))
         return cls(
+            funcrefs=funcrefs,
+            funcref_slot=slots,
             types=types,
             type_ids=type_ids,
             func_types=[module.types[t] for t in func_type_indices],
             func_type_ids=[type_ids[t] for t in func_type_indices],
-            num_imported_funcs=module.num_imported_funcs,
+            num_imported_funcs=nimp,
+            table_types=[t.elem for t in module.all_tables()],
             global_types=global_types,
             global_offsets=offsets,
         )

@@ -218,7 +218,7 @@ _INSTANCE_FIELDS: List[Tuple[str, int]] = [
     ("hc_gpr", 8 * len(GUEST_INT_ARG_REGS)),
     ("hc_xmm", 16 * len(GUEST_FLOAT_ARG_REGS)),
     ("hc_stack", 8),
-    ("hc_entry", 8),
+    ("hc_entry", 8),              # the FUNCREF record called through, or a Builtin
     ("hc_vmctx", 8),
     ("fault_vmctx", 8),           # r14 of the faulting code: which instance faulted
     # filled in by the signal handler when a guest faults
@@ -241,6 +241,27 @@ class Libcall(enum.IntEnum):
     """
 
     MEMORY_GROW = 0   # (edi = delta pages) -> eax = old size in pages, or 0xFFFFFFFF on failure
+    BUILTIN = 1       # pylucet_hostcall, with r10 = a Builtin: the host does the work (below)
+
+
+class Builtin(enum.IntEnum):
+    """Instructions the host carries out, in Python on its own stack, reached like a hostcall:
+    compiled code puts the operands in the argument registers (SysV order, then the
+    instruction's immediates), r10 = the Builtin and calls ``Libcall.BUILTIN``. They are the
+    rare, variable-length table operations, whose range checks and segment bookkeeping are
+    clearer (and no slower where it matters) written once in Python than emitted per call site.
+    A small value in r10 can never be a function record's address, which is how the host tells
+    a builtin from a host function."""
+
+    TABLE_GROW = 1    # (init ref, delta, table) -> old size, or 0xFFFFFFFF
+    TABLE_FILL = 2    # (start, ref, n, table)
+    TABLE_COPY = 3    # (dst, src, n, dst table, src table)
+    TABLE_INIT = 4    # (dst, src, n, table, segment)
+    ELEM_DROP = 5     # (segment)
+
+
+BUILTIN_LIMIT = 256
+"""Every Builtin is below this; every function record's address is far above."""
 
 
 LIBCALL_SLOTS = 32  # room in the array; Libcall members use the low indices
@@ -252,8 +273,12 @@ _VMCTX_FIELDS: List[Tuple[str, int]] = [
     ("globals", 8),            # address of the globals area
     ("memory_size", 8),        # current heap size in bytes (a multiple of WASM_PAGE_SIZE)
     ("memory_max", 8),         # largest heap size memory.grow may reach, in bytes
-    ("tables", 8),             # address of an array of TABLE_DESC entries, one per table
-    ("imports", 8),            # address of an array of IMPORT_ENTRY, one per imported function
+    ("tables", 8),             # address of an array of pointers to TABLE_DESC, one per table
+    ("funcrefs", 8),           # address of this instance's FUNCREF records: the imported
+                               # functions first (their import entries), then the defined ones
+                               # that can become references (ModuleData.funcrefs)
+    ("type_ids", 8),           # address of a u64 array: the process-wide signature id of each
+                               # of the module's canonical types (ModuleData.types)
     ("libcalls", 8 * LIBCALL_SLOTS),
 ]
 VMCTX_FIELDS = _layout_down(_VMCTX_FIELDS)
@@ -268,7 +293,8 @@ VMCTX_GLOBALS = VMCTX_FIELDS["globals"]
 VMCTX_MEMORY_SIZE = VMCTX_FIELDS["memory_size"]
 VMCTX_MEMORY_MAX = VMCTX_FIELDS["memory_max"]
 VMCTX_TABLES = VMCTX_FIELDS["tables"]
-VMCTX_IMPORTS = VMCTX_FIELDS["imports"]
+VMCTX_FUNCREFS = VMCTX_FIELDS["funcrefs"]
+VMCTX_TYPE_IDS = VMCTX_FIELDS["type_ids"]
 VMCTX_LIBCALLS = VMCTX_FIELDS["libcalls"]
 
 
@@ -291,33 +317,42 @@ POLL_INSN_SIZE = 7
 """Bytes of the poll instruction (REX, 8B, ModRM, disp32): the handler resumes past it."""
 
 
-# --- Tables -----------------------------------------------------------------------------------------
-# A table descriptor says where a table's entries are and how many there are. An entry is the
-# function's address and its signature id; a null entry has address 0 and id NULL_TYPE_ID, so a
-# call_indirect checks for null first (IndirectCallToNull), then the id (BadSignature).
+# --- Function references ----------------------------------------------------------------------------
+# A funcref value is the address of a FUNCREF record, wasmtime's VMFuncRef; null is 0. Records
+# live in their instance's slot, so a reference can sit in a local, a global or a table of any
+# instance and still say which function of which instance it is:
+#   func     code a caller from *another* instance (or any caller of an import) calls, with
+#            r10 = the record: pylucet_call_guest, which switches to ``vmctx`` (for a function of
+#            an instance), or pylucet_hostcall (for a host function)
+#   vmctx    the instance the function belongs to (for a host function: the one importing it)
+#   target   the function's code, which a caller whose r14 is already ``vmctx`` calls directly
+#            (for a host function: pylucet_hostcall again)
+#   index    the stack-argument words pylucet_call_guest copies; for a host function, its index
+#            among the owning instance's host imports
+#   type_id  the process-wide signature id (never 0: a wiped record matches no signature)
+# The import entries of an instance are exactly the records of its imported functions: a call to
+# import i goes through a trampoline at ``.text + IMPORT_TRAMPOLINE_SIZE * i`` that loads r10 =
+# &record i and jumps to ``record.func``, so a direct call to an import is an ordinary call.
 
-TABLE_DESC = _layout_up([("base", 8), ("length", 8), ("max", 8), ("reserved", 8)])
-TABLE_DESC_SIZE = TABLE_DESC["_end"]
-TABLE_ENTRY = _layout_up([("func", 8), ("type_id", 8)])
-TABLE_ENTRY_SIZE = TABLE_ENTRY["_end"]
-NULL_TYPE_ID = 0xFFFF_FFFF_FFFF_FFFF
-"""Signature ids are indices into the module's canonical (deduplicated) list of function types."""
-
-# --- Imported functions -----------------------------------------------------------------------------
-# A call to imported function i loads the address of entry i into r10 and calls ``entry.func``
-# with the arguments placed by the calling convention and r14 = the caller's vmctx (which the call
-# preserves). For a host function, ``func`` is the hostcall stub (asm/context.s), which leaves
-# for the host with ExitReason.HOSTCALL; the host finds the function by ``index``. For a function
-# of another instance, ``func`` is pylucet_call_guest, which runs ``target`` with r14 = ``vmctx``
-# (the callee's) on the caller's stack; ``index`` is then its stack-argument word count.
-
-IMPORT_ENTRY = _layout_up([("func", 8), ("vmctx", 8), ("target", 8), ("index", 8)])
-IMPORT_ENTRY_SIZE = IMPORT_ENTRY["_end"]
+FUNCREF = _layout_up([("func", 8), ("vmctx", 8), ("target", 8), ("index", 8), ("type_id", 8),
+                      ("_pad0", 8), ("_pad1", 8), ("_pad2", 8)])
+FUNCREF_SIZE = FUNCREF["_end"]
+"""64 bytes: a power of two, so that a record never straddles a cache line."""
 
 IMPORT_TRAMPOLINE_SIZE = 32
-"""Compiled code reaches imported function i through a trampoline at ``.text + 32 * i`` (so a
-call to an import is an ordinary ``call rel32``, and a table entry for an import is a plain code
-address): it loads r10 = &entry i from the vmctx and jumps to ``entry.func``."""
+"""Bytes of each imported function's trampoline at the start of ``.text``."""
+
+# --- Tables -----------------------------------------------------------------------------------------
+# Each table is a descriptor and an array of 8-byte references (funcref: a record address,
+# externref: the host's handle; 0 is null). The vmctx points to an array of descriptor
+# *pointers*, so an imported table is the exporter's own descriptor, and a table.grow by either
+# side is seen by both. ``capacity`` entries of address space sit behind ``base``.
+
+TABLE_DESC = _layout_up([("base", 8), ("length", 8), ("capacity", 8), ("max", 8)])
+TABLE_DESC_SIZE = TABLE_DESC["_end"]
+TABLE_ENTRY_SIZE = SLOT_WORD
+TABLE_MAX_LENGTH = 0xFFFF_FFFF
+"""A table's length is a u32 (table.grow answers -1 rather than pass it)."""
 
 RESULT_SLOT_SIZE = SLOT_WORD
 """Bytes per return-area word: result i sits at ``CallLayout.results[i].index`` words."""
@@ -336,8 +371,7 @@ def asm_equates() -> str:
 
     Names: ``INST_<FIELD>`` for instance-page fields (offset from the instance page), plus
     ``INST_ENTRY_<REG>`` / ``INST_HC_<REG>`` for the slot of each argument register,
-    ``VMCTX_<FIELD>`` (negative offset from vmctx), ``TABLE_DESC_<FIELD>``, ``TABLE_ENTRY_<FIELD>``,
-    ``IMPORT_ENTRY_<FIELD>``, ``LIBCALL_<NAME>`` (offset from vmctx), ``EXIT_<REASON>``, and the
+    ``VMCTX_<FIELD>`` (negative offset from vmctx), ``TABLE_DESC_<FIELD>``, ``FUNCREF_<FIELD>``, ``LIBCALL_<NAME>`` (offset from vmctx), ``EXIT_<REASON>``, and the
     scalar constants by their Python names.
     """
     lines = []
@@ -356,8 +390,7 @@ def asm_equates() -> str:
     lines.append(("VMCTX_INST_ROOT", INSTANCE_FIELDS["root"] - INSTANCE_PAGE_SIZE))
     # ... and the runtime data the signal handlers reach from an instance page
     lines.append(("VMCTX_POLL", VMCTX_POLL))
-    for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("TABLE_ENTRY", TABLE_ENTRY),
-                           ("IMPORT_ENTRY", IMPORT_ENTRY)):
+    for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("FUNCREF", FUNCREF)):
         for name, off in layout.items():
             if not name.startswith("_"):
                 lines.append((f"{prefix}_{name.upper()}", off))
@@ -367,6 +400,6 @@ def asm_equates() -> str:
         lines.append((f"EXIT_{reason.name}", int(reason)))
     for name in ("PAGE_SIZE", "WASM_PAGE_SIZE", "WASM_MAX_PAGES", "INSTANCE_PAGE_SIZE",
                  "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "ENTRY_MAX_STACK_ARGS",
-                 "RESULT_SLOT_SIZE", "IMPORT_ENTRY_SIZE", "POLL_INSN_SIZE"):
+                 "RESULT_SLOT_SIZE", "FUNCREF_SIZE", "POLL_INSN_SIZE", "BUILTIN_LIMIT"):
         lines.append((name, globals()[name]))
     return "".join(f".equ {n}, {v}\n" for n, v in lines)

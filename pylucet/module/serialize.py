@@ -59,12 +59,18 @@ Blob
                  (each type's params then results, types in order)
       globals    u32 n; n x Global
                    Global = u8 valtype, u8 flags, u32 offset, 16-byte init,
-                            [str module, str name if flags & 2], [u32 init_global if flags & 4]
+                            [str module, str name if flags & 2], [u32 init_global if flags & 4],
+                            [u32 init_func if flags & 16]
                    flags: 1 mutable, 2 imported, 4 init_global, 8 init is negative (init is the
-                   16-byte two's complement of the Python int, so any i32/i64/v128 bits survive)
-      imports    u32 n; n x (str module, str name, u8 kind, u32? type_id)
+                   16-byte two's complement of the Python int, so any i32/i64/v128 bits survive),
+                   16 init_func (version 4 on)
+      imports    u32 n; n x (str module, str name, u8 kind, u32? type_id,
+                 [u8 elem, u64 initial, u64? max if kind is a table (version 4 on)])
       exports    u32 n; n x (str name, u8 kind, u32 index)
-      tables     u32 n; n x (u8 elem, u64 initial, u64? max, u32 nelems, u32? elem[nelems])
+      tables     u32 n; n x (u8 elem, u64 initial, u64? max)      (version 4: no contents)
+      funcrefs   u32 n; u32 func_index[n]                          (version 4 on)
+      elems      u32 n; n x (u8 mode, u8 elem_type, u32 table, u64? offset, u32? offset_global,
+                 u32 nitems, u32? item[nitems])                    (version 4 on)
       functions  u32 n; then arrays of n: u32 func_index, str name, u32 type_id,
                  u64 code_offset, u64 code_size, u64 wasm_offset, u32 ntraps
       traps      u32 total (= sum of ntraps); u32 code_offset[total]; u32 wasm_offset[total];
@@ -91,14 +97,14 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import LoadError
-from ..wasm.types import ExternKind, FuncType, ValType
-from .spec import (SPARSE_PAGE_SIZE, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec, ImportSpec,
-                   ModuleData, TableSpec)
+from ..wasm.types import ExternKind, FuncType, SegmentMode, ValType
+from .spec import (SPARSE_PAGE_SIZE, ElemSpec, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec,
+                   ImportSpec, ModuleData, TableSpec)
 from .traps import TrapCode, TrapSite, TrapTable
 
 MAGIC = b"PYLUCET\0"
 BLOB_MAGIC = b"PLMD"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 NONE32 = 0xFFFF_FFFF
 NONE64 = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -212,7 +218,8 @@ def dumps(md: ModuleData) -> bytes:
     w.pack("I", len(md.globals))
     for g in md.globals:
         flags = ((1 if g.mutable else 0) | (2 if g.import_from is not None else 0)
-                 | (4 if g.init_global is not None else 0) | (8 if g.init < 0 else 0))
+                 | (4 if g.init_global is not None else 0) | (8 if g.init < 0 else 0)
+                 | (16 if g.init_func is not None else 0))
         try:
             init = g.init.to_bytes(16, "little", signed=g.init < 0)
         except OverflowError:
@@ -223,18 +230,29 @@ def dumps(md: ModuleData) -> bytes:
             w.pack("II", w.s(g.import_from[0]), w.s(g.import_from[1]))
         if g.init_global is not None:
             w.pack("I", g.init_global)
+        if g.init_func is not None:
+            w.pack("I", g.init_func)
 
     w.pack("I", len(md.imports))
     for imp in md.imports:
         w.pack("IIBI", w.s(imp.module), w.s(imp.name), imp.kind, _opt(imp.type_id, NONE32))
+        if imp.kind == ExternKind.TABLE:
+            t = imp.table
+            w.pack("BQQ", t.elem, t.initial, _opt(t.max, NONE64))  # type: ignore[union-attr]
     w.pack("I", len(md.exports))
     for exp in md.exports:
         w.pack("IBI", w.s(exp.name), exp.kind, exp.index)
 
     w.pack("I", len(md.tables))
     for t in md.tables:
-        w.pack("BQQI", t.elem, t.initial, _opt(t.max, NONE64), len(t.elements))
-        w.arr("I", [NONE32 if e is None else e for e in t.elements])
+        w.pack("BQQ", t.elem, t.initial, _opt(t.max, NONE64))
+    w.pack("I", len(md.funcrefs))
+    w.arr("I", md.funcrefs)
+    w.pack("I", len(md.elems))
+    for e in md.elems:
+        w.pack("BBIQII", e.mode, e.elem_type, e.table, _opt(e.offset, NONE64),
+               _opt(e.offset_global, NONE32), len(e.items))
+        w.arr("I", [NONE32 if i is None else i for i in e.items])
 
     fns = md.functions
     w.pack("I", len(fns))
@@ -411,14 +429,21 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
         init = int.from_bytes(r.take(16), "little", signed=bool(flags & 8))
         import_from = (r.s(r.u32()), r.s(r.u32())) if flags & 2 else None
         init_global = r.u32() if flags & 4 else None
+        init_func = r.u32() if flags & 16 else None
         globals_.append(GlobalSpec(_enum(ValType, vt, "global type"), bool(flags & 1), init,
-                                   offset, import_from, init_global))
+                                   offset, import_from, init_global, init_func))
 
     imports: List[ImportSpec] = []
     for _ in range(r.u32()):
         mod, nm, kind, type_id = r.unpack("IIBI")
-        imports.append(ImportSpec(r.s(mod), r.s(nm), _enum(ExternKind, kind, "import kind"),
-                                  None if type_id == NONE32 else type_id))
+        ekind = _enum(ExternKind, kind, "import kind")
+        table = None
+        if ekind == ExternKind.TABLE:
+            elem, initial, max_ = r.unpack("BQQ")
+            table = TableSpec(_enum(ValType, elem, "table element type"), initial,
+                              None if max_ == NONE64 else max_)
+        imports.append(ImportSpec(r.s(mod), r.s(nm), ekind,
+                                  None if type_id == NONE32 else type_id, table))
     exports: List[ExportSpec] = []
     for _ in range(r.u32()):
         nm, kind, index = r.unpack("IBI")
@@ -426,10 +451,17 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
 
     tables: List[TableSpec] = []
     for _ in range(r.u32()):
-        elem, initial, max_, nelems = r.unpack("BQQI")
-        elements = [None if e == NONE32 else e for e in r.arr("I", nelems)]
+        elem, initial, max_ = r.unpack("BQQ")
         tables.append(TableSpec(_enum(ValType, elem, "table element type"), initial,
-                                None if max_ == NONE64 else max_, elements))
+                                None if max_ == NONE64 else max_))
+    funcrefs = list(r.arr("I", r.u32()))
+    elems: List[ElemSpec] = []
+    for _ in range(r.u32()):
+        mode, elem_type, table, offset, offset_global, nitems = r.unpack("BBIQII")
+        items = tuple(None if i == NONE32 else i for i in r.arr("I", nitems))
+        elems.append(ElemSpec(_enum(SegmentMode, mode, "element segment mode"), _enum(ValType, elem_type, "element type"), items, table,
+                              None if offset == NONE64 else offset,
+                              None if offset_global == NONE32 else offset_global))
 
     nfuncs = r.u32()
     func_index, names, type_ids = r.arr("I", nfuncs), r.arr("I", nfuncs), r.arr("I", nfuncs)
@@ -470,7 +502,8 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
     return ModuleData(name=name, heap=heap, types=types, globals=globals_, functions=functions,
                       imports=imports, exports=exports, tables=tables, sparse_data=sparse,
                       start=None if start == NONE32 else start, features=features,
-                      data_error=data_error, interrupt_checks=bool(module_flags & 1))
+                      data_error=data_error, interrupt_checks=bool(module_flags & 1),
+                      funcrefs=funcrefs, elems=elems)
 
 
 def _pairs(a: array) -> Iterator[Tuple[int, int]]:

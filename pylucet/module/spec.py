@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from ..wasm.types import ExternKind, FuncType, ValType
+from ..wasm.types import ExternKind, FuncType, SegmentMode, ValType
 from .traps import TrapTable
 
 SPARSE_PAGE_SIZE = 4096
@@ -43,6 +43,7 @@ class GlobalSpec:
     offset: int                 # byte offset in the globals area
     import_from: Optional[Tuple[str, str]] = None   # (module, name) for an imported global (later)
     init_global: Optional[int] = None  # initialised by ``global.get`` of this (imported) global
+    init_func: Optional[int] = None    # initialised by ``ref.func`` of this function
 
 
 @dataclass
@@ -69,6 +70,7 @@ class ImportSpec:
     name: str
     kind: ExternKind
     type_id: Optional[int] = None   # for functions: index into ModuleData.types
+    table: Optional["TableSpec"] = None   # for tables: the element type and limits asked for
 
 
 @dataclass(frozen=True)
@@ -78,14 +80,28 @@ class ExportSpec:
     index: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class TableSpec:
+    """A table the module defines (imported ones are ImportSpecs)."""
+
     elem: ValType
     initial: int
     max: Optional[int]
-    elements: List[Optional[int]] = field(default_factory=list)
-    """Initial contents: a function index per entry (None = null), from active element segments
-    with constant offsets. Shorter than ``initial`` when the tail is null."""
+
+
+@dataclass(frozen=True)
+class ElemSpec:
+    """An element segment. Instantiation applies the active ones in order (``table`` of the
+    whole table index space, at ``offset`` or at the value of global ``offset_global``) and
+    then treats them, like the declarative ones, as dropped; ``table.init`` reads the passive
+    ones until ``elem.drop``."""
+
+    mode: SegmentMode
+    elem_type: ValType
+    items: Tuple[Optional[int], ...]       # a function index per element; None is null
+    table: int = 0
+    offset: Optional[int] = None           # constant offset (active segments)
+    offset_global: Optional[int] = None    # ``global.get`` offset (active segments)
 
 
 @dataclass
@@ -97,7 +113,7 @@ class ModuleData:
     functions: List[FunctionSpec]          # defined functions, in index order
     imports: List[ImportSpec]
     exports: List[ExportSpec]
-    tables: List[TableSpec]
+    tables: List[TableSpec]                # defined tables (after the imported ones)
     sparse_data: Dict[int, bytes]          # heap page index (4 KiB) -> that page's initial bytes
     start: Optional[int] = None            # start function index
     features: FrozenSet[str] = frozenset() # CPU features the code uses ("popcnt", "lzcnt", "bmi1"...)
@@ -105,6 +121,9 @@ class ModuleData:
                                            # copies what precedes it, then fails with this message
     interrupt_checks: bool = True          # compiled with interrupt checks at entries and loops
                                            # (without, a timeout or kill switch cannot stop it)
+    funcrefs: List[int] = field(default_factory=list)
+    """Defined functions that get a FUNCREF record (after the imports'), in record order."""
+    elems: List[ElemSpec] = field(default_factory=list)
 
     @property
     def display_name(self) -> str:

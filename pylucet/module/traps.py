@@ -28,6 +28,7 @@ class TrapCode(enum.IntEnum):
     BadConversionToInteger = 8
     Interrupt = 9
     Unreachable = 10
+    TableAccessOutOfBounds = 11   # table.get/set/fill/copy/init, an element segment (not Lucet's)
 
     def __str__(self) -> str:
         # IntEnum prints as a bare number from Python 3.11 on; a trap code should read as itself
@@ -51,6 +52,7 @@ _MESSAGES = {
     TrapCode.BadConversionToInteger: "invalid conversion to integer",
     TrapCode.Interrupt: "interrupted",
     TrapCode.Unreachable: "unreachable",
+    TrapCode.TableAccessOutOfBounds: "out of bounds table access",
 }
 
 

@@ -179,6 +179,14 @@ class SlotMemory:
             libc.mprotect(self.slot.poll, PAGE_SIZE, _RW if open_ else libc.PROT_NONE)
             self._poll_open = open_
 
+    def open_tables(self, end: int) -> None:
+        """Make the table area accessible up to ``end`` bytes (a table grew into it); teardown
+        wipes as far as it was ever opened."""
+        end = page_round(end)
+        if end > self._tables_open:
+            libc.mprotect(self.slot.tables + self._tables_open, end - self._tables_open, _RW)
+            self._tables_open = end
+
     def grow_heap(self, old_size: int, new_size: int) -> None:
         libc.mprotect(self.slot.vmctx + old_size, new_size - old_size, _RW)
 

@@ -10,18 +10,22 @@ Two host paths read it, once per signature, into a plan of word indices:
   come from ``INST_HC_*`` and the guest's stack, the result goes to ``INST_RET_*`` or into the
   return area the guest passed.
 
-Integer values cross as Python ints (i32/i64 read back signed), floats as Python floats.
+Integer values cross as Python ints (i32/i64 read back signed), floats as Python floats, and
+references as Python objects (``runtime.references``): a funcref as a
+:class:`~pylucet.runtime.exports.Func`, an externref as whatever object the host passed in,
+null as None.
 """
 
 from __future__ import annotations
 
 import ctypes
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Set, Tuple, Union
 
 from ..errors import UnknownExport, Unsupported
 from ..module.abi import (ENTRY_MAX_STACK_ARGS, GPR, INSTANCE_FIELDS, RET_AREA, RET_GPR,
                           STACK, call_layout)
 from ..wasm.types import FuncType, ValType
+from .references import extern_handle, extern_object, func_of_record, record_of_func
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
@@ -29,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 Value = Union[int, float]
 
 _I32, _I64, _F32, _F64 = ValType.I32, ValType.I64, ValType.F32, ValType.F64
+_FUNCREF, _EXTERNREF = ValType.FUNCREF, ValType.EXTERNREF
+REF_TYPES = (_FUNCREF, _EXTERNREF)
 _INT_TYPES = (_I32, _I64)
 _INT_RANGE = {_I32: (-(1 << 31), (1 << 32) - 1, 0xFFFF_FFFF),
               _I64: (-(1 << 63), (1 << 64) - 1, 0xFFFF_FFFF_FFFF_FFFF)}
@@ -61,19 +67,29 @@ class Words:
         self.f32 = (ctypes.c_float * (2 * words)).from_address(address)
 
 
-def read_value(w: Words, t: ValType, i: int) -> Value:
+def read_value(w: Words, t: ValType, i: int) -> Any:
     if t is _I32:
         return w.i32[2 * i]
     if t is _I64:
         return w.i64[i]
     if t is _F64:
         return w.f64[i]
-    return w.f32[2 * i]
+    if t is _F32:
+        return w.f32[2 * i]
+    if t is _EXTERNREF:
+        return extern_object(w.u64[i])
+    return func_of_record(w.u64[i])
 
 
-def write_value(w: Words, t: ValType, i: int, v: Any) -> None:
-    """Store ``v`` as a ``t`` in word ``i``, converting or explaining (TypeError/OverflowError)."""
-    if t is _I32:
+def write_value(w: Words, t: ValType, i: int, v: Any, holder: Optional[Set[int]] = None) -> None:
+    """Store ``v`` as a ``t`` in word ``i``, converting or explaining (TypeError/OverflowError).
+    An externref is held by ``holder`` (the receiving instance's handles) from then on."""
+    if t in REF_TYPES:
+        if t is _EXTERNREF:
+            w.u64[i] = extern_handle(v, _UNOWNED if holder is None else holder)
+        else:
+            w.u64[i] = record_of_func(v, None)
+    elif t is _I32:
         w.u64[i] = (v & 0xFFFF_FFFF if type(v) is int and -0x8000_0000 <= v <= 0xFFFF_FFFF
                     else int_arg(t, v))
     elif t is _I64:
@@ -116,9 +132,13 @@ def float_arg(t: ValType, v: Any) -> float:
     return float(v)
 
 
+_UNOWNED: Set[int] = set()
+"""Holds for externrefs stored with no instance to hold them (kept for the process)."""
+
+
 def _require_scalar(what: str, name: str, types: Sequence[ValType]) -> None:
     for t in types:
-        if t not in BITS_MASK:
+        if t not in BITS_MASK and t not in REF_TYPES:
             raise Unsupported(f"{name}: {what} of type {t.text} cannot cross the host boundary "
                               "yet")
 
@@ -223,9 +243,9 @@ class HostPlan:
     def _caller(self, fn: Any, access_vmctx: bool) -> Any:
         if fn is None:
             return None
-        if self.nstack:
+        if self.nstack or any(t in REF_TYPES for t, _, _ in self.params):
             def call(page: Words, vmctx: Any) -> Any:
-                args = self.read_args(page, Words(page.u64[_HC_STACK], self.nstack))
+                args = self.read_args(page, Words(page.u64[_HC_STACK], max(1, self.nstack)))
                 return fn(vmctx, *args) if access_vmctx else fn(*args)
             return call
         reads = [f"p.{_VIEW[t]}[{2 * i if t in (_I32, _F32) else i}]"
@@ -235,6 +255,8 @@ class HostPlan:
         if not self.results:
             done = "if v is None:\n        return DONE"
         elif len(self.results) > 1:
+            done = "pass"
+        elif self.results[0][0] in REF_TYPES:
             done = "pass"
         elif self.results[0][0] in _INT_TYPES:
             (t, i), = self.results
@@ -248,11 +270,12 @@ class HostPlan:
         return _compile(f"def call(p, vmctx):\n    v = fn({', '.join(reads)})\n    {done}\n"
                         "    return v\n", "call", fn=fn, DONE=DONE)
 
-    def store(self, page: Words, value: Any) -> None:
+    def store(self, page: Words, value: Any, holder: Optional[Set[int]] = None) -> None:
         """Store what a host function returned, checking it against the type
-        (TypeError/ValueError/OverflowError if it does not match)."""
+        (TypeError/ValueError/OverflowError if it does not match); ``holder`` keeps the
+        externrefs among them."""
         area = Words(page.u64[_HC_GPR], len(self.results)) if self.return_area else None
-        self.write_results(page, area, value)
+        self.write_results(page, area, value, holder)
 
     def read_args(self, page: Words, stack: Optional[Words]) -> List[Value]:
         out: List[Value] = []
@@ -260,7 +283,8 @@ class HostPlan:
             out.append(read_value(stack if on_stack else page, t, i))  # type: ignore[arg-type]
         return out
 
-    def write_results(self, page: Words, area: Optional[Words], value: Any) -> None:
+    def write_results(self, page: Words, area: Optional[Words], value: Any,
+                      holder: Optional[Set[int]] = None) -> None:
         """Store what the host function returned; TypeError/OverflowError/ValueError if it
         does not match the function's type."""
         results = self.results
@@ -276,13 +300,13 @@ class HostPlan:
                                      "has 1 result")
                 value = value[0]
             t, i = results[0]
-            write_value(page, t, i, value)
+            write_value(page, t, i, value, holder)
             return
         if not isinstance(value, (tuple, list)) or len(value) != len(results):
             raise ValueError(f"returned {value!r}, but the type {self.type} has "
                              f"{len(results)} results: return a tuple of them")
         for (t, i), v in zip(results, value):
-            write_value(area, t, i, v)  # type: ignore[arg-type]
+            write_value(area, t, i, v, holder)  # type: ignore[arg-type]
 
 
 # --- plans per module ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Func:
-    """An exported function of one instance."""
+    """A function of one instance: an export, or a funcref the guest handed out."""
 
     __slots__ = ("_instance", "name", "index", "type")
 
@@ -32,7 +32,19 @@ class Func:
         return self._instance
 
     def __call__(self, *args: Any, timeout: Optional[float] = None) -> Any:
-        return self._instance.run(self.name, *args, timeout=timeout)
+        if self._instance.module.export_index(self.name) == self.index:
+            return self._instance.run(self.name, *args, timeout=timeout)
+        if timeout is not None:
+            return self._instance._with_timeout(timeout, self._instance.run_func_index,
+                                                self.index, *args)
+        return self._instance.run_func_index(self.index, *args)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Func) and other._instance is self._instance
+                and other.index == self.index)
+
+    def __hash__(self) -> int:
+        return hash((id(self._instance), self.index))
 
     def __repr__(self) -> str:
         return f"<Func {self.name} {self.type} of {self._instance!r}>"

@@ -22,18 +22,19 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, StateError,
                       Terminate, Terminated, Trap)
-from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
-                          INSTANCE_PAGE_SIZE, PAGE_SIZE, TABLE_DESC, TABLE_DESC_SIZE,
-                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_MAX,
-                          VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES, WASM_PAGE_SIZE,
-                          IMPORT_ENTRY, IMPORT_ENTRY_SIZE, ExitReason, Libcall, call_layout,
-                          vmctx_libcall)
+from ..module.abi import (BUILTIN_LIMIT, ENTRY_MAX_STACK_ARGS, FUNCREF, FUNCREF_SIZE,
+                          GUEST_INT_ARG_REGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
+                          INSTANCE_PAGE_SIZE, PAGE_SIZE, VMCTX_FUNCREFS, VMCTX_GLOBALS,
+                          VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
+                          VMCTX_TYPE_IDS, WASM_PAGE_SIZE, ExitReason, Libcall, vmctx_libcall)
 from ..module.traps import TrapCode
 from .calls import DONE as _DONE
-from .calls import (BITS_MASK, CallPlan, Value, Words, bits_arg, plan as _plan, read_value,
+from .calls import (BITS_MASK, REF_TYPES, CallPlan, Value, Words, bits_arg, plan as _plan, read_value,
                     word as _w, write_value)
 from . import signals, stubs
 from .backtrace import unwinder
+from .instance_tables import InstanceTables
+from .tables import Table, run_builtin
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
 from .vmctx import Vmctx
 
@@ -129,15 +130,16 @@ _VM_GLOBALS = _vw(VMCTX_GLOBALS)
 _VM_MEMORY_SIZE = _vw(VMCTX_MEMORY_SIZE)
 _VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
 _VM_TABLES = _vw(VMCTX_TABLES)
-_VM_IMPORTS = _vw(VMCTX_IMPORTS)
+_VM_FUNCREFS = _vw(VMCTX_FUNCREFS)
+_VM_TYPE_IDS = _vw(VMCTX_TYPE_IDS)
 _ROOT = _w(INSTANCE_FIELDS["root"])
-_DESC_BASE, _DESC_LENGTH, _DESC_MAX = (_w(TABLE_DESC[f]) for f in ("base", "length", "max"))
-_DESC_WORDS = _w(TABLE_DESC_SIZE)
 _GUEST_R14 = _w(INSTANCE_FIELDS["guest_r14"])
 _HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
 _FAULT_VMCTX = _w(INSTANCE_FIELDS["fault_vmctx"])
 _HC_ENTRY = _w(INSTANCE_FIELDS["hc_entry"])
 _HC_STACK = _w(INSTANCE_FIELDS["hc_stack"])
+_HC_GPR = _w(INSTANCE_FIELDS["hc_gpr"])
+_N_GPR = len(GUEST_INT_ARG_REGS)
 
 _WORDS = INSTANCE_PAGE_SIZE // 8
 
@@ -148,9 +150,9 @@ _by_vmctx: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDicti
 host through the caller's call, naming the callee only by its vmctx."""
 _ENTER, _RESUME = -1, -2       # _drive: call the stub first (enter / resume)
 _GENERATOR = types.GeneratorType
-_IMPORT_WORDS = IMPORT_ENTRY_SIZE // 8
-_IMPORT_SHIFT = IMPORT_ENTRY_SIZE.bit_length() - 1
-assert 1 << _IMPORT_SHIFT == IMPORT_ENTRY_SIZE
+_RECORD_SHIFT = FUNCREF_SIZE.bit_length() - 1
+assert 1 << _RECORD_SHIFT == FUNCREF_SIZE
+_RECORD_VMCTX, _RECORD_INDEX = _w(FUNCREF["vmctx"]), _w(FUNCREF["index"])
 
 
 # --- the instance -------------------------------------------------------------------------------
@@ -190,9 +192,9 @@ class Instance:
 
     def __init__(self, region: "MmapRegion", memory: "SlotMemory", module: "LoadedModule",
                  fit: "Fit", imports: Sequence[Any] = (), ctx: Any = None):
-        """Set up a slot whose memory is committed for ``module``, its function imports
-        resolved to ``imports``. Called by the region only."""
-        _native()
+        """Set up a slot whose memory is committed for ``module``, its imports resolved to
+        ``imports`` (one item each, in import order). Called by the region only."""
+        stubs_ = _native()
         self._region = region
         self._mem = memory
         slot = self._slot = memory.slot
@@ -203,15 +205,18 @@ class Instance:
         """The embedder's object, for host functions (``vmctx.ctx``)."""
         self._state = State.CLOSED
         self._kill_state = KillState()
-        self._hosts = imports
+        funcs = [f for f in imports if not isinstance(f, Table)]
+        tables = [t for t in imports if isinstance(t, Table)]
+        self._hosts = funcs
+        """What each function import resolved to: a HostFunc, or another instance's Func."""
         self._linked: Tuple[Instance, ...] = ()
-        """Instances whose functions this one imports: kept alive (and refusing to close) while
-        this one lives, since compiled code calls straight into their slots."""
+        """Instances whose functions or tables this one imports: kept alive (and refusing to
+        close) while this one lives, since compiled code calls straight into their slots."""
         self._importers: Optional["weakref.WeakSet[Instance]"] = None   # made when imported
-        self._imports: Any = None
-        self._imports_base = 0
+        self._refs = InstanceTables(self, slot, module, fit, funcs, tables, stubs_)
+        self._externs = self._refs.externs
         if imports:
-            self._link(imports)
+            self._link(funcs, tables)
         self._vmctx = Vmctx(self)
         self._in_hostcall = False
         self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
@@ -223,16 +228,20 @@ class Instance:
         self._page = memory.page
         self._initialise()
 
-    def _link(self, imports: Sequence[Any]) -> None:
-        self._linked = tuple({id(f.instance): f.instance for f in imports
-                              if not hasattr(f, "plan")}.values())
+    def _link(self, funcs: Sequence[Any], tables: Sequence[Table]) -> None:
+        linked = {id(f.instance): f.instance for f in funcs if not hasattr(f, "plan")}
+        linked.update((id(t.owner), t.owner) for t in tables if t.owner is not None)
+        self._linked = tuple(linked.values())
         for callee in self._linked:
-            if callee._importers is None:
-                callee._importers = weakref.WeakSet()
-                _by_vmctx[callee._slot.vmctx] = callee   # its hostcalls and faults come to us
-            callee._importers.add(self)
-        self._imports = _import_entries(imports, self._slot.vmctx)
-        self._imports_base = ctypes.addressof(self._imports)
+            callee._imported_by(self)
+        if tables:
+            _by_vmctx[self._slot.vmctx] = self   # a sharer may call our records
+
+    def _imported_by(self, importer: "Instance") -> None:
+        if self._importers is None:
+            self._importers = weakref.WeakSet()
+            _by_vmctx[self._slot.vmctx] = self   # its hostcalls and faults come to the caller
+        self._importers.add(importer)
 
     def _initialise(self) -> None:
         """Fill the committed, zeroed slot: runtime data, tables, globals, the initial heap."""
@@ -244,21 +253,16 @@ class Instance:
         u[_VM_GLOBALS] = slot.globals
         u[_VM_MEMORY_SIZE] = fit.initial_heap
         u[_VM_MEMORY_MAX] = fit.memory_max
-        u[_VM_TABLES] = slot.table_descs
-        u[_VM_IMPORTS] = self._imports_base
+        u[_VM_TABLES] = slot.table_ptrs
+        u[_VM_FUNCREFS] = slot.records
+        u[_VM_TYPE_IDS] = ctypes.addressof(module.signature_ids)
         for word, address in _libcall_words:
             u[word] = address
 
-        globals_image, table_images = module._instance_images()
+        globals_image = module._globals_image()
         if globals_image:
             ctypes.memmove(slot.globals, globals_image, len(globals_image))
-        desc = _w(slot.table_descs - slot.base)     # the descriptors sit in the instance page
-        for place, image in zip(fit.tables, table_images):
-            u[desc + _DESC_BASE] = slot.tables + place.offset
-            u[desc + _DESC_LENGTH] = place.length
-            u[desc + _DESC_MAX] = place.capacity
-            desc += _DESC_WORDS
-            ctypes.memmove(slot.tables + place.offset, image, len(image))
+        self._refs.initialise(u)
         self._set_state(State.READY)
 
     def _start(self) -> None:
@@ -267,6 +271,8 @@ class Instance:
         Either failure closes the instance, freeing its slot."""
         data = self._module.data
         try:
+            if self._refs.elem_error is not None:
+                raise InstantiationError(f"module {self._name!r}: {self._refs.elem_error}")
             if data.data_error is not None:
                 raise InstantiationError(f"module {self._name!r}: {data.data_error}")
             if data.start is not None:
@@ -363,7 +369,9 @@ class Instance:
                 if reason == _RETURNED:
                     clean = True
                     return self._results(*self._current)  # type: ignore[misc]
-                if reason == _HOSTCALL:
+                if reason == _HOSTCALL and page.u64[_HC_ENTRY] < BUILTIN_LIMIT:
+                    self._builtin()
+                elif reason == _HOSTCALL:
                     host, vmctx = self._host_called()
                     self._in_hostcall = True
                     try:
@@ -475,35 +483,69 @@ class Instance:
                 u[_ROOT] = 0
 
     def _all_linked(self) -> List["Instance"]:
-        """Every instance this one can call into, directly or through others."""
-        seen: dict = {}
-        todo = list(self._linked)
+        """Every instance this one can call into, directly or through others: those whose
+        functions or tables it imports, and those sharing a table with it (a reference one
+        of them stores there may be called by any)."""
+        seen: dict = {id(self): self}
+        todo = list(self._neighbours())
         while todo:
             inst = todo.pop()
             if id(inst) not in seen:
                 seen[id(inst)] = inst
-                todo.extend(inst._linked)
+                todo.extend(inst._neighbours())
+        del seen[id(self)]
         return list(seen.values())
 
+    def _neighbours(self) -> List["Instance"]:
+        out = list(self._linked)
+        for t in self._refs.tables:
+            out.extend(i for i in t._users if i._state != State.CLOSED)
+        return out
+
     def _host_called(self) -> Tuple["HostFunc", Vmctx]:
-        """The host function of the import entry the guest called through, and the Vmctx of
-        the instance that called it (this one, or one it called into)."""
+        """The host function whose record the guest called through, and the Vmctx of the
+        instance that called it (this one, or one it called into). A host function's record
+        names the instance that imported it (``vmctx``) and its place among that instance's
+        imports (``index``), whoever calls it."""
         u = self._page.u64
-        caller = self
+        record = u[_HC_ENTRY]
         if u[_HC_VMCTX] == self._slot.vmctx:           # the usual case, first
-            index = (u[_HC_ENTRY] - self._imports_base) >> _IMPORT_SHIFT
-            if 0 <= index < len(self._hosts):
-                return self._hosts[index], self._vmctx
-        else:
-            caller = _by_vmctx.get(u[_HC_VMCTX])  # type: ignore[assignment]
-            if caller is None:
-                raise FatalFault(f"a hostcall under instance {self._name!r} came from an "
-                                 "unknown instance")
-        index = (u[_HC_ENTRY] - caller._imports_base) >> _IMPORT_SHIFT
-        if not 0 <= index < len(caller._hosts):
-            raise FatalFault(f"instance {caller._name!r} called import entry {index}, which "
+            k = (record - self._slot.records) >> _RECORD_SHIFT
+            if 0 <= k < len(self._hosts) and record == self._slot.records + (k << _RECORD_SHIFT):
+                host = self._hosts[k]
+                if hasattr(host, "plan"):
+                    return host, self._vmctx
+        words = (ctypes.c_uint64 * 8).from_address(record)
+        owner_vm, index = words[_RECORD_VMCTX], words[_RECORD_INDEX]
+        owner = self if owner_vm == self._slot.vmctx else _by_vmctx.get(owner_vm)
+        caller = self if u[_HC_VMCTX] == self._slot.vmctx else _by_vmctx.get(u[_HC_VMCTX])
+        if owner is None or caller is None:
+            raise FatalFault(f"a hostcall under instance {self._name!r} came from an "
+                             "unknown instance")
+        if not 0 <= index < len(owner._hosts) or not hasattr(owner._hosts[index], "plan"):
+            raise FatalFault(f"instance {owner._name!r} called host import {index}, which "
                              "does not exist")
-        return caller._hosts[index], caller._vmctx
+        return owner._hosts[index], caller._vmctx
+
+    def _builtin(self) -> None:
+        """Carry out the table instruction the guest left for (``abi.Builtin``), for the
+        instance whose code made it; its result goes back in rax."""
+        u = self._page.u64
+        vm = u[_HC_VMCTX]
+        caller = self if vm == self._slot.vmctx else _by_vmctx.get(vm)
+        if caller is None:
+            raise FatalFault(f"a table instruction under instance {self._name!r} came from an "
+                             "unknown instance")
+        args = [u[_HC_GPR + i] for i in range(_N_GPR)]
+        return_address = ctypes.c_uint64.from_address(u[_HC_STACK] - 8).value
+
+        def trap(code: TrapCode, wasm_offset: int) -> Trap:
+            func = caller._module.function_at(return_address)
+            t = Trap(code, func=None if func is None else func.name, wasm_offset=wasm_offset)
+            if func is not None:
+                t._unwind = self._unwinder(func.name, u[_HC_STACK])
+            return t
+        u[_RET_RAX] = run_builtin(caller._refs, u[_HC_ENTRY], args, trap)
 
     def _host_failed(self, host: "HostFunc", e: BaseException) -> None:
         """A host function raised ``e``: the guest cannot go on."""
@@ -540,7 +582,7 @@ class Instance:
 
     def _store(self, host: "HostFunc", value: Any) -> None:
         try:
-            host.plan.store(self._page, value)
+            host.plan.store(self._page, value, self._externs)
         except (TypeError, ValueError, OverflowError) as e:
             raise Terminated(f"host function {host.name} {e}") from None
 
@@ -653,10 +695,10 @@ class Instance:
         k = 0
         try:
             for (t, on_stack, i), v in zip(plan.params, args):
-                if raw:
+                if raw and t not in REF_TYPES:
                     (stack if on_stack else page).u64[i] = bits_arg(t, v)
                 else:
-                    write_value(stack if on_stack else page, t, i, v)
+                    write_value(stack if on_stack else page, t, i, v, self._externs)
                 k += 1
         except (TypeError, OverflowError) as e:
             raise type(e)(f"{plan.name}: argument {k}: {e}") from None
@@ -669,7 +711,8 @@ class Instance:
     def _results(self, plan: CallPlan, out: Words, raw: bool) -> Any:
         results = plan.results
         if raw:
-            return tuple(out.u64[i] & BITS_MASK[t] for t, i in results)
+            return tuple(read_value(out, t, i) if t in REF_TYPES else out.u64[i] & BITS_MASK[t]
+                         for t, i in results)
         if len(results) == 1:
             t, i = results[0]
             return read_value(out, t, i)
@@ -805,6 +848,25 @@ class Instance:
         return old // WASM_PAGE_SIZE
 
     @property
+    def tables(self) -> List[Table]:
+        """The tables, imported ones first, as :class:`~pylucet.runtime.tables.Table` views:
+        ``inst.tables[0][3]`` is entry 3 of table 0 (a Func, an object, or None)."""
+        self._check_open()
+        return list(self._refs.tables)
+
+    def _record_address(self, func_index: int) -> int:
+        self._check_open()
+        return self._refs.record_address(func_index)
+
+    def _record_words(self, func_index: int) -> Any:
+        return self._refs.record_words(func_index)
+
+    def _global_bits(self, index: int) -> int:
+        """Raw bits of global ``index`` (an element segment's offset may be one)."""
+        g = self._module.data.globals[index]
+        return ctypes.c_uint64.from_address(self._slot.globals + g.offset).value
+
+    @property
     def globals(self) -> "Globals":
         """The module's globals, by index or export name: ``inst.globals["counter"] += 1``."""
         self._check_open()
@@ -862,8 +924,10 @@ class Instance:
             self._state = State.CLOSED
             abandoned, self._suspended, self._current = self._suspended, None, None
             self._vmctx._view = None
-            if self._importers is not None:
-                _by_vmctx.pop(self._slot.vmctx, None)
+            heirs = [i._externs for i in self._all_linked() if i._state != State.CLOSED]
+            self._refs.scrub(heirs)
+            if _by_vmctx.get(self._slot.vmctx) is self:
+                del _by_vmctx[self._slot.vmctx]
             for callee in self._linked:
                 callee._importers.discard(self)  # type: ignore[union-attr]
             self._mem.release()
@@ -931,28 +995,6 @@ def _abandon(suspended: Optional[Tuple[Any, "HostFunc"]]) -> None:
     ``finally`` blocks are host code, which may well use the instance's kill switch."""
     if suspended is not None:
         suspended[0].close()
-
-
-def _import_entries(imports: Sequence[Any], vmctx: int) -> Any:
-    """The instance's import entries (``abi.IMPORT_ENTRY``). A host function's code is the
-    hostcall stub, which leaves for the host (``index`` says which function it was); another
-    instance's function is called natively through pylucet_call_guest."""
-    entries = (ctypes.c_uint64 * max(1, _IMPORT_WORDS * len(imports)))()
-    for i, item in enumerate(imports):
-        base = _IMPORT_WORDS * i
-        if hasattr(item, "plan"):        # a HostFunc
-            entries[base + _w(IMPORT_ENTRY["func"])] = _stubs.hostcall
-            entries[base + _w(IMPORT_ENTRY["vmctx"])] = vmctx
-            entries[base + _w(IMPORT_ENTRY["index"])] = i
-        else:                             # a Func of another instance
-            callee = item.instance
-            callee._check_open()
-            entries[base + _w(IMPORT_ENTRY["func"])] = _stubs.call_guest
-            entries[base + _w(IMPORT_ENTRY["vmctx"])] = callee._slot.vmctx
-            entries[base + _w(IMPORT_ENTRY["target"])] = callee.module.function_address(item.index)
-            entries[base + _w(IMPORT_ENTRY["index"])] = call_layout(
-                item.type.params, item.type.results).stack_words
-    return entries
 
 
 def _exit_name(reason: int) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ..module.abi import PAGE_SIZE, TABLE_ENTRY_SIZE, WASM_MAX_PAGES, WASM_PAGE_SIZE
+from ..module.abi import FUNCREF_SIZE, PAGE_SIZE, TABLE_ENTRY_SIZE, WASM_MAX_PAGES, WASM_PAGE_SIZE
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -91,8 +91,8 @@ class Limits:
 
     @property
     def tables_size(self) -> int:
-        """Address space for table entries, rounded up to whole pages."""
-        return page_round(self.table_elements * TABLE_ENTRY_SIZE)
+        """Address space for table entries and as many function records, in whole pages."""
+        return page_round(self.table_elements * (TABLE_ENTRY_SIZE + FUNCREF_SIZE))
 
 
 def page_round(size: int) -> int:

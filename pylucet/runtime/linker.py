@@ -29,6 +29,7 @@ from ..errors import LinkError
 from ..wasm.types import ExternKind, FuncType, ValType
 from .calls import HostPlan
 from .exports import Func
+from .tables import Table
 from .vmctx import Vmctx
 
 I32 = typing.Annotated[int, ValType.I32]
@@ -177,19 +178,11 @@ class Linker:
                                      else type) != fn.type:
                 raise LinkError(f"{module}.{name}: type {type} given for {fn.name}, which is "
                                 f"{fn.type}")
-            if fn.index < fn.instance.module.data.num_imported_funcs:
-                raise LinkError(f"{module}.{name}: {fn.name} is itself an import of its "
-                                "instance; define what it was linked to instead")
             func: Any = fn
         else:
             func = fn if isinstance(fn, HostFunc) else HostFunc(
                 fn, type, access_vmctx=access_vmctx, name=f"{module}.{name}")
-        with self._lock:
-            if (module, name) in self._defs and not self.allow_shadowing:
-                raise LinkError(f"{module}.{name} is already defined in this linker "
-                                "(set allow_shadowing to replace it)")
-            self._defs[(module, name)] = func
-            self.generation += 1
+        self._define(module, name, func)
         return func
 
     def func(self, module: str, name: str, type: Union[FuncType, str, None] = None, *,
@@ -200,11 +193,38 @@ class Linker:
             return fn
         return define
 
+    def define_table(self, module: str, name: str, table: Table) -> Table:
+        """Define ``table`` (a host :class:`Table`, or an instance's ``instance.tables[i]``)
+        as ``module.name``; importers share it."""
+        if not isinstance(table, Table):
+            raise TypeError(f"define_table needs a pylucet Table, got {type(table).__name__}")
+        self._define(module, name, table)
+        return table
+
+    def define(self, module: str, name: str, item: Any) -> Any:
+        """Define ``item`` by what it is: a Table, or a function (see :meth:`define_func`)."""
+        if isinstance(item, Table):
+            return self.define_table(module, name, item)
+        return self.define_func(module, name, item)
+
+    def _define(self, module: str, name: str, item: Any) -> None:
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise TypeError("module and name must be str")
+        with self._lock:
+            if (module, name) in self._defs and not self.allow_shadowing:
+                raise LinkError(f"{module}.{name} is already defined in this linker "
+                                "(set allow_shadowing to replace it)")
+            self._defs[(module, name)] = item
+            self.generation += 1
+
     def define_instance(self, module: str, instance: Any) -> None:
-        """Define every exported function of ``instance`` under ``module``."""
+        """Define every export of ``instance`` under ``module``: its functions (an exported
+        import stands for what it was linked to) and its tables."""
         for name, func in instance.exports._funcs.items():
-            if func.index >= instance.module.data.num_imported_funcs:
-                self.define_func(module, name, func)
+            self.define_func(module, name, func)
+        for e in instance.module.data.exports:
+            if e.kind == ExternKind.TABLE:
+                self.define_table(module, e.name, instance.tables[e.index])
 
     def get(self, module: str, name: str) -> Optional[Any]:
         return self._defs.get((module, name))
@@ -226,32 +246,66 @@ class Linker:
         return cached[1]
 
     def resolve(self, data: Any) -> List[Any]:
-        """The definition of each function import of module data ``data``, in import order;
-        LinkError naming every import that is missing or has the wrong type."""
-        funcs: List[Any] = []
+        """The definition of each import of module data ``data``, in import order; LinkError
+        naming every import that is missing or does not match what the module asks for."""
+        found_all: List[Any] = []
         problems: List[str] = []
         for imp in data.imports:
-            if imp.kind != ExternKind.FUNC:
-                problems.append(f"{imp.module}.{imp.name}: importing a "
-                                f"{imp.kind.name.lower()} is not supported yet")
-                continue
-            want = data.types[imp.type_id]
             found = self._defs.get((imp.module, imp.name))
-            if found is None:
-                problems.append(f"{imp.module}.{imp.name} {want} is not defined")
-            elif found.type != want:
-                problems.append(f"{imp.module}.{imp.name}: the module imports it as {want}, "
-                                f"but it is defined as {found.type}")
+            problem = _mismatch(data, imp, found)
+            if problem is not None:
+                sep = " " if problem.endswith("is not defined") else ": "
+                problems.append(f"{imp.module}.{imp.name}{sep}{problem}")
             else:
-                funcs.append(found)
+                found_all.append(found)
         if problems:
             name = data.name or "<anonymous>"
             raise LinkError(f"cannot link module {name!r}: " + "; ".join(problems),
                             problems=problems)
-        return funcs
+        return found_all
 
     def __repr__(self) -> str:
         return f"<Linker, {len(self._defs)} definitions>"
+
+
+def _mismatch(data: Any, imp: Any, found: Any) -> Optional[str]:
+    """Why ``found`` cannot satisfy import ``imp``, or None (the spec's import matching)."""
+    kind = imp.kind
+    if kind == ExternKind.FUNC:
+        want = data.types[imp.type_id]
+        if found is None:
+            return f"{want} is not defined"
+        if not isinstance(found, (HostFunc, Func)):
+            return f"the module imports a function, but a {_kind_name(found)} is defined"
+        if found.type != want:
+            return f"the module imports it as {want}, but it is defined as {found.type}"
+        return None
+    if kind == ExternKind.TABLE:
+        want = imp.table
+        if found is None:
+            return f"table {want.elem.text} is not defined"
+        if not isinstance(found, Table):
+            return f"the module imports a table, but a {_kind_name(found)} is defined"
+        if found.elem != want.elem:
+            return f"the module imports a table of {want.elem.text}, but it holds {found.elem.text}"
+        if found.size < want.initial:
+            return (f"the module needs a table of at least {want.initial} entries, but it has "
+                    f"{found.size}")
+        if want.max is not None and (found.maximum is None or found.maximum > want.max):
+            return (f"the module needs a table of at most {want.max} entries, but it may grow "
+                    f"to {'any size' if found.maximum is None else found.maximum}")
+        return None
+    if found is None:
+        return f"{kind.name.lower()} is not defined"
+    return f"importing a {kind.name.lower()} is not supported yet"
+
+
+def _kind_name(item: Any) -> str:
+    if isinstance(item, (HostFunc, Func)):
+        return "function"
+    if isinstance(item, Table):
+        return "table"
+    return type(item).__name__
 
 
 def link_without(data: Any) -> None:

@@ -20,20 +20,24 @@ import struct
 import tempfile
 import threading
 import weakref
+from array import array
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..elf.reader import ELFFile, read_artifact
 from ..errors import LoadError, UnknownExport
-from ..module.abi import (IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY,
-                          slot_size)
+from ..module.abi import (FUNCREF, FUNCREF_SIZE, IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL,
+                          call_layout, slot_size)
 from ..module.serialize import HEADER_SIZE
 from ..module.spec import FunctionSpec, ModuleData
 from ..wasm.types import ExternKind
 from . import cpu, libc, signals
+from .references import signature_id
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-assert TABLE_ENTRY == {"func": 0, "type_id": 8, "_end": 16}, "table image packing below"
+_FUNCREF_WORDS = FUNCREF_SIZE // 8
+_FR_FUNC, _FR_VMCTX, _FR_TARGET, _FR_INDEX, _FR_TYPE_ID = (
+    FUNCREF[f] // 8 for f in ("func", "vmctx", "target", "index", "type_id"))
 
 
 class LoadedModule:
@@ -73,7 +77,18 @@ class LoadedModule:
         self._fits: Dict[Any, Any] = {}
         self._plans: Dict[str, Any] = {}         # by export name: run() looks here first
         self._index_plans: Dict[int, Any] = {}   # by function index (never found by run())
-        self._images: Optional[Tuple[bytes, List[bytes]]] = None
+        self._images: Optional[bytes] = None
+        self._signature_ids: Any = None
+        self._records: Optional[array] = None
+        self._elem_images: Dict[Any, array] = {}
+        """Element segments as record addresses, by (records base, segment): the same in
+        every instance of one slot."""
+        nimp = data.num_imported_funcs
+        self.funcref_slot: Dict[int, int] = {f: f for f in range(nimp)}
+        """Record index of each function that can become a reference (``abi.FUNCREF``)."""
+        self.funcref_slot.update((f, nimp + k) for k, f in enumerate(data.funcrefs))
+        self.funcref_func: List[int] = list(range(nimp)) + list(data.funcrefs)
+        """The function of each record index: the inverse of ``funcref_slot``."""
         # a module without functions has no code that could fault
         handle = signals.register_code(text_base, text_base + text_size) if text_size else None
         self._finalizer = weakref.finalize(self, _unload, handle, release)
@@ -121,33 +136,53 @@ class LoadedModule:
 
     # --- instantiation images -----------------------------------------------------------------
 
-    def _instance_images(self) -> Tuple[bytes, List[bytes]]:
-        """(globals image, [table image, ...]): bytes each instantiation copies in as they are."""
+    def func_name(self, func_index: int) -> str:
+        """A human name for function ``func_index``: its own, or its import's."""
+        nimp = self.data.num_imported_funcs
+        if func_index < nimp:
+            imp = [i for i in self.data.imports if i.kind == ExternKind.FUNC][func_index]
+            return f"{imp.module}.{imp.name}"
+        return self.data.functions[func_index - nimp].name
+
+    # --- instantiation images -----------------------------------------------------------------
+
+    def _globals_image(self) -> bytes:
+        """The globals area as every instantiation copies it in (``ref.func`` initialisers are
+        per instance: the instance patches them)."""
         if self._images is None:
             data = self.data
             end = max((g.offset + slot_size(g.valtype) for g in data.globals), default=0)
             glob = bytearray(end)
             for g in data.globals:
                 struct.pack_into("<Q", glob, g.offset, g.init & 0xFFFF_FFFF_FFFF_FFFF)
-            tables = []
-            for t in data.tables:
-                words: List[int] = []
-                for k in range(t.initial):
-                    func = t.elements[k] if k < len(t.elements) else None
-                    if func is None:
-                        words += (0, NULL_TYPE_ID)
-                    else:
-                        words += (self.function_address(func), self._type_id(func))
-                tables.append(struct.pack(f"<{len(words)}Q", *words))
-            self._images = (bytes(glob), tables)
+            self._images = bytes(glob)
         return self._images
 
-    def _type_id(self, func_index: int) -> int:
-        nimp = self.data.num_imported_funcs
-        if func_index < nimp:
-            imp = [i for i in self.data.imports if i.kind == ExternKind.FUNC][func_index]
-            return imp.type_id  # type: ignore[return-value]
-        return self.data.functions[func_index - nimp].type_id
+    @property
+    def signature_ids(self) -> Any:
+        """The process-wide signature id of each of the module's canonical types, as the u64
+        array ``VMCTX_TYPE_IDS`` points to (``runtime.references``)."""
+        if self._signature_ids is None:
+            ids = [signature_id(t) for t in self.data.types]
+            self._signature_ids = (ctypes.c_uint64 * max(1, len(ids)))(*ids)
+        return self._signature_ids
+
+    def record_template(self, call_guest: int) -> "array":
+        """FUNCREF records of the defined functions that can become references, every word but
+        ``vmctx`` filled in (``abi.FUNCREF``): an instance copies them and sets its vmctx."""
+        if self._records is None:
+            data = self.data
+            sigs = self.signature_ids
+            words = array("Q", bytes(FUNCREF_SIZE * len(data.funcrefs)))
+            for k, f in enumerate(data.funcrefs):
+                t = data.func_type(f)
+                w = k * _FUNCREF_WORDS
+                words[w + _FR_FUNC] = call_guest
+                words[w + _FR_TARGET] = self.function_address(f)
+                words[w + _FR_INDEX] = call_layout(t.params, t.results).stack_words
+                words[w + _FR_TYPE_ID] = sigs[data.function(f).type_id]
+            self._records = words
+        return self._records
 
     def __repr__(self) -> str:
         where = f" from {self.path}" if self.path else ""

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Set, Tuple, Union
 
 from ..errors import LimitsExceeded, RegionFull, StateError
-from ..module.abi import (INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE, RUNTIME_DATA_SIZE,
-                          TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE, slot_size)
+from ..module.abi import (FUNCREF_SIZE, INSTANCE_FIELDS, INSTANCE_PAGE_SIZE, PAGE_SIZE,
+                          RUNTIME_DATA_SIZE, TABLE_DESC_SIZE, TABLE_ENTRY_SIZE, WASM_PAGE_SIZE,
+                          slot_size)
+from ..wasm.types import ExternKind
 from ..module.spec import ModuleData
 from . import libc
 from .alloc import HeapStrategy, SlotMemory
@@ -27,10 +29,13 @@ from .loader import LoadedModule
 
 _RW = libc.PROT_READ | libc.PROT_WRITE
 
-TABLE_DESCS_OFFSET = -(-INSTANCE_FIELDS["_end"] // 64) * 64
-"""Table descriptors live in the instance page, between the host fields and the runtime data:
-the page is writable and wiped anyway, so they cost no extra ``mprotect`` or ``madvise``."""
-MAX_TABLES = (INSTANCE_PAGE_SIZE - RUNTIME_DATA_SIZE - TABLE_DESCS_OFFSET) // TABLE_DESC_SIZE
+TABLE_PTRS_OFFSET = -(-INSTANCE_FIELDS["_end"] // 64) * 64
+"""The table descriptor pointers (``VMCTX_TABLES``) and the descriptors of the tables a module
+defines live in the instance page, between the host fields and the runtime data: the page is
+writable and wiped anyway, so they cost no extra ``mprotect`` or ``madvise``."""
+MAX_TABLES = ((INSTANCE_PAGE_SIZE - RUNTIME_DATA_SIZE - TABLE_PTRS_OFFSET)
+              // (8 + TABLE_DESC_SIZE))
+TABLE_DESCS_OFFSET = TABLE_PTRS_OFFSET + 8 * MAX_TABLES
 
 
 @dataclass(frozen=True)
@@ -53,13 +58,22 @@ class Slot:
     size: int
 
     @property
+    def table_ptrs(self) -> int:
+        return self.base + TABLE_PTRS_OFFSET
+
+    @property
     def table_descs(self) -> int:
         return self.base + TABLE_DESCS_OFFSET
+
+    @property
+    def records(self) -> int:
+        """The FUNCREF records, at the start of the table area (before the tables)."""
+        return self.tables
 
 
 @dataclass(frozen=True)
 class TablePlace:
-    """Where one of a module's tables goes in the slot's table area."""
+    """Where one of a module's tables goes in the slot's table area (after the records)."""
 
     offset: int          # from the start of the table area
     length: int          # initial entries
@@ -81,7 +95,8 @@ class MmapRegion:
 
     Each slot is laid out as below. Offsets are from the slot's base, with the sizes from the
     region's :class:`Limits`: H = heap_address_space_size, S = stack_size, G = globals_size,
-    SS = signal_stack_size, T = table_elements x TABLE_ENTRY_SIZE rounded up to a page.
+    SS = signal_stack_size, T = table_elements x (TABLE_ENTRY_SIZE + FUNCREF_SIZE) rounded up
+    to a page: the FUNCREF records (``abi.FUNCREF``), then the entries of the tables.
     Everything is ``PROT_NONE`` until an instance takes the slot; then only the areas marked RW
     become accessible, the heap up to its current size::
 
@@ -97,7 +112,7 @@ class MmapRegion:
                                        any i32 address + u32 offset lands in it or on the next page
         +12K+S+G+H                   heap guard page                         never
         +16K+S+G+H                   signal stack (SS)                       reserved, see below
-        +16K+S+G+H+SS                table entries (T)                       RW for initial entries
+        +16K+S+G+H+SS                records, table entries (T)              RW for initial entries
         +16K+S+G+H+SS+T              guard page                              never
         +20K+S+G+H+SS+T              = slot size: the next slot's stack guard page
 
@@ -169,6 +184,7 @@ class MmapRegion:
         self._quarantined: Set[int] = set()
         self._lock = threading.Lock()
         self._closed = False
+        _regions.add(self)
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -332,6 +348,24 @@ class MmapRegion:
 _fit_keys: dict = {}
 
 
+_regions: "weakref.WeakSet[MmapRegion]" = weakref.WeakSet()
+
+
+def instance_of_record(address: int) -> Optional[Tuple[Instance, int]]:
+    """The live instance whose slot holds the FUNCREF record at ``address``, and the
+    function index of that record (``runtime.references``)."""
+    for region in list(_regions):
+        if region._closed or not region._base <= address < region._base + region._size:
+            continue
+        memory = region._memory[(address - region._base) // region._slot_size]
+        tenant = memory.tenant() if memory.tenant is not None else None
+        if tenant is None or tenant._state == State.CLOSED:
+            return None
+        func = tenant._refs.func_of(address)
+        return None if func is None else (tenant, func)
+    return None
+
+
 def _resolve(module: LoadedModule, linker: Optional[Linker]) -> Tuple[HostFunc, ...]:
     """The host functions for ``module``'s imports (cached by the linker, see
     :meth:`Linker.resolve_module`)."""
@@ -372,24 +406,36 @@ def _fit(data: ModuleData, limits: Limits) -> Fit:
         raise LimitsExceeded(f"module {data.display_name!r} needs {globals_end} bytes of globals, but "
                              f"globals_size is {limits.globals_size}")
 
-    if len(data.tables) > MAX_TABLES:
-        raise LimitsExceeded(f"module {data.display_name!r} has {len(data.tables)} tables; at most "
+    ntables = len(data.tables) + sum(1 for i in data.imports if i.kind == ExternKind.TABLE)
+    if ntables > MAX_TABLES:
+        raise LimitsExceeded(f"module {data.display_name!r} has {ntables} tables; at most "
                              f"{MAX_TABLES} are supported")
+    records = data.num_imported_funcs + len(data.funcrefs)
+    if records > limits.table_elements:
+        raise LimitsExceeded(f"module {data.display_name!r} needs {records} function records, "
+                             f"but table_elements is {limits.table_elements}")
     needed = sum(t.initial for t in data.tables)
     if needed > limits.table_elements:
         raise LimitsExceeded(f"module {data.display_name!r} needs {needed} table elements, but "
                              f"table_elements is {limits.table_elements}")
-    # every table gets its initial size; room to grow goes to the tables in order, as far as
-    # their maximum asks (the usual single table gets all of it)
+    # every table gets its initial size; room to grow goes first to the tables with a maximum,
+    # as far as it asks, then in equal shares to those without (the usual single table gets
+    # all of it)
     spare = limits.table_elements - needed
-    places: List[TablePlace] = []
-    offset = 0
+    room: List[int] = []
     for t in data.tables:
-        want = spare if t.max is None else max(0, min(spare, t.max - t.initial))
+        want = 0 if t.max is None else max(0, min(spare, t.max - t.initial))
         spare -= want
-        capacity = t.initial + want
+        room.append(want)
+    unbounded = sum(1 for t in data.tables if t.max is None)
+    share = spare // unbounded if unbounded else 0
+    places: List[TablePlace] = []
+    offset = records * FUNCREF_SIZE
+    tables_end = offset
+    for t, want in zip(data.tables, room):
+        capacity = t.initial + (share if t.max is None else want)
         places.append(TablePlace(offset, t.initial, capacity))
+        tables_end = offset + t.initial * TABLE_ENTRY_SIZE
         offset += capacity * TABLE_ENTRY_SIZE
-    tables_end = max((p.offset + p.length * TABLE_ENTRY_SIZE for p in places), default=0)
     return Fit(initial_heap, memory_max, tuple(places), page_round(tables_end))
 

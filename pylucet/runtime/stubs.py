@@ -55,7 +55,7 @@ ENTER_RETURNED = ExitReason.RETURNED
 ENTER_FAULTED = ExitReason.FAULTED
 ENTER_BAD_ENTRY = ExitReason.BAD_ENTRY
 
-_LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow"}
+_LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow", Libcall.BUILTIN: "pylucet_hostcall"}
 
 _GLOBL = re.compile(r"^[ \t]*\.globl[ \t]+(\w+)", re.MULTILINE)
 

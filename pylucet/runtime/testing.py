@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from ..module.abi import WASM_PAGE_SIZE
-from ..module.spec import (ExportSpec, FunctionSpec, GlobalSpec, HeapSpec, ModuleData,
+from ..module.spec import (ElemSpec, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec, ModuleData,
                            TableSpec)
 from ..module.traps import TrapCode, TrapSite, TrapTable
 from ..wasm.types import ExternKind, FuncType, ValType
@@ -91,6 +91,7 @@ def assemble(source: str, labels: Sequence[str] = ()) -> Tuple[bytes, Dict[str, 
 def mock_module(functions: Sequence[MockFunction], *, name: str = "mock",
                 heap: Optional[HeapSpec] = DEFAULT_HEAP, globals: Sequence[GlobalSpec] = (),
                 exported_globals: Mapping[str, int] = {}, tables: Sequence[TableSpec] = (),
+                elems: Sequence[ElemSpec] = (),
                 sparse_data: Optional[Dict[int, bytes]] = None, start: Optional[int] = None,
                 data_error: Optional[str] = None,
                 features: FrozenSet[str] = frozenset()) -> LoadedModule:
@@ -115,8 +116,11 @@ def mock_module(functions: Sequence[MockFunction], *, name: str = "mock",
         if f.export:
             exports.append(ExportSpec(f.name, ExternKind.FUNC, index))
     exports += [ExportSpec(n, ExternKind.GLOBAL, i) for n, i in exported_globals.items()]
+    # what the compiler would give records: exported functions and element segment items
+    funcrefs = sorted({e.index for e in exports if e.kind == ExternKind.FUNC}
+                      | {f for seg in elems for f in seg.items if f is not None})
     data = ModuleData(name=name, heap=heap, types=types, globals=list(globals),
                       functions=specs, imports=[], exports=exports, tables=list(tables),
                       sparse_data=dict(sparse_data or {}), start=start, data_error=data_error,
-                      features=features)
+                      features=features, funcrefs=funcrefs, elems=list(elems))
     return load_code(bytes(text), data)

@@ -215,6 +215,21 @@ class Module:
             return self.types[imported[func_index]]  # type: ignore[index]
         return self.types[self.funcs[func_index - len(imported)]]
 
+    def declared_funcrefs(self) -> List[int]:
+        """Functions that may become references (``ref.func`` inside bodies may only name
+        these): those referenced from outside any function -- element segments, global
+        initialisers, exports -- in ascending order."""
+        from .opcodes import Op
+        refs = {e.index for e in self.exports if e.kind == ExternKind.FUNC}
+        exprs: List[ConstExpr] = [g.init for g in self.globals]
+        for seg in self.elems:
+            exprs.extend(seg.init)
+        for expr in exprs:
+            for op, imm, _ in expr:
+                if op == Op.REF_FUNC:
+                    refs.add(imm)  # type: ignore[arg-type]
+        return sorted(refs)
+
     def all_tables(self) -> List[TableType]:
         return [i.desc for i in self.imports if i.kind == ExternKind.TABLE] + self.tables  # type: ignore[misc]
 

@@ -95,7 +95,7 @@ class Validator:
         self._globals: List[GlobalType] = m.all_globals()
         self._num_imported_globals = sum(1 for i in m.imports if i.kind == ExternKind.GLOBAL)
         self._num_datas = m.data_count if m.data_count is not None else len(m.datas)
-        self._declared_refs = self._collect_declared_refs()
+        self._declared_refs = set(module.declared_funcrefs())
         self._vals: List[int] = []
         self._ctrls: List[_Frame] = []
         self._generic: Dict[int, Tuple[List[int], List[int], int, int]] = {}
@@ -103,21 +103,6 @@ class Validator:
         self._build_dispatch()
 
     # --- module ----------------------------------------------------------------------------------
-
-    def _collect_declared_refs(self) -> Set[int]:
-        """Functions that may appear in ``ref.func`` inside bodies: those referenced from
-        outside any function (elements, exports, global initialisers)."""
-        refs: Set[int] = set()
-        m = self.module
-        exprs: List[ConstExpr] = [g.init for g in m.globals]
-        for seg in m.elems:
-            exprs.extend(seg.init)
-        for expr in exprs:
-            for op, imm, _ in expr:
-                if op == Op.REF_FUNC:
-                    refs.add(imm)  # type: ignore[arg-type]
-        refs.update(e.index for e in m.exports if e.kind == ExternKind.FUNC)
-        return refs
 
     def validate_module(self) -> None:
         """Check everything outside function bodies; raise InvalidModule on the first error."""

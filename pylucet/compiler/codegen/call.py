@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, List, Tuple
 
 from ...module.abi import (GPR, GUEST_FLOAT_ARG_REGS, GUEST_INT_ARG_REGS, SLOT_WORD, STACK,
-                           TABLE_ENTRY, call_layout)
+                           FUNCREF, VMCTX_TYPE_IDS, call_layout)
 from ...module.traps import TrapCode
 from ...wasm.types import FuncType
 from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, fits_i32
-from ..x86_64.registers import CC_E, CC_NE, GPR_NAMES, R10, R11, RSP, XMM
+from ..x86_64.registers import CC_E, CC_NE, GPR_NAMES, R10, R11, R14, RSP, XMM
 from . import tables
 from .context import (CONST, IN_XMM, REG, SLOT, XTMP, require_num, result_reg, signed as _signed,
                       width)
@@ -47,10 +47,13 @@ def op_call(cg: FunctionCompiler, _, callee, off):
     # an imported function is called through its trampoline (abi.IMPORT_TRAMPOLINE_SIZE),
     # so it is an ordinary direct call here; the driver resolves the target either way
     ftype = cg.env.func_types[callee]
-    _call(cg, ftype, lambda: cg.calls.append((cg.asm.call_rel32(), callee)))
+    call_with(cg, ftype, lambda: cg.calls.append((cg.asm.call_rel32(), callee)))
 
 
 def op_call_indirect(cg: FunctionCompiler, _, imm, off):
+    """Look the record up, check it, call it. A record of this instance (r14 = its vmctx) is
+    called directly at its code; any other -- another instance's function, a host function --
+    through its ``func``, which switches instances or leaves for the host (``abi.FUNCREF``)."""
     ctx = cg.ctx
     type_index, table = imm
     env = cg.env
@@ -61,17 +64,28 @@ def op_call_indirect(cg: FunctionCompiler, _, imm, off):
     ctx.move_to(len(stack) - 1, R10)
     stack.pop()
     asm = cg.asm
-    tables.entry_address(cg, table, off)
-    asm.mov_rm(64, R11, (R10, NO_INDEX, 1, TABLE_ENTRY["func"]))
-    asm.test_rr(64, R11, R11)
+    tables.entry_address(cg, table, off, TrapCode.TableOutOfBounds)   # "undefined element"
+    asm.mov_rm(64, R10, (R10, NO_INDEX, 1, 0))                     # the record, or null
+    asm.test_rr(64, R10, R10)
     asm.jcc(CC_E, cg.trap_label(TrapCode.IndirectCallToNull, off))
-    asm.alu_mi(X.CMP, 64, (R10, NO_INDEX, 1, TABLE_ENTRY["type_id"]), type_id)
+    asm.mov_rm(64, R11, (R14, NO_INDEX, 1, VMCTX_TYPE_IDS))
+    asm.mov_rm(64, R11, (R11, NO_INDEX, 1, 8 * type_id))           # the signature id wanted
+    asm.alu_rm(X.CMP, 64, R11, (R10, NO_INDEX, 1, FUNCREF["type_id"]))
     asm.jcc(CC_NE, cg.trap_label(TrapCode.BadSignature, off))
-    asm.mov_rr(64, R10, R11)
-    _call(cg, ftype, lambda: asm.call_r(R10))
+
+    def emit() -> None:
+        other, done = asm.new_label(), asm.new_label()
+        asm.alu_rm(X.CMP, 64, R14, (R10, NO_INDEX, 1, FUNCREF["vmctx"]))
+        asm.jcc(CC_NE, other)
+        asm.call_m((R10, NO_INDEX, 1, FUNCREF["target"]))
+        asm.jmp(done)
+        asm.bind(other)
+        asm.call_m((R10, NO_INDEX, 1, FUNCREF["func"]))
+        asm.bind(done)
+    call_with(cg, ftype, emit)
 
 
-def _call(cg: FunctionCompiler, ftype: FuncType, emit_call: Callable[[], None]) -> None:
+def call_with(cg: FunctionCompiler, ftype: FuncType, emit_call: Callable[[], None]) -> None:
     """Arguments per the SysV convention, the call, and the result in rax/xmm0 (several:
     in the slots the return area pointed at). Everything but the arguments that lives in a
     scratch register is spilled first (caller-saved); r10 and r11 are free for the call

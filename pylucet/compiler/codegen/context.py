@@ -46,8 +46,9 @@ from ..x86_64.registers import (CC_NE, R8, R9, R10, R11, R12, R13, R15, RAX, RBP
 CONST, REG, LOCAL, SLOT, FLAGS = range(5)
 
 I32, I64, F32, F64 = ValType.I32, ValType.I64, ValType.F32, ValType.F64
-NUM_TYPES = (I32, I64, F32, F64)
-"""The types code generation translates so far (the others raise ``Unsupported``)."""
+FUNCREF, EXTERNREF = ValType.FUNCREF, ValType.EXTERNREF
+NUM_TYPES = (I32, I64, F32, F64, FUNCREF, EXTERNREF)
+"""The types code generation translates so far (v128 raises ``Unsupported``)."""
 
 IN_XMM: Dict[ValType, bool] = {t: value_class(t) != ValueClass.INT for t in ValType}
 """Whether a value of each type lives in an xmm register (else a general purpose one): the
@@ -63,8 +64,12 @@ LOCAL_REGS = (RBX, R15, R12, R13, RBP)
 MASK = {32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
 
 
+_WIDTH = {I32: 32, F32: 32, I64: 64, F64: 64, FUNCREF: 64, EXTERNREF: 64}
+
+
 def width(t: ValType) -> int:
-    return 64 if t == I64 or t == F64 else 32
+    """Bits of the value in its register: references are 64-bit addresses or handles."""
+    return _WIDTH[t]
 
 
 def signed(v: int, w: int) -> int:

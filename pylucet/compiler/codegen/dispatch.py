@@ -19,6 +19,7 @@ from . import control as C
 from . import float_ops as F
 from . import int_ops as I
 from . import memory as M
+from . import references as R
 from . import tables as T
 from . import variables as V
 from .context import F32, F64, I32, I64
@@ -80,6 +81,17 @@ _ROWS: Tuple[Tuple[Op, Handler, object], ...] = (
     (Op.MEMORY_FILL, M.op_memory_fill, None),
     # tables
     (Op.TABLE_SIZE, T.op_table_size, None),
+    (Op.TABLE_GET, T.op_table_get, None),
+    (Op.TABLE_SET, T.op_table_set, None),
+    (Op.TABLE_GROW, T.op_table_grow, None),
+    (Op.TABLE_FILL, T.op_table_fill, None),
+    (Op.TABLE_COPY, T.op_table_copy, None),
+    (Op.TABLE_INIT, T.op_table_init, None),
+    (Op.ELEM_DROP, T.op_elem_drop, None),
+    # references: null is 0, so ref.is_null is i64.eqz
+    (Op.REF_NULL, R.op_ref_null, None),
+    (Op.REF_IS_NULL, I.op_eqz, 64),
+    (Op.REF_FUNC, R.op_ref_func, None),
     # integer constants and compares (condition code, width)
     (Op.I32_CONST, I.op_const, 32),
     (Op.I64_CONST, I.op_const, 64),
