@@ -234,6 +234,8 @@ def compile_module(source: Source, name: Optional[str] = None, *,
     )
     data.tables, table_error = _tables(module)
     data.sparse_data, data_error = _sparse_data(module)
+    data.passive_data = [seg.data if seg.mode == SegmentMode.PASSIVE else b""
+                         for seg in module.datas]
     data.data_error = table_error or data_error
 
     stats.functions = len(functions)

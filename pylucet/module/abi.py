@@ -254,6 +254,7 @@ _VMCTX_FIELDS: List[Tuple[str, int]] = [
     ("memory_max", 8),         # largest heap size memory.grow may reach, in bytes
     ("tables", 8),             # address of an array of TABLE_DESC entries, one per table
     ("imports", 8),            # address of an array of IMPORT_ENTRY, one per imported function
+    ("data_segments", 8),      # address of an array of DATA_DESC, one per data segment
     ("libcalls", 8 * LIBCALL_SLOTS),
 ]
 VMCTX_FIELDS = _layout_down(_VMCTX_FIELDS)
@@ -269,6 +270,7 @@ VMCTX_MEMORY_SIZE = VMCTX_FIELDS["memory_size"]
 VMCTX_MEMORY_MAX = VMCTX_FIELDS["memory_max"]
 VMCTX_TABLES = VMCTX_FIELDS["tables"]
 VMCTX_IMPORTS = VMCTX_FIELDS["imports"]
+VMCTX_DATA_SEGMENTS = VMCTX_FIELDS["data_segments"]
 VMCTX_LIBCALLS = VMCTX_FIELDS["libcalls"]
 
 
@@ -302,6 +304,15 @@ TABLE_ENTRY = _layout_up([("func", 8), ("type_id", 8)])
 TABLE_ENTRY_SIZE = TABLE_ENTRY["_end"]
 NULL_TYPE_ID = 0xFFFF_FFFF_FFFF_FFFF
 """Signature ids are indices into the module's canonical (deduplicated) list of function types."""
+
+# --- Data segments ----------------------------------------------------------------------------------
+# What ``memory.init`` may still copy from each data segment, in the module's data index order:
+# ``base`` is the address of its bytes (read-only, shared by every instance of the module),
+# ``length`` how many there are. The descriptors are per instance: ``data.drop`` sets ``length``
+# to 0, and so does instantiation for every active segment, as the spec drops those once applied.
+
+DATA_DESC = _layout_up([("base", 8), ("length", 8)])
+DATA_DESC_SIZE = DATA_DESC["_end"]
 
 # --- Imported functions -----------------------------------------------------------------------------
 # A call to imported function i loads the address of entry i into r10 and calls ``entry.func``
@@ -337,7 +348,7 @@ def asm_equates() -> str:
     Names: ``INST_<FIELD>`` for instance-page fields (offset from the instance page), plus
     ``INST_ENTRY_<REG>`` / ``INST_HC_<REG>`` for the slot of each argument register,
     ``VMCTX_<FIELD>`` (negative offset from vmctx), ``TABLE_DESC_<FIELD>``, ``TABLE_ENTRY_<FIELD>``,
-    ``IMPORT_ENTRY_<FIELD>``, ``LIBCALL_<NAME>`` (offset from vmctx), ``EXIT_<REASON>``, and the
+    ``DATA_DESC_<FIELD>``, ``IMPORT_ENTRY_<FIELD>``, ``LIBCALL_<NAME>`` (offset from vmctx), ``EXIT_<REASON>``, and the
     scalar constants by their Python names.
     """
     lines = []
@@ -357,7 +368,7 @@ def asm_equates() -> str:
     # ... and the runtime data the signal handlers reach from an instance page
     lines.append(("VMCTX_POLL", VMCTX_POLL))
     for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("TABLE_ENTRY", TABLE_ENTRY),
-                           ("IMPORT_ENTRY", IMPORT_ENTRY)):
+                           ("DATA_DESC", DATA_DESC), ("IMPORT_ENTRY", IMPORT_ENTRY)):
         for name, off in layout.items():
             if not name.startswith("_"):
                 lines.append((f"{prefix}_{name.upper()}", off))
@@ -366,7 +377,8 @@ def asm_equates() -> str:
     for reason in ExitReason:
         lines.append((f"EXIT_{reason.name}", int(reason)))
     for name in ("PAGE_SIZE", "WASM_PAGE_SIZE", "WASM_MAX_PAGES", "INSTANCE_PAGE_SIZE",
-                 "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "ENTRY_MAX_STACK_ARGS",
-                 "RESULT_SLOT_SIZE", "IMPORT_ENTRY_SIZE", "POLL_INSN_SIZE"):
+                 "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "DATA_DESC_SIZE",
+                 "ENTRY_MAX_STACK_ARGS", "RESULT_SLOT_SIZE", "IMPORT_ENTRY_SIZE",
+                 "POLL_INSN_SIZE"):
         lines.append((name, globals()[name]))
     return "".join(f".equ {n}, {v}\n" for n, v in lines)

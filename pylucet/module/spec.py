@@ -105,6 +105,10 @@ class ModuleData:
                                            # copies what precedes it, then fails with this message
     interrupt_checks: bool = True          # compiled with interrupt checks at entries and loops
                                            # (without, a timeout or kill switch cannot stop it)
+    passive_data: List[bytes] = field(default_factory=list)
+    """Per data segment, in index order, what ``memory.init`` can copy from it once the module
+    is instantiated: a passive segment's bytes; b"" for an active one, which instantiation
+    drops after applying it (its bytes are in ``sparse_data``)."""
 
     @property
     def display_name(self) -> str:

@@ -24,7 +24,7 @@ from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, Sta
                       Terminate, Terminated, Trap)
 from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           INSTANCE_PAGE_SIZE, PAGE_SIZE, TABLE_DESC, TABLE_DESC_SIZE,
-                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_MAX,
+                          VMCTX_DATA_SEGMENTS, VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_MAX,
                           VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES, WASM_PAGE_SIZE,
                           IMPORT_ENTRY, IMPORT_ENTRY_SIZE, ExitReason, Libcall, call_layout,
                           vmctx_libcall)
@@ -130,6 +130,7 @@ _VM_MEMORY_SIZE = _vw(VMCTX_MEMORY_SIZE)
 _VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
 _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_IMPORTS = _vw(VMCTX_IMPORTS)
+_VM_DATA_SEGMENTS = _vw(VMCTX_DATA_SEGMENTS)
 _ROOT = _w(INSTANCE_FIELDS["root"])
 _DESC_BASE, _DESC_LENGTH, _DESC_MAX = (_w(TABLE_DESC[f]) for f in ("base", "length", "max"))
 _DESC_WORDS = _w(TABLE_DESC_SIZE)
@@ -221,6 +222,9 @@ class Instance:
         self._return_area: Optional[Words] = None
         self._heap_end = slot.vmctx + slot.heap_space
         self._page = memory.page
+        # this instance's data segment descriptors: data.drop writes them, so each instance
+        # (and each reset) starts from a copy of the module's
+        self._data_descs = ctypes.create_string_buffer(len(module._data_descs) or 1)
         self._initialise()
 
     def _link(self, imports: Sequence[Any]) -> None:
@@ -246,9 +250,11 @@ class Instance:
         u[_VM_MEMORY_MAX] = fit.memory_max
         u[_VM_TABLES] = slot.table_descs
         u[_VM_IMPORTS] = self._imports_base
+        u[_VM_DATA_SEGMENTS] = ctypes.addressof(self._data_descs)
         for word, address in _libcall_words:
             u[word] = address
 
+        ctypes.memmove(self._data_descs, module._data_descs, len(module._data_descs))
         globals_image, table_images = module._instance_images()
         if globals_image:
             ctypes.memmove(slot.globals, globals_image, len(globals_image))

@@ -24,8 +24,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..elf.reader import ELFFile, read_artifact
 from ..errors import LoadError, UnknownExport
-from ..module.abi import (IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL, NULL_TYPE_ID, TABLE_ENTRY,
-                          slot_size)
+from ..module.abi import (DATA_DESC, IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL, NULL_TYPE_ID,
+                          TABLE_ENTRY, slot_size)
 from ..module.serialize import HEADER_SIZE
 from ..module.spec import FunctionSpec, ModuleData
 from ..wasm.types import ExternKind
@@ -34,6 +34,7 @@ from . import cpu, libc, signals
 PathLike = Union[str, "os.PathLike[str]"]
 
 assert TABLE_ENTRY == {"func": 0, "type_id": 8, "_end": 16}, "table image packing below"
+assert DATA_DESC == {"base": 0, "length": 8, "_end": 16}, "data descriptor packing below"
 
 
 class LoadedModule:
@@ -74,6 +75,7 @@ class LoadedModule:
         self._plans: Dict[str, Any] = {}         # by export name: run() looks here first
         self._index_plans: Dict[int, Any] = {}   # by function index (never found by run())
         self._images: Optional[Tuple[bytes, List[bytes]]] = None
+        self._passive, self._data_descs = _data_segments(data.passive_data)
         # a module without functions has no code that could fault
         handle = signals.register_code(text_base, text_base + text_size) if text_size else None
         self._finalizer = weakref.finalize(self, _unload, handle, release)
@@ -154,6 +156,20 @@ class LoadedModule:
         n = len(self.data.functions)
         return (f"<LoadedModule {self.name!r}{where}: {n} function{'' if n == 1 else 's'}, "
                 f"{len(self._exports)} exported, code at {self.text_base:#x}>")
+
+
+def _data_segments(segments: List[bytes]) -> Tuple[Any, bytes]:
+    """The passive segments' bytes in one buffer that stays where it is for as long as the
+    module lives, and the data segment descriptors (``abi.DATA_DESC``) that each instantiation
+    copies in: where each segment's bytes are and how many, 0 for an active segment, which
+    instantiation drops."""
+    buffer = ctypes.create_string_buffer(b"".join(segments), sum(map(len, segments)) or 1)
+    at = ctypes.addressof(buffer)
+    words: List[int] = []
+    for seg in segments:
+        words += (at, len(seg))
+        at += len(seg)
+    return buffer, struct.pack(f"<{len(words)}Q", *words)
 
 
 def _unload(handle: Any, release: Optional[Callable[[], None]]) -> None:
