@@ -237,3 +237,26 @@ def test_segments_survive_the_artifact(region, tmp_path):
         _init(inst, model, 0x500, 0, len(PASSIVE))
         inst.run("drop")
         _trap(inst, "init", 0, 0, 1)
+
+
+def test_segments_that_start_empty_share_the_module_descriptors(region):
+    """Active and empty segments only: every length starts at 0, so the instances use the
+    module's descriptors, and data.drop (which stores 0) and memory.init behave the same."""
+    wat = """(module (memory 1) (data (i32.const 8) "abc") (data "")
+      (func (export "init") (param i32 i32 i32 i32)
+        (if (local.get 0) (then (memory.init 1 (local.get 1) (local.get 2) (local.get 3)))
+                          (else (memory.init 0 (local.get 1) (local.get 2) (local.get 3)))))
+      (func (export "drop") (data.drop 0) (data.drop 1)))"""
+    with instance(region, wat) as a:
+        b = region.new_instance(a.module)
+        with b:
+            assert a.module._data_descs_shared
+            for inst in (a, b):
+                for seg in (0, 1):
+                    inst.run("init", seg, 0, 0, 0)
+                    inst.run("init", seg, PAGE, 0, 0)
+                    _trap(inst, "init", seg, 0, 0, 1)
+                    _trap(inst, "init", seg, 0, 1, 0)
+                inst.run("drop")
+                inst.run("init", 1, 0, 0, 0)
+                assert bytes(inst.heap[8:11]) == b"abc"

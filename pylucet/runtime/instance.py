@@ -223,8 +223,9 @@ class Instance:
         self._heap_end = slot.vmctx + slot.heap_space
         self._page = memory.page
         # this instance's data segment descriptors: data.drop writes them, so each instance
-        # (and each reset) starts from a copy of the module's
-        self._data_descs = ctypes.create_string_buffer(len(module._data_descs) or 1)
+        # (and each reset) starts from a copy of the module's, unless those are shared
+        self._data_descs = (None if module._data_descs_shared
+                            else ctypes.create_string_buffer(len(module._data_descs)))
         self._initialise()
 
     def _link(self, imports: Sequence[Any]) -> None:
@@ -239,7 +240,8 @@ class Instance:
         self._imports_base = ctypes.addressof(self._imports)
 
     def _initialise(self) -> None:
-        """Fill the committed, zeroed slot: runtime data, tables, globals, the initial heap."""
+        """Fill the committed, zeroed slot: runtime data, data segment descriptors, tables,
+        globals, the initial heap."""
         slot, module, fit = self._slot, self._module, self._fit
         u = self._page.u64
         u[_MAGIC] = INSTANCE_MAGIC
@@ -250,11 +252,15 @@ class Instance:
         u[_VM_MEMORY_MAX] = fit.memory_max
         u[_VM_TABLES] = slot.table_descs
         u[_VM_IMPORTS] = self._imports_base
-        u[_VM_DATA_SEGMENTS] = ctypes.addressof(self._data_descs)
+        descs = self._data_descs
+        if descs is None:
+            u[_VM_DATA_SEGMENTS] = module._data_descs_address
+        else:
+            u[_VM_DATA_SEGMENTS] = ctypes.addressof(descs)
+            ctypes.memmove(descs, module._data_descs, len(module._data_descs))
         for word, address in _libcall_words:
             u[word] = address
 
-        ctypes.memmove(self._data_descs, module._data_descs, len(module._data_descs))
         globals_image, table_images = module._instance_images()
         if globals_image:
             ctypes.memmove(slot.globals, globals_image, len(globals_image))

@@ -24,8 +24,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..elf.reader import ELFFile, read_artifact
 from ..errors import LoadError, UnknownExport
-from ..module.abi import (DATA_DESC, IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL, NULL_TYPE_ID,
-                          TABLE_ENTRY, slot_size)
+from ..module.abi import (DATA_DESC, DATA_DESC_SIZE, IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL,
+                          NULL_TYPE_ID, TABLE_ENTRY, slot_size)
 from ..module.serialize import HEADER_SIZE
 from ..module.spec import FunctionSpec, ModuleData
 from ..wasm.types import ExternKind
@@ -76,6 +76,10 @@ class LoadedModule:
         self._index_plans: Dict[int, Any] = {}   # by function index (never found by run())
         self._images: Optional[Tuple[bytes, List[bytes]]] = None
         self._passive, self._data_descs = _data_segments(data.passive_data)
+        self._data_descs_address = ctypes.addressof(self._passive)
+        # with every length 0 from the start, data.drop can only store the 0 already there:
+        # then the instances need no copies of their own and share the module's descriptors
+        self._data_descs_shared = not any(data.passive_data)
         # a module without functions has no code that could fault
         handle = signals.register_code(text_base, text_base + text_size) if text_size else None
         self._finalizer = weakref.finalize(self, _unload, handle, release)
@@ -159,17 +163,21 @@ class LoadedModule:
 
 
 def _data_segments(segments: List[bytes]) -> Tuple[Any, bytes]:
-    """The passive segments' bytes in one buffer that stays where it is for as long as the
-    module lives, and the data segment descriptors (``abi.DATA_DESC``) that each instantiation
-    copies in: where each segment's bytes are and how many, 0 for an active segment, which
-    instantiation drops."""
-    buffer = ctypes.create_string_buffer(b"".join(segments), sum(map(len, segments)) or 1)
-    at = ctypes.addressof(buffer)
+    """The data segment descriptors (``abi.DATA_DESC``) that each instantiation copies in,
+    and a buffer that holds them followed by the passive segments' bytes, at an address that
+    stays fixed for as long as the module lives. A descriptor says where its segment's bytes
+    are and how many, 0 for an active segment, which instantiation drops."""
+    size = DATA_DESC_SIZE * len(segments)
+    data = b"".join(segments)
+    buffer = ctypes.create_string_buffer(size + len(data) or 1)
+    at = ctypes.addressof(buffer) + size
     words: List[int] = []
     for seg in segments:
         words += (at, len(seg))
         at += len(seg)
-    return buffer, struct.pack(f"<{len(words)}Q", *words)
+    descs = struct.pack(f"<{len(words)}Q", *words)
+    ctypes.memmove(buffer, descs + data, len(descs) + len(data))
+    return buffer, descs
 
 
 def _unload(handle: Any, release: Optional[Callable[[], None]]) -> None:
