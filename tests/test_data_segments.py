@@ -11,11 +11,14 @@ segments' bytes survive the artifact (a real ELF, loaded by ``pylucet.load``).
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 import pylucet
 from pylucet import Trap, TrapCode
 from pylucet.compiler.driver import compile_module, read_source
+from pylucet.elf.reader import ELFFile, read_artifact
 from pylucet.module.serialize import dumps, loads
 
 from .conftest import instantiate as instance
@@ -260,3 +263,13 @@ def test_segments_that_start_empty_share_the_module_descriptors(region):
                 inst.run("drop")
                 inst.run("init", 1, 0, 0, 0)
                 assert bytes(inst.heap[8:11]) == b"abc"
+
+
+def test_objdump_lists_the_passive_segments(tmp_path):
+    from pylucet.cli import objdump
+    so = tmp_path / "segments.so"
+    pylucet.compile(WAT, so)
+    out = io.StringIO()
+    objdump.print_module(*read_artifact(ELFFile(so.read_bytes())), out)
+    assert (f"data segments: 3; passive ones with bytes for memory.init: [1] {len(PASSIVE)} "
+            "bytes\n") in out.getvalue()
