@@ -64,6 +64,7 @@ def full_module() -> ModuleData:
         start=0,
         features=frozenset({"popcnt", "lzcnt", "bmi1"}),
         data_error="out of bounds memory access",
+        passive_data=[b"", b"passive\0", b"", bytes(range(256)) * 40],
     )
 
 

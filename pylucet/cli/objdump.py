@@ -1,9 +1,10 @@
 """pylucet-objdump: show what a compiled artifact holds, without loading it.
 
-Prints the module data (heap spec, sparse data pages, globals, tables, signatures), imports and
-exports, and each function with its address, size and trap sites. Lucet ships lucet-objdump
-for the same reason: when a guest traps somewhere surprising, the first question is what the
-compiler recorded, and the artifact must be readable even if it would not load.
+Prints the module data (heap spec, sparse data pages, passive data segments, globals, tables,
+signatures), imports and exports, and each function with its address, size and trap sites.
+Lucet ships lucet-objdump for the same reason: when a guest traps somewhere surprising, the first
+question is what the compiler recorded, and the artifact must be readable even if it would not
+load.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def print_module(header: ArtifactHeader, md: ModuleData, out: TextIO,
     if md.sparse_data:
         w(f"  initial data: {len(md.sparse_data)} pages of {SPARSE_PAGE_SIZE} bytes "
           f"(page indices {_ranges(md.sparse_data)})")
+    passive = [i for i, d in enumerate(md.passive_data) if d]
+    w(f"  data segments: {len(md.passive_data)}; passive ones with bytes for memory.init: "
+      + (", ".join(f"[{i}] {len(md.passive_data[i])} bytes" for i in passive) or "none"))
 
     w(f"signatures ({len(md.types)}):")
     for i, t in enumerate(md.types):

@@ -236,6 +236,8 @@ def compile_module(source: Source, name: Optional[str] = None, *,
     data.funcrefs = list(env.funcrefs)
     data.elems = [_elem(seg, i) for i, seg in enumerate(module.elems)]
     data.sparse_data, data.data_error = _sparse_data(module)
+    data.passive_data = [seg.data if seg.mode == SegmentMode.PASSIVE else b""
+                         for seg in module.datas]
 
     stats.functions = len(functions)
     stats.code_bytes = len(text)

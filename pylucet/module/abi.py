@@ -279,6 +279,7 @@ _VMCTX_FIELDS: List[Tuple[str, int]] = [
                                # that can become references (ModuleData.funcrefs)
     ("type_ids", 8),           # address of a u64 array: the process-wide signature id of each
                                # of the module's canonical types (ModuleData.types)
+    ("data_segments", 8),      # address of an array of DATA_DESC, one per data segment
     ("libcalls", 8 * LIBCALL_SLOTS),
 ]
 VMCTX_FIELDS = _layout_down(_VMCTX_FIELDS)
@@ -295,6 +296,7 @@ VMCTX_MEMORY_MAX = VMCTX_FIELDS["memory_max"]
 VMCTX_TABLES = VMCTX_FIELDS["tables"]
 VMCTX_FUNCREFS = VMCTX_FIELDS["funcrefs"]
 VMCTX_TYPE_IDS = VMCTX_FIELDS["type_ids"]
+VMCTX_DATA_SEGMENTS = VMCTX_FIELDS["data_segments"]
 VMCTX_LIBCALLS = VMCTX_FIELDS["libcalls"]
 
 
@@ -354,6 +356,15 @@ TABLE_ENTRY_SIZE = SLOT_WORD
 TABLE_MAX_LENGTH = 0xFFFF_FFFF
 """A table's length is a u32 (table.grow answers -1 rather than pass it)."""
 
+# --- Data segments ----------------------------------------------------------------------------------
+# What ``memory.init`` may still copy from each data segment, in the module's data index order:
+# ``base`` is the address of its bytes (read-only, shared by every instance of the module),
+# ``length`` how many there are. The descriptors are per instance: ``data.drop`` sets ``length``
+# to 0, and so does instantiation for every active segment, as the spec drops those once applied.
+
+DATA_DESC = _layout_up([("base", 8), ("length", 8)])
+DATA_DESC_SIZE = DATA_DESC["_end"]
+
 RESULT_SLOT_SIZE = SLOT_WORD
 """Bytes per return-area word: result i sits at ``CallLayout.results[i].index`` words."""
 
@@ -371,7 +382,8 @@ def asm_equates() -> str:
 
     Names: ``INST_<FIELD>`` for instance-page fields (offset from the instance page), plus
     ``INST_ENTRY_<REG>`` / ``INST_HC_<REG>`` for the slot of each argument register,
-    ``VMCTX_<FIELD>`` (negative offset from vmctx), ``TABLE_DESC_<FIELD>``, ``FUNCREF_<FIELD>``, ``LIBCALL_<NAME>`` (offset from vmctx), ``EXIT_<REASON>``, and the
+    ``VMCTX_<FIELD>`` (negative offset from vmctx), ``TABLE_DESC_<FIELD>``, ``FUNCREF_<FIELD>``,
+    ``DATA_DESC_<FIELD>``, ``LIBCALL_<NAME>`` (offset from vmctx), ``EXIT_<REASON>``, and the
     scalar constants by their Python names.
     """
     lines = []
@@ -390,7 +402,8 @@ def asm_equates() -> str:
     lines.append(("VMCTX_INST_ROOT", INSTANCE_FIELDS["root"] - INSTANCE_PAGE_SIZE))
     # ... and the runtime data the signal handlers reach from an instance page
     lines.append(("VMCTX_POLL", VMCTX_POLL))
-    for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("FUNCREF", FUNCREF)):
+    for prefix, layout in (("TABLE_DESC", TABLE_DESC), ("FUNCREF", FUNCREF),
+                           ("DATA_DESC", DATA_DESC)):
         for name, off in layout.items():
             if not name.startswith("_"):
                 lines.append((f"{prefix}_{name.upper()}", off))
@@ -399,7 +412,8 @@ def asm_equates() -> str:
     for reason in ExitReason:
         lines.append((f"EXIT_{reason.name}", int(reason)))
     for name in ("PAGE_SIZE", "WASM_PAGE_SIZE", "WASM_MAX_PAGES", "INSTANCE_PAGE_SIZE",
-                 "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "ENTRY_MAX_STACK_ARGS",
-                 "RESULT_SLOT_SIZE", "FUNCREF_SIZE", "POLL_INSN_SIZE", "BUILTIN_LIMIT"):
+                 "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "DATA_DESC_SIZE",
+                 "ENTRY_MAX_STACK_ARGS", "RESULT_SLOT_SIZE", "FUNCREF_SIZE", "POLL_INSN_SIZE",
+                 "BUILTIN_LIMIT"):
         lines.append((name, globals()[name]))
     return "".join(f".equ {n}, {v}\n" for n, v in lines)

@@ -76,6 +76,8 @@ Blob
       traps      u32 total (= sum of ntraps); u32 code_offset[total]; u32 wasm_offset[total];
                  u8 trap_code[total]. Function i owns the next ntraps[i] sites.
       sparse     u32 n; n x (u32 page_index, u32 length)
+      passive    u32 n; u32 length[n]; the n segments' bytes, concatenated (version 4 on):
+                 ``ModuleData.passive_data``, one per data segment, empty for an active one
 
     Page j (0-based, in the order of ``sparse``) starts at ``align(meta_end, 4096) + 4096 * j``
     and holds ``length`` bytes (at most 4096; the rest of its slot is zero). Pages are 4096
@@ -276,6 +278,11 @@ def dumps(md: ModuleData) -> bytes:
             raise ValueError(f"sparse page {index} holds {len(data)} bytes, more than "
                              f"{SPARSE_PAGE_SIZE}")
         w.pack("II", index, len(data))
+
+    w.pack("I", len(md.passive_data))
+    w.arr("I", [len(d) for d in md.passive_data])
+    for d in md.passive_data:
+        w.out += d
 
     # The string pool goes first in the blob but is only complete now.
     strings = list(w.strings)
@@ -496,6 +503,7 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
         if at + length > len(buf):
             raise LoadError("module data is truncated (sparse pages)")
         sparse[index] = bytes(buf[at:at + length])
+    passive = [bytes(r.take(n)) for n in r.arr("I", r.u32())]
     if r.pos != meta_end:
         raise LoadError("module data has trailing bytes")
 
@@ -503,7 +511,7 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
                       imports=imports, exports=exports, tables=tables, sparse_data=sparse,
                       start=None if start == NONE32 else start, features=features,
                       data_error=data_error, interrupt_checks=bool(module_flags & 1),
-                      funcrefs=funcrefs, elems=elems)
+                      funcrefs=funcrefs, elems=elems, passive_data=passive)
 
 
 def _pairs(a: array) -> Iterator[Tuple[int, int]]:

@@ -124,6 +124,10 @@ class ModuleData:
     funcrefs: List[int] = field(default_factory=list)
     """Defined functions that get a FUNCREF record (after the imports'), in record order."""
     elems: List[ElemSpec] = field(default_factory=list)
+    passive_data: List[bytes] = field(default_factory=list)
+    """Per data segment, in index order, what ``memory.init`` can copy from it once the module
+    is instantiated: a passive segment's bytes; b"" for an active one, which instantiation
+    drops after applying it (its bytes are in ``sparse_data``)."""
 
     @property
     def display_name(self) -> str:

@@ -24,9 +24,10 @@ from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, Sta
                       Terminate, Terminated, Trap)
 from ..module.abi import (BUILTIN_LIMIT, ENTRY_MAX_STACK_ARGS, FUNCREF, FUNCREF_SIZE,
                           GUEST_INT_ARG_REGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
-                          INSTANCE_PAGE_SIZE, PAGE_SIZE, VMCTX_FUNCREFS, VMCTX_GLOBALS,
-                          VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
-                          VMCTX_TYPE_IDS, WASM_PAGE_SIZE, ExitReason, Libcall, vmctx_libcall)
+                          INSTANCE_PAGE_SIZE, PAGE_SIZE, VMCTX_DATA_SEGMENTS, VMCTX_FUNCREFS,
+                          VMCTX_GLOBALS, VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT,
+                          VMCTX_TABLES, VMCTX_TYPE_IDS, WASM_PAGE_SIZE, ExitReason, Libcall,
+                          vmctx_libcall)
 from ..module.traps import TrapCode
 from .calls import DONE as _DONE
 from .calls import (BITS_MASK, REF_TYPES, CallPlan, Value, Words, bits_arg, plan as _plan, read_value,
@@ -132,6 +133,7 @@ _VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
 _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_FUNCREFS = _vw(VMCTX_FUNCREFS)
 _VM_TYPE_IDS = _vw(VMCTX_TYPE_IDS)
+_VM_DATA_SEGMENTS = _vw(VMCTX_DATA_SEGMENTS)
 _ROOT = _w(INSTANCE_FIELDS["root"])
 _GUEST_R14 = _w(INSTANCE_FIELDS["guest_r14"])
 _HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
@@ -226,6 +228,10 @@ class Instance:
         self._return_area: Optional[Words] = None
         self._heap_end = slot.vmctx + slot.heap_space
         self._page = memory.page
+        # this instance's data segment descriptors: data.drop writes them, so each instance
+        # (and each reset) starts from a copy of the module's, unless those are shared
+        self._data_descs = (None if module._data_descs_shared
+                            else ctypes.create_string_buffer(len(module._data_descs)))
         self._initialise()
 
     def _link(self, funcs: Sequence[Any], tables: Sequence[Table]) -> None:
@@ -244,7 +250,8 @@ class Instance:
         self._importers.add(importer)
 
     def _initialise(self) -> None:
-        """Fill the committed, zeroed slot: runtime data, tables, globals, the initial heap."""
+        """Fill the committed, zeroed slot: runtime data, data segment descriptors, tables,
+        globals, the initial heap."""
         slot, module, fit = self._slot, self._module, self._fit
         u = self._page.u64
         u[_MAGIC] = INSTANCE_MAGIC
@@ -256,6 +263,12 @@ class Instance:
         u[_VM_TABLES] = slot.table_ptrs
         u[_VM_FUNCREFS] = slot.records
         u[_VM_TYPE_IDS] = ctypes.addressof(module.signature_ids)
+        descs = self._data_descs
+        if descs is None:
+            u[_VM_DATA_SEGMENTS] = module._data_descs_address
+        else:
+            u[_VM_DATA_SEGMENTS] = ctypes.addressof(descs)
+            ctypes.memmove(descs, module._data_descs, len(module._data_descs))
         for word, address in _libcall_words:
             u[word] = address
 

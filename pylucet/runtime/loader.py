@@ -25,8 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..elf.reader import ELFFile, read_artifact
 from ..errors import LoadError, UnknownExport
-from ..module.abi import (FUNCREF, FUNCREF_SIZE, IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL,
-                          call_layout, slot_size)
+from ..module.abi import (DATA_DESC, DATA_DESC_SIZE, FUNCREF, FUNCREF_SIZE,
+                          IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL, call_layout, slot_size)
 from ..module.serialize import HEADER_SIZE
 from ..module.spec import FunctionSpec, ModuleData
 from ..wasm.types import ExternKind
@@ -38,6 +38,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 _FUNCREF_WORDS = FUNCREF_SIZE // 8
 _FR_FUNC, _FR_VMCTX, _FR_TARGET, _FR_INDEX, _FR_TYPE_ID = (
     FUNCREF[f] // 8 for f in ("func", "vmctx", "target", "index", "type_id"))
+assert DATA_DESC == {"base": 0, "length": 8, "_end": 16}, "data descriptor packing below"
 
 
 class LoadedModule:
@@ -89,6 +90,11 @@ class LoadedModule:
         self.funcref_slot.update((f, nimp + k) for k, f in enumerate(data.funcrefs))
         self.funcref_func: List[int] = list(range(nimp)) + list(data.funcrefs)
         """The function of each record index: the inverse of ``funcref_slot``."""
+        self._passive, self._data_descs = _data_segments(data.passive_data)
+        self._data_descs_address = ctypes.addressof(self._passive)
+        # with every length 0 from the start, data.drop can only store the 0 already there:
+        # then the instances need no copies of their own and share the module's descriptors
+        self._data_descs_shared = not any(data.passive_data)
         # a module without functions has no code that could fault
         handle = signals.register_code(text_base, text_base + text_size) if text_size else None
         self._finalizer = weakref.finalize(self, _unload, handle, release)
@@ -189,6 +195,24 @@ class LoadedModule:
         n = len(self.data.functions)
         return (f"<LoadedModule {self.name!r}{where}: {n} function{'' if n == 1 else 's'}, "
                 f"{len(self._exports)} exported, code at {self.text_base:#x}>")
+
+
+def _data_segments(segments: List[bytes]) -> Tuple[Any, bytes]:
+    """The data segment descriptors (``abi.DATA_DESC``) that each instantiation copies in,
+    and a buffer that holds them followed by the passive segments' bytes, at an address that
+    stays fixed for as long as the module lives. A descriptor says where its segment's bytes
+    are and how many, 0 for an active segment, which instantiation drops."""
+    size = DATA_DESC_SIZE * len(segments)
+    data = b"".join(segments)
+    buffer = ctypes.create_string_buffer(size + len(data) or 1)
+    at = ctypes.addressof(buffer) + size
+    words: List[int] = []
+    for seg in segments:
+        words += (at, len(seg))
+        at += len(seg)
+    descs = struct.pack(f"<{len(words)}Q", *words)
+    ctypes.memmove(buffer, descs + data, len(descs) + len(data))
+    return buffer, descs
 
 
 def _unload(handle: Any, release: Optional[Callable[[], None]]) -> None:

@@ -79,6 +79,8 @@ _ROWS: Tuple[Tuple[Op, Handler, object], ...] = (
     (Op.MEMORY_GROW, M.op_memory_grow, None),
     (Op.MEMORY_COPY, M.op_memory_copy, None),
     (Op.MEMORY_FILL, M.op_memory_fill, None),
+    (Op.MEMORY_INIT, M.op_memory_init, None),
+    (Op.DATA_DROP, M.op_data_drop, None),
     # tables
     (Op.TABLE_SIZE, T.op_table_size, None),
     (Op.TABLE_GET, T.op_table_get, None),

@@ -1,4 +1,5 @@
-"""Memory access: heap addresses, loads and stores, and ``memory.size``/``grow``/``copy``/``fill``.
+"""Memory access: heap addresses, loads and stores, ``memory.size``/``grow``/``copy``/``fill``, and
+the data segments' ``memory.init``/``data.drop``.
 
 Heap accesses compile without bounds checks: the heap's address space is reserved far past
 4 GiB + 4 GiB (``runtime.region``), so ``[r14 + zero-extended i32 + offset]`` out of bounds lands
@@ -7,13 +8,19 @@ turns the fault into ``HeapOutOfBounds``. The bulk instructions check their rang
 (nothing may be written before the trap), and their trap stubs read an out-of-bounds heap byte
 instead of ``ud2``: the runtime believes a heap trap only for a fault inside the heap's address
 space.
+
+``memory.init`` copies from a data segment through the instance's descriptor of it
+(``abi.DATA_DESC``), whose length ``data.drop`` sets to 0, so a dropped segment reads as an empty
+one, as the spec defines it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Tuple
 
-from ...module.abi import VMCTX_MEMORY_SIZE, Libcall, vmctx_libcall
+from ...errors import LimitsExceeded
+from ...module.abi import (DATA_DESC, DATA_DESC_SIZE, VMCTX_DATA_SEGMENTS, VMCTX_MEMORY_SIZE,
+                           Libcall, vmctx_libcall)
 from ...module.traps import TrapCode
 from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, fits_i32
@@ -183,3 +190,44 @@ def op_memory_fill(cg: FunctionCompiler, _, imm, off):
     cg.asm.rep_stosb()
     for reg in (RDI, RAX, RCX):
         ctx.free(reg)
+
+
+def _segment_desc(cg: FunctionCompiler, reg: int, segment: int) -> int:
+    """Load the address of the data segment descriptors into ``reg``; return the displacement
+    of ``segment``'s descriptor from it."""
+    disp = segment * DATA_DESC_SIZE
+    if not fits_i32(disp + DATA_DESC_SIZE):
+        raise LimitsExceeded(f"data segment {segment}: more data segments than the code "
+                             "generator can address")
+    cg.asm.mov_rm(64, reg, (R14, NO_INDEX, 1, VMCTX_DATA_SEGMENTS))
+    return disp
+
+
+def op_memory_init(cg: FunctionCompiler, _, imm, off):
+    """Copy n bytes of the segment from offset s to heap address d, once both ranges are
+    known to fit: s + n within the segment's current length (0 once dropped), d + n within
+    the heap. The sums of zero-extended i32s cannot wrap in 64 bits."""
+    segment, _memory = imm
+    ctx = cg.ctx
+    _bulk_operands(cg, (RDI, RSI, RCX))
+    desc = ctx.alloc()
+    disp = _segment_desc(cg, desc, segment)
+    asm = cg.asm
+    # past the segment: the trap stub probes [r14 + heap size], the first byte past the heap
+    asm.lea(64, R11, (RSI, RCX, 1, 0))
+    asm.alu_rm(X.CMP, 64, R11, (desc, NO_INDEX, 1, disp + DATA_DESC["length"]))
+    asm.mov_rm(64, R11, (R14, NO_INDEX, 1, VMCTX_MEMORY_SIZE))   # (mov keeps the flags)
+    asm.jcc(CC_A, cg.trap_label(TrapCode.HeapOutOfBounds, off, (R14, R11, 1, 0)))
+    _check_heap_range(cg, RDI, _range_trap(cg, off))
+    asm.lea(64, RDI, (R14, RDI, 1, 0))
+    asm.alu_rm(X.ADD, 64, RSI, (desc, NO_INDEX, 1, disp + DATA_DESC["base"]))
+    asm.rep_movsb()
+    for reg in (RDI, RSI, RCX, desc):
+        ctx.free(reg)
+
+
+def op_data_drop(cg: FunctionCompiler, _, segment, off):
+    """The segment's length becomes 0 in this instance; its bytes stay, shared by the module's
+    other instances."""
+    disp = _segment_desc(cg, R11, segment)
+    cg.asm.mov_mi(64, (R11, NO_INDEX, 1, disp + DATA_DESC["length"]), 0)
