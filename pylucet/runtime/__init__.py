@@ -21,8 +21,9 @@ from .limits import Limits
 from .linker import F32, F64, I32, I64, HostFunc, Linker
 from .loader import LoadedModule, load
 from .region import MmapRegion
+from .tables import Table
 from .vmctx import Vmctx
 
 __all__ = ["Limits", "MmapRegion", "Instance", "State", "Globals", "LoadedModule", "load",
            "UnknownExport", "Yielded", "Linker", "HostFunc", "Vmctx", "KillSwitch",
-           "KillOutcome", "I32", "I64", "F32", "F64", "Func", "Exports"]
+           "KillOutcome", "I32", "I64", "F32", "F64", "Func", "Exports", "Table"]
