@@ -5,6 +5,7 @@
 # guest's stack with the guest's r14, so they use no stack and call nothing but the kernel.
 
 .globl pylucet_memory_grow
+.globl pylucet_memory_grow_shared
 
 # --- u32 memory_grow(u32 delta_pages) -> old size in pages, or 0xFFFFFFFF ---------------------------
 # Pages past the current size are already reserved, inaccessible and zero (the region zeroes a
@@ -39,3 +40,13 @@ grow_done:
 grow_fail:
     mov eax, 0xFFFFFFFF                       # -1 as a u32: memory.grow's failure value
     ret
+
+# --- u32 memory_grow_shared(u32 delta_pages): memory.grow of a shared memory ----------------------
+# A memory that other instances or the host also map (pylucet/runtime/memories.py) must grow in
+# every mapping at once, under the lock that its Python side holds, so the host does it: this
+# leaves through the hostcall stub exactly as a call to an imported (i32) -> i32 function would,
+# and the host's result comes back in eax. The instance's libcall slot points here instead of at
+# pylucet_memory_grow while its memory is shared.
+pylucet_memory_grow_shared:
+    mov r10, [r14 + VMCTX_MEMORY_GROW_ENTRY]  # r10 = the import entry of the host's grow function
+    jmp qword ptr [r10 + IMPORT_ENTRY_FUNC]   # pylucet_hostcall; returns to our caller

@@ -36,13 +36,15 @@ __all__ = [
     "LoadError", "LinkError", "LimitsExceeded", "RegionFull", "InstantiationError", "Trap",
     "FatalFault", "Terminated", "Terminate", "MemoryAccessError", "StateError", "StubError",
     "Linker", "HostFunc", "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64",
-    "F32", "F64", "UnknownExport", "Func",
+    "F32", "F64", "UnknownExport", "Func", "Global", "Memory", "GlobalType", "MemoryType",
+    "SizeLimits", "ValType",
 ]
 __version__ = "0.1.0"
 
 _RUNTIME_NAMES = ("Limits", "MmapRegion", "Instance", "LoadedModule", "Linker", "HostFunc",
                   "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64", "F32",
-                  "F64", "Func")
+                  "F64", "Func", "Global", "Memory", "GlobalType", "MemoryType", "SizeLimits",
+                  "ValType")
 _COMPILER_NAMES = ("compile", "compile_module")
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import LimitsExceeded, MalformedModule, Unsupported
-from ..module.spec import (SPARSE_PAGE_SIZE, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec,
+from ..module.spec import (SPARSE_PAGE_SIZE, DataSpec, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec,
                            ImportSpec, ModuleData, TableSpec, symbol_safe)
 from ..module.abi import (FUNC_SYMBOL_PREFIX, IMPORT_ENTRY, IMPORT_ENTRY_SIZE,
                           IMPORT_TRAMPOLINE_SIZE, PAGE_SIZE, VMCTX_IMPORTS, WASM_PAGE_SIZE)
@@ -233,7 +233,11 @@ def compile_module(source: Source, name: Optional[str] = None, *,
         interrupt_checks=interrupt_checks,
     )
     data.tables, table_error = _tables(module)
-    data.sparse_data, data_error = _sparse_data(module)
+    if module.imported(ExternKind.MEMORY) or any(
+            global_ref(seg.offset or ()) is not None for seg in module.datas):
+        data.active_data, data_error = _active_data(module), None
+    else:
+        data.sparse_data, data_error = _sparse_data(module)
     data.data_error = table_error or data_error
 
     stats.functions = len(functions)
@@ -291,12 +295,13 @@ def heap_spec(module: Module, reserved_size: int = HEAP_RESERVED_SIZE,
               guard_size: int = HEAP_GUARD_SIZE,
               max_heap: Optional[int] = None) -> Optional[HeapSpec]:
     """The module's memory as a HeapSpec: its maximum capped by ``max_heap`` and by the
-    reservation (growth beyond ``reserved_size`` would reach the guard)."""
-    if module.imported(ExternKind.MEMORY):
-        raise Unsupported("imported memories are not supported yet")
-    if not module.memories:
+    reservation (growth beyond ``reserved_size`` would reach the guard). For an imported memory,
+    the sizes are the import's: what the memory linked to it must at least have, and may at most
+    grow to here."""
+    memories = module.all_memories()
+    if not memories:
         return None
-    lim = module.memories[0].limits
+    lim = memories[0].limits
     initial = lim.min * WASM_PAGE_SIZE
     max_size = None if lim.max is None else lim.max * WASM_PAGE_SIZE
     for cap, what in ((max_heap, "the maximum heap"), (reserved_size, "the reserved size")):
@@ -308,7 +313,7 @@ def heap_spec(module: Module, reserved_size: int = HEAP_RESERVED_SIZE,
         if cap < HEAP_RESERVED_SIZE and (max_size is None or max_size > cap):
             max_size = cap
     return HeapSpec(initial_size=initial, max_size=max_size, reserved_size=reserved_size,
-                    guard_size=guard_size)
+                    guard_size=guard_size, imported=bool(module.imported(ExternKind.MEMORY)))
 
 
 def const_value(expr: ConstExpr, what: str) -> int:
@@ -327,12 +332,27 @@ def const_value(expr: ConstExpr, what: str) -> int:
                       "(global.get of imports and ref.func come with imports and reference types)")
 
 
+def global_ref(expr: ConstExpr) -> Optional[int]:
+    """The global a constant expression ``global.get``s (an imported one: the validator saw to
+    that), or None for any other expression."""
+    if len(expr) == 1 and expr[0][0] == Op.GLOBAL_GET:
+        return expr[0][1]  # type: ignore[return-value]
+    return None
+
+
 def _globals(module: Module, env: ModuleEnv) -> List[GlobalSpec]:
-    if module.imported(ExternKind.GLOBAL):
-        raise Unsupported("imported globals are not supported yet")
-    return [GlobalSpec(g.type.valtype, g.type.mutable, const_value(g.init, f"global {i}"),
-                       env.global_offsets[i])
-            for i, g in enumerate(module.globals)]
+    """Every global of the index space, imports first: an import's value comes from what it is
+    linked to, a defined global's from its constant or from the imported global it reads."""
+    out = [GlobalSpec(imp.desc.valtype, imp.desc.mutable, 0,  # type: ignore[union-attr]
+                      env.global_offsets[i], import_from=(imp.module, imp.name))
+           for i, imp in enumerate(module.imported(ExternKind.GLOBAL))]
+    for g in module.globals:
+        i = len(out)
+        source = global_ref(g.init)
+        init = 0 if source is not None else const_value(g.init, f"global {i}")
+        out.append(GlobalSpec(g.type.valtype, g.type.mutable, init, env.global_offsets[i],
+                              init_global=source))
+    return out
 
 
 def _imports(module: Module, env: ModuleEnv) -> List[ImportSpec]:
@@ -388,6 +408,19 @@ def _sparse_data(module: Module) -> Tuple[Dict[int, bytes], Optional[str]]:
             buf[within:within + len(chunk)] = chunk
             pos += len(chunk)
     return {k: bytes(v) for k, v in sorted(pages.items())}, error
+
+
+def _active_data(module: Module) -> List[DataSpec]:
+    """The active data segments, for the runtime to write at instantiation (``DataSpec``)."""
+    out = []
+    for seg in module.datas:
+        if seg.mode != SegmentMode.ACTIVE:
+            continue
+        source = global_ref(seg.offset or ())
+        offset = 0 if source is not None else const_value(seg.offset or (),
+                                                          "data segment offset")
+        out.append(DataSpec(offset, source, seg.data))
+    return out
 
 
 def compile(source: Source, output: Optional[Union[str, "os.PathLike[str]"]] = None,

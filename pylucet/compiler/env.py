@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
-from ..errors import Unsupported
 from ..module.abi import slot_size
 from ..wasm.types import ExternKind, FuncType, Module, ValType
 
@@ -28,15 +27,17 @@ class ModuleEnv:
     """Canonical type id of every function in the function index space."""
     num_imported_funcs: int
     global_types: List[ValType]
+    """Type of every global in the global index space (imports first)."""
     global_offsets: List[int]
     """Byte offset of each global in the globals area."""
+    global_by_ref: List[bool]
+    """Whether each global's slot holds the address of its storage rather than its value: so
+    for an imported mutable global, whose writes the exporter must see (``GlobalSpec``)."""
     interrupt_checks: bool = True
     """Test the interrupt flag at every function entry and loop iteration."""
 
     @classmethod
     def from_module(cls, module: Module) -> "ModuleEnv":
-        if module.imported(ExternKind.GLOBAL):
-            raise Unsupported("imported globals are not supported yet")
         canonical: Dict[FuncType, int] = {}
         types: List[FuncType] = []
         type_ids: List[int] = []
@@ -48,7 +49,9 @@ class ModuleEnv:
             type_ids.append(tid)
         func_type_indices: List[int] = [
             i.desc for i in module.imports if i.kind == ExternKind.FUNC] + list(module.funcs)  # type: ignore[misc]
-        global_types = [g.type.valtype for g in module.globals]
+        all_globals = module.all_globals()
+        global_types = [g.valtype for g in all_globals]
+        imported = len(module.imported(ExternKind.GLOBAL))
         offsets: List[int] = []
         pos = 0
         for vt in global_types:
@@ -64,6 +67,7 @@ class ModuleEnv:
             num_imported_funcs=module.num_imported_funcs,
             global_types=global_types,
             global_offsets=offsets,
+            global_by_ref=[k < imported and g.mutable for k, g in enumerate(all_globals)],
         )
 
     def block_type(self, blocktype: object) -> Tuple[Tuple[ValType, ...], Tuple[ValType, ...]]:

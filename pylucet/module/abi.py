@@ -254,6 +254,9 @@ _VMCTX_FIELDS: List[Tuple[str, int]] = [
     ("memory_max", 8),         # largest heap size memory.grow may reach, in bytes
     ("tables", 8),             # address of an array of TABLE_DESC entries, one per table
     ("imports", 8),            # address of an array of IMPORT_ENTRY, one per imported function
+    # for a memory shared with other instances or the host (runtime.memories): the import entry
+    # through which memory.grow leaves for the host, which grows every mapping of it; else 0
+    ("memory_grow_entry", 8),
     ("libcalls", 8 * LIBCALL_SLOTS),
 ]
 VMCTX_FIELDS = _layout_down(_VMCTX_FIELDS)
@@ -269,6 +272,7 @@ VMCTX_MEMORY_SIZE = VMCTX_FIELDS["memory_size"]
 VMCTX_MEMORY_MAX = VMCTX_FIELDS["memory_max"]
 VMCTX_TABLES = VMCTX_FIELDS["tables"]
 VMCTX_IMPORTS = VMCTX_FIELDS["imports"]
+VMCTX_MEMORY_GROW_ENTRY = VMCTX_FIELDS["memory_grow_entry"]
 VMCTX_LIBCALLS = VMCTX_FIELDS["libcalls"]
 
 

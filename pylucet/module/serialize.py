@@ -53,8 +53,8 @@ Blob
       data_error str?
       flags      u32  1: compiled with interrupt checks (version 3 on)
       features   u32 n; str[n]                       sorted
-      heap       u8 present; if 1: u64 initial_size, u64? max_size, u64 reserved_size,
-                 u64 guard_size
+      heap       u8 present (0 none, 1 defined, 2 imported, version 4 on); if present:
+                 u64 initial_size, u64? max_size, u64 reserved_size, u64 guard_size
       types      u32 n; u32 nparams[n]; u32 nresults[n]; u32 nbytes; u8 valtype[nbytes]
                  (each type's params then results, types in order)
       globals    u32 n; n x Global
@@ -70,6 +70,8 @@ Blob
       traps      u32 total (= sum of ntraps); u32 code_offset[total]; u32 wasm_offset[total];
                  u8 trap_code[total]. Function i owns the next ntraps[i] sites.
       sparse     u32 n; n x (u32 page_index, u32 length)
+      active     u32 n; n x (u32 offset, u32? offset_global, u32 length, length bytes)
+                 (version 4 on: data segments applied at instantiation)
 
     Page j (0-based, in the order of ``sparse``) starts at ``align(meta_end, 4096) + 4096 * j``
     and holds ``length`` bytes (at most 4096; the rest of its slot is zero). Pages are 4096
@@ -92,13 +94,13 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import LoadError
 from ..wasm.types import ExternKind, FuncType, ValType
-from .spec import (SPARSE_PAGE_SIZE, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec, ImportSpec,
-                   ModuleData, TableSpec)
+from .spec import (SPARSE_PAGE_SIZE, DataSpec, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec,
+                   ImportSpec, ModuleData, TableSpec)
 from .traps import TrapCode, TrapSite, TrapTable
 
 MAGIC = b"PYLUCET\0"
 BLOB_MAGIC = b"PLMD"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 NONE32 = 0xFFFF_FFFF
 NONE64 = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -199,7 +201,7 @@ def dumps(md: ModuleData) -> bytes:
         w.pack("B", 0)
     else:
         h = md.heap
-        w.pack("BQQQQ", 1, h.initial_size, _opt(h.max_size, NONE64), h.reserved_size,
+        w.pack("BQQQQ", 2 if h.imported else 1, h.initial_size, _opt(h.max_size, NONE64), h.reserved_size,
                h.guard_size)
 
     w.pack("I", len(md.types))
@@ -258,6 +260,10 @@ def dumps(md: ModuleData) -> bytes:
             raise ValueError(f"sparse page {index} holds {len(data)} bytes, more than "
                              f"{SPARSE_PAGE_SIZE}")
         w.pack("II", index, len(data))
+    w.pack("I", len(md.active_data))
+    for seg in md.active_data:
+        w.pack("III", seg.offset, _opt(seg.offset_global, NONE32), len(seg.data))
+        w.out += seg.data
 
     # The string pool goes first in the blob but is only complete now.
     strings = list(w.strings)
@@ -386,9 +392,13 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
     features = frozenset(map(r.s, r.arr("I", r.u32())))
 
     heap = None
-    if r.u8():
+    heap_kind = r.u8()
+    if heap_kind > 2:
+        raise LoadError(f"module data has an invalid heap kind {heap_kind}")
+    if heap_kind:
         initial, max_size, reserved, guard = r.unpack("QQQQ")
-        heap = HeapSpec(initial, None if max_size == NONE64 else max_size, reserved, guard)
+        heap = HeapSpec(initial, None if max_size == NONE64 else max_size, reserved, guard,
+                        imported=heap_kind == 2)
 
     ntypes = r.u32()
     nparams, nresults = r.arr("I", ntypes), r.arr("I", ntypes)
@@ -464,13 +474,19 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
         if at + length > len(buf):
             raise LoadError("module data is truncated (sparse pages)")
         sparse[index] = bytes(buf[at:at + length])
+    active: List[DataSpec] = []
+    for _ in range(r.u32()):
+        offset, offset_global, length = r.unpack("III")
+        active.append(DataSpec(offset, None if offset_global == NONE32 else offset_global,
+                               bytes(r.take(length))))
     if r.pos != meta_end:
         raise LoadError("module data has trailing bytes")
 
     return ModuleData(name=name, heap=heap, types=types, globals=globals_, functions=functions,
                       imports=imports, exports=exports, tables=tables, sparse_data=sparse,
                       start=None if start == NONE32 else start, features=features,
-                      data_error=data_error, interrupt_checks=bool(module_flags & 1))
+                      data_error=data_error, interrupt_checks=bool(module_flags & 1),
+                      active_data=active)
 
 
 def _pairs(a: array) -> Iterator[Tuple[int, int]]:

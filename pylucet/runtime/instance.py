@@ -24,8 +24,9 @@ from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, Sta
                       Terminate, Terminated, Trap)
 from ..module.abi import (ENTRY_MAX_STACK_ARGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           INSTANCE_PAGE_SIZE, PAGE_SIZE, TABLE_DESC, TABLE_DESC_SIZE,
-                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_MAX,
-                          VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES, WASM_PAGE_SIZE,
+                          VMCTX_GLOBALS, VMCTX_IMPORTS, VMCTX_MEMORY_GROW_ENTRY,
+                          VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT, VMCTX_TABLES,
+                          WASM_PAGE_SIZE,
                           IMPORT_ENTRY, IMPORT_ENTRY_SIZE, ExitReason, Libcall, call_layout,
                           vmctx_libcall)
 from ..module.traps import TrapCode
@@ -40,8 +41,9 @@ from .vmctx import Vmctx
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
     from .exports import Exports
-    from .globalvars import Globals
-    from .linker import HostFunc
+    from .globalvars import Global, Globals
+    from .linker import HostFunc, Resolution
+    from .memories import Memory
     from .alloc import SlotMemory
     from .region import Fit, MmapRegion
 
@@ -130,6 +132,8 @@ _VM_MEMORY_SIZE = _vw(VMCTX_MEMORY_SIZE)
 _VM_MEMORY_MAX = _vw(VMCTX_MEMORY_MAX)
 _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_IMPORTS = _vw(VMCTX_IMPORTS)
+_VM_MEMORY_GROW_ENTRY = _vw(VMCTX_MEMORY_GROW_ENTRY)
+_VM_GROW_LIBCALL = _vw(vmctx_libcall(Libcall.MEMORY_GROW))
 _ROOT = _w(INSTANCE_FIELDS["root"])
 _DESC_BASE, _DESC_LENGTH, _DESC_MAX = (_w(TABLE_DESC[f]) for f in ("base", "length", "max"))
 _DESC_WORDS = _w(TABLE_DESC_SIZE)
@@ -189,9 +193,10 @@ class Instance:
     """
 
     def __init__(self, region: "MmapRegion", memory: "SlotMemory", module: "LoadedModule",
-                 fit: "Fit", imports: Sequence[Any] = (), ctx: Any = None):
-        """Set up a slot whose memory is committed for ``module``, its function imports
-        resolved to ``imports``. Called by the region only."""
+                 fit: "Fit", imports: "Resolution", ctx: Any = None):
+        """Set up a slot whose memory is committed for ``module`` (its heap an alias of
+        ``imports.memory`` if it imports one), its imports resolved to ``imports``. Called by
+        the region only."""
         _native()
         self._region = region
         self._mem = memory
@@ -203,14 +208,24 @@ class Instance:
         """The embedder's object, for host functions (``vmctx.ctx``)."""
         self._state = State.CLOSED
         self._kill_state = KillState()
-        self._hosts = imports
+        self._hosts: Sequence[Any] = imports.funcs
+        """What each import entry leads to: the imported functions, in order, then the host's
+        memory.grow of a shared memory (see :meth:`_share`)."""
         self._linked: Tuple[Instance, ...] = ()
         """Instances whose functions this one imports: kept alive (and refusing to close) while
         this one lives, since compiled code calls straight into their slots."""
+        self._providers: Tuple[Instance, ...] = ()
+        """Every instance this one imports from (functions, globals, memory), for the same
+        reason: their slots hold what it uses."""
         self._importers: Optional["weakref.WeakSet[Instance]"] = None   # made when imported
         self._imports: Any = None
         self._imports_base = 0
-        if imports:
+        self._global_imports: Tuple["Global", ...] = imports.globals
+        """What each imported global is linked to, in order."""
+        self._memory: Optional["Memory"] = imports.memory
+        """The shared memory the heap is an alias of: imported, or this instance's own once
+        exported (``exports["memory"]``); None for a private heap."""
+        if imports.funcs or imports.globals or imports.memory is not None:
             self._link(imports)
         self._vmctx = Vmctx(self)
         self._in_hostcall = False
@@ -223,15 +238,28 @@ class Instance:
         self._page = memory.page
         self._initialise()
 
-    def _link(self, imports: Sequence[Any]) -> None:
-        self._linked = tuple({id(f.instance): f.instance for f in imports
+    def _link(self, imports: "Resolution") -> None:
+        self._linked = tuple({id(f.instance): f.instance for f in imports.funcs
                               if not hasattr(f, "plan")}.values())
-        for callee in self._linked:
-            if callee._importers is None:
-                callee._importers = weakref.WeakSet()
-                _by_vmctx[callee._slot.vmctx] = callee   # its hostcalls and faults come to us
-            callee._importers.add(self)
-        self._imports = _import_entries(imports, self._slot.vmctx)
+        owners = [g.owner for g in imports.globals]
+        if imports.memory is not None:
+            owners.append(imports.memory.owner)
+        self._providers = tuple({id(p): p for p in (*self._linked, *owners)
+                                 if p is not None}.values())
+        for provider in self._providers:
+            provider._check_open()
+            if provider._importers is None:
+                provider._importers = weakref.WeakSet()
+                _by_vmctx[provider._slot.vmctx] = provider  # its hostcalls and faults come to us
+            provider._importers.add(self)
+        self._build_import_entries()
+
+    def _build_import_entries(self) -> None:
+        """The import entries: one per imported function, and with a shared memory one more,
+        through which compiled memory.grow leaves for the host (``memories``)."""
+        if self._memory is not None and len(self._hosts) == self._module.data.num_imported_funcs:
+            self._hosts = (*self._hosts, _shared_grow())
+        self._imports = _import_entries(self._hosts, self._slot.vmctx)
         self._imports_base = ctypes.addressof(self._imports)
 
     def _initialise(self) -> None:
@@ -248,10 +276,14 @@ class Instance:
         u[_VM_IMPORTS] = self._imports_base
         for word, address in _libcall_words:
             u[word] = address
+        if self._memory is not None:
+            self._wire_shared_memory()
 
         globals_image, table_images = module._instance_images()
         if globals_image:
             ctypes.memmove(slot.globals, globals_image, len(globals_image))
+        if self._global_imports:
+            self._link_globals()
         desc = _w(slot.table_descs - slot.base)     # the descriptors sit in the instance page
         for place, image in zip(fit.tables, table_images):
             u[desc + _DESC_BASE] = slot.tables + place.offset
@@ -261,6 +293,66 @@ class Instance:
             ctypes.memmove(slot.tables + place.offset, image, len(image))
         self._set_state(State.READY)
 
+    def _wire_shared_memory(self) -> None:
+        """Compiled memory.grow leaves for the host, which grows every alias of the memory."""
+        u = self._page.u64
+        u[_VM_MEMORY_GROW_ENTRY] = self._imports_base + IMPORT_ENTRY_SIZE * (len(self._hosts) - 1)
+        u[_VM_GROW_LIBCALL] = _stubs.memory_grow_shared
+        self._memory._republish(self._mem)  # type: ignore[union-attr]
+
+    def _link_globals(self) -> None:
+        """Fill the slots of the imported globals (a copy of an immutable one's value, the
+        address of a mutable one's storage), then the defined globals that ``global.get`` one."""
+        base = self._slot.globals
+        specs = self._module.data.globals
+        u64 = ctypes.c_uint64
+        for spec, g in zip(specs, self._global_imports):
+            at = base + spec.offset
+            if spec.by_reference:
+                u64.from_address(at).value = g._address
+            else:
+                u64.from_address(at).value = u64.from_address(g._address).value
+        for spec in specs[len(self._global_imports):]:
+            if spec.init_global is not None:
+                source = base + specs[spec.init_global].offset
+                u64.from_address(base + spec.offset).value = u64.from_address(source).value
+
+    def _global_address(self, index: int) -> int:
+        """Where global ``index``'s value is stored: in this slot, or for an imported mutable
+        global, wherever the global it is linked to keeps it."""
+        spec = self._module.data.globals[index]
+        if spec.by_reference:
+            return self._global_imports[index]._address
+        return self._slot.globals + spec.offset
+
+    def _apply_active_data(self) -> None:
+        """Write the data segments that instantiation applies (``ModuleData.active_data``), in
+        order; the first that does not fit fails instantiation, those before it stay written."""
+        vmctx, size = self._slot.vmctx, self.memory_size
+        for seg in self._module.data.active_data:
+            offset = seg.offset
+            if seg.offset_global is not None:
+                offset = ctypes.c_uint32.from_address(
+                    self._global_address(seg.offset_global)).value
+            if offset + len(seg.data) > size:
+                raise InstantiationError(f"module {self._name!r}: out of bounds memory access "
+                                         f"(data segment at {offset:#x}, {len(seg.data)} bytes, "
+                                         f"memory of {size} bytes)")
+            ctypes.memmove(vmctx + offset, seg.data, len(seg.data))
+
+    def _share(self) -> "Memory":
+        """The instance's memory as a :class:`Memory` others can import: imported, or its own
+        heap made shared on first use (it then stays so until reset or close)."""
+        if self._memory is None:
+            if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
+                raise StateError(f"cannot export the memory of {self!r} while it runs")
+            from .memories import Memory
+            self._memory = Memory._adopt(self)
+            self._build_import_entries()
+            self._page.u64[_VM_IMPORTS] = self._imports_base
+            self._wire_shared_memory()
+        return self._memory
+
     def _start(self) -> None:
         """Finish instantiating as wasm does: fail on a data or element segment that did not fit
         (after applying the ones before it, as wasm 2.0 says), then run the start function.
@@ -269,6 +361,8 @@ class Instance:
         try:
             if data.data_error is not None:
                 raise InstantiationError(f"module {self._name!r}: {data.data_error}")
+            if data.active_data:
+                self._apply_active_data()
             if data.start is not None:
                 outcome = self._call(_plan(self._module, data.start), ())
                 if isinstance(outcome, Yielded):
@@ -774,7 +868,11 @@ class Instance:
 
     @property
     def heap(self) -> memoryview:
-        """The linear memory, writable, as it is now (see the class docstring on lifetime)."""
+        """The linear memory, writable, as it is now (see the class docstring on lifetime; a
+        shared memory's view is a mapping of its own, valid as long as it is referenced)."""
+        if self._memory is not None:
+            self._check_open()
+            return self._memory.view()
         return self._mem.heap_view(self.memory_size)
 
     def grow_memory(self, pages: int) -> int:
@@ -792,6 +890,8 @@ class Instance:
         self._check_open()
         if isinstance(pages, bool) or not isinstance(pages, int) or pages < 0:
             raise ValueError(f"grow_memory takes a non-negative number of pages, got {pages!r}")
+        if self._memory is not None:
+            return self._memory.grow(pages)
         u = self._page.u64
         old = u[_VM_MEMORY_SIZE]
         new = old + pages * WASM_PAGE_SIZE
@@ -837,10 +937,14 @@ class Instance:
             self._state = State.CLOSED   # until initialised again: a failure leaves it closed
             abandoned, self._suspended, self._current = self._suspended, None, None
             memory.wipe(keep_heap=memory.viewed_extent())
+            heap = self._module.data.heap
+            if heap is None or not heap.imported:
+                # an own memory made shared stays with those who hold it; ours starts afresh
+                self._memory = None
         _abandon(abandoned)
         self._kill_state = KillState()
         try:
-            memory.commit(self._module, self._fit)
+            memory.commit(self._module, self._fit, self._memory)
             self._initialise()
         except BaseException:
             memory.release()
@@ -864,8 +968,8 @@ class Instance:
             self._vmctx._view = None
             if self._importers is not None:
                 _by_vmctx.pop(self._slot.vmctx, None)
-            for callee in self._linked:
-                callee._importers.discard(self)  # type: ignore[union-attr]
+            for provider in self._providers:
+                provider._importers.discard(self)  # type: ignore[union-attr]
             self._mem.release()
         _abandon(abandoned)
 
@@ -875,8 +979,8 @@ class Instance:
         live = [i for i in self._importers if i._state != State.CLOSED]
         if live:
             raise StateError(f"cannot {what} instance of {self._name!r}: instance(s) "
-                             f"{', '.join(repr(i._name) for i in live)} import its functions and "
-                             f"call straight into it; close them first")
+                             f"{', '.join(repr(i._name) for i in live)} import its functions, "
+                             f"globals or memory, which live in its slot; close them first")
 
     def __enter__(self) -> "Instance":
         return self
@@ -931,6 +1035,23 @@ def _abandon(suspended: Optional[Tuple[Any, "HostFunc"]]) -> None:
     ``finally`` blocks are host code, which may well use the instance's kill switch."""
     if suspended is not None:
         suspended[0].close()
+
+
+_shared_grow_func: Optional["HostFunc"] = None
+
+
+def _shared_grow() -> "HostFunc":
+    """The host function behind compiled memory.grow of a shared memory: it grows the memory
+    of the instance that called it, in every instance using the memory."""
+    global _shared_grow_func
+    if _shared_grow_func is None:
+        from .linker import HostFunc
+
+        def grow(vmctx: Vmctx, pages: int) -> int:
+            return vmctx.instance._memory._grow_guest(pages)  # type: ignore[union-attr]
+        _shared_grow_func = HostFunc(grow, "(i32) -> i32", access_vmctx=True,
+                                     name="memory.grow")
+    return _shared_grow_func
 
 
 def _import_entries(imports: Sequence[Any], vmctx: int) -> Any:

@@ -1,8 +1,12 @@
 """The Linker: what a module's imports resolve to, checked once at instantiation.
 
-A host defines Python functions under (module, name) pairs; ``new_instance`` looks up every
-function import of the module there, refuses (``LinkError``) with every missing name and every
-type mismatch at once, and builds the instance's import entries from the result. At run time a
+A host defines Python functions, globals (:class:`~pylucet.runtime.globalvars.Global`) and
+memories (:class:`~pylucet.runtime.memories.Memory`) under (module, name) pairs, or everything an
+instance exports (:meth:`Linker.define_instance`); ``new_instance`` looks up every import of the
+module there, refuses (``LinkError``) with every missing name and every type mismatch at once,
+and builds the instance's import entries from the result. Types match as the spec's import
+matching says: a function's and a global's exactly (value type and mutability), a memory's
+limits by subtyping (at least the import's minimum now; no maximum beyond the import's). At run time a
 call to a host import leaves the guest (``ExitReason.HOSTCALL``) and the instance runs the
 Python function on the host's own stack (see ``runtime.instance``), so a host function may do
 anything Python can: raise, block, call into another instance.
@@ -23,12 +27,15 @@ import re
 import threading
 import typing
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from ..errors import LinkError
-from ..wasm.types import ExternKind, FuncType, ValType
+from ..module.abi import WASM_PAGE_SIZE
+from ..wasm.types import ExternKind, FuncType, GlobalType, SizeLimits, ValType
 from .calls import HostPlan
 from .exports import Func
+from .globalvars import Global, global_type_text
+from .memories import Memory, limits_text
 from .vmctx import Vmctx
 
 I32 = typing.Annotated[int, ValType.I32]
@@ -143,6 +150,26 @@ class HostFunc:
         return f"<HostFunc {self.name} {self.type}>"
 
 
+class Resolution(NamedTuple):
+    """What a module's imports are linked to, by kind, each in import order."""
+
+    funcs: Tuple[Any, ...] = ()          # HostFunc, or Func of another instance
+    globals: Tuple[Global, ...] = ()
+    memory: Optional[Memory] = None
+
+
+NO_IMPORTS = Resolution()
+
+
+def _describe(item: Any) -> str:
+    """What a definition is, for messages: ``[i32] -> []``, ``global (mut i32)``..."""
+    if isinstance(item, Global):
+        return f"global {global_type_text(item.type)}"
+    if isinstance(item, Memory):
+        return f"memory {limits_text(item.type.limits)}"
+    return str(item.type)
+
+
 class Linker:
     """Definitions to satisfy imports, by (module, name). Shaped like wasmtime-py's Linker.
 
@@ -184,13 +211,43 @@ class Linker:
         else:
             func = fn if isinstance(fn, HostFunc) else HostFunc(
                 fn, type, access_vmctx=access_vmctx, name=f"{module}.{name}")
+        return self._add(module, name, func)
+
+    def define_global(self, module: str, name: str, global_: Global) -> Global:
+        """Define ``global_`` (the host's own :class:`Global`, or another instance's exported
+        one) as global ``module.name``; returns it. An importer of a mutable global shares it:
+        its writes and the owner's are seen by both."""
+        if not isinstance(global_, Global):
+            raise TypeError(f"define_global takes a pylucet.Global, got {global_!r}")
+        return self._add(module, name, global_)
+
+    def define_memory(self, module: str, name: str, memory: Memory) -> Memory:
+        """Define ``memory`` (the host's own :class:`Memory`, or another instance's exported
+        one) as memory ``module.name``; returns it. Importers map the memory itself: writes and
+        growth are seen by everyone using it."""
+        if not isinstance(memory, Memory):
+            raise TypeError(f"define_memory takes a pylucet.Memory, got {memory!r}")
+        return self._add(module, name, memory)
+
+    def define(self, module: str, name: str, item: Any) -> Any:
+        """Define ``item`` under ``module.name`` by what it is: a :class:`Global`, a
+        :class:`Memory`, or a function (:meth:`define_func`)."""
+        if isinstance(item, Global):
+            return self.define_global(module, name, item)
+        if isinstance(item, Memory):
+            return self.define_memory(module, name, item)
+        return self.define_func(module, name, item)
+
+    def _add(self, module: str, name: str, item: Any) -> Any:
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise TypeError("module and name must be str")
         with self._lock:
             if (module, name) in self._defs and not self.allow_shadowing:
                 raise LinkError(f"{module}.{name} is already defined in this linker "
                                 "(set allow_shadowing to replace it)")
-            self._defs[(module, name)] = func
+            self._defs[(module, name)] = item
             self.generation += 1
-        return func
+        return item
 
     def func(self, module: str, name: str, type: Union[FuncType, str, None] = None, *,
              access_vmctx: Optional[bool] = None) -> Callable[[Callable[..., Any]], Any]:
@@ -201,10 +258,14 @@ class Linker:
         return define
 
     def define_instance(self, module: str, instance: Any) -> None:
-        """Define every exported function of ``instance`` under ``module``."""
-        for name, func in instance.exports._funcs.items():
+        """Define every export of ``instance`` under ``module``: its functions (but those it
+        imports itself), globals and memory (which becomes shared, ``runtime.memories``)."""
+        exports = instance.exports
+        for name, func in exports._funcs.items():
             if func.index >= instance.module.data.num_imported_funcs:
                 self.define_func(module, name, func)
+        for name in exports._others:
+            self._add(module, name, exports[name])
 
     def get(self, module: str, name: str) -> Optional[Any]:
         return self._defs.get((module, name))
@@ -215,43 +276,78 @@ class Linker:
     def __len__(self) -> int:
         return len(self._defs)
 
-    def resolve_module(self, module: Any) -> Tuple[Any, ...]:
-        """:meth:`resolve` for a loaded module, remembered until the next definition."""
+    def resolve_module(self, module: Any) -> Resolution:
+        """:meth:`resolve` for a loaded module, remembered until the next definition. (A memory's
+        size, the one thing that changes, only grows: a match stays a match.)"""
         generation = self.generation
         cached = self._resolved.get(module)
         if cached is None or cached[0] != generation:
-            cached = (generation, tuple(self.resolve(module.data)))
+            cached = (generation, self.resolve(module.data))
             with self._lock:
                 self._resolved[module] = cached
         return cached[1]
 
-    def resolve(self, data: Any) -> List[Any]:
-        """The definition of each function import of module data ``data``, in import order;
+    def resolve(self, data: Any) -> Resolution:
+        """The definition of each import of module data ``data``, by kind, in import order;
         LinkError naming every import that is missing or has the wrong type."""
         funcs: List[Any] = []
+        globals_: List[Global] = []
+        memory: Optional[Memory] = None
         problems: List[str] = []
+        imported_globals = iter(data.globals)
         for imp in data.imports:
-            if imp.kind != ExternKind.FUNC:
-                problems.append(f"{imp.module}.{imp.name}: importing a "
-                                f"{imp.kind.name.lower()} is not supported yet")
-                continue
-            want = data.types[imp.type_id]
+            where = f"{imp.module}.{imp.name}"
             found = self._defs.get((imp.module, imp.name))
-            if found is None:
-                problems.append(f"{imp.module}.{imp.name} {want} is not defined")
-            elif found.type != want:
-                problems.append(f"{imp.module}.{imp.name}: the module imports it as {want}, "
-                                f"but it is defined as {found.type}")
+            if imp.kind == ExternKind.FUNC:
+                want: Any = data.types[imp.type_id]
+                shown = str(want)
+                ok = isinstance(found, (HostFunc, Func)) and found.type == want
+            elif imp.kind == ExternKind.GLOBAL:
+                spec = next(imported_globals)
+                want = GlobalType(spec.valtype, spec.mutable)
+                shown = f"global {global_type_text(want)}"
+                ok = isinstance(found, Global) and found.type == want
+            elif imp.kind == ExternKind.MEMORY:
+                want = _memory_limits(data.heap)
+                shown = f"memory {limits_text(want)}"
+                ok = isinstance(found, Memory) and _memory_matches(found, want)
             else:
+                problems.append(f"{where}: importing a {imp.kind.name.lower()} is not "
+                                "supported yet")
+                continue
+            if found is None:
+                problems.append(f"{where} {shown} is not defined")
+            elif not ok:
+                problems.append(f"{where}: the module imports it as {shown}, but it is "
+                                f"defined as {_describe(found)}")
+            elif imp.kind == ExternKind.FUNC:
                 funcs.append(found)
+            elif imp.kind == ExternKind.GLOBAL:
+                globals_.append(found)  # type: ignore[arg-type]
+            else:
+                memory = found  # type: ignore[assignment]
         if problems:
             name = data.name or "<anonymous>"
             raise LinkError(f"cannot link module {name!r}: " + "; ".join(problems),
                             problems=problems)
-        return funcs
+        return Resolution(tuple(funcs), tuple(globals_), memory)
 
     def __repr__(self) -> str:
         return f"<Linker, {len(self._defs)} definitions>"
+
+
+def _memory_limits(heap: Any) -> SizeLimits:
+    """The limits, in pages, that a module's imported memory must satisfy."""
+    return SizeLimits(heap.initial_size // WASM_PAGE_SIZE,
+                      None if heap.max_size is None else heap.max_size // WASM_PAGE_SIZE)
+
+
+def _memory_matches(memory: Memory, want: SizeLimits) -> bool:
+    """The spec's limits subtyping: at least the minimum now, and a maximum no larger."""
+    have = memory.type.limits
+    if have.min < want.min:
+        return False
+    return want.max is None or (have.max is not None and have.max <= want.max)
 
 
 def link_without(data: Any) -> None:
