@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import LimitsExceeded, MalformedModule, Unsupported
-from ..module.spec import (SPARSE_PAGE_SIZE, DataSpec, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec,
-                           ImportSpec, ModuleData, TableSpec, symbol_safe)
+from ..module.spec import (SPARSE_PAGE_SIZE, DataSpec, ExportSpec, FunctionSpec, GlobalSpec,
+                           HeapSpec, ImportSpec, ModuleData, TableSpec, symbol_safe)
 from ..module.abi import (FUNC_SYMBOL_PREFIX, IMPORT_ENTRY, IMPORT_ENTRY_SIZE,
                           IMPORT_TRAMPOLINE_SIZE, PAGE_SIZE, VMCTX_IMPORTS, WASM_PAGE_SIZE)
 from ..module.traps import TrapTable

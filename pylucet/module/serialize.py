@@ -201,8 +201,8 @@ def dumps(md: ModuleData) -> bytes:
         w.pack("B", 0)
     else:
         h = md.heap
-        w.pack("BQQQQ", 2 if h.imported else 1, h.initial_size, _opt(h.max_size, NONE64), h.reserved_size,
-               h.guard_size)
+        w.pack("BQQQQ", 2 if h.imported else 1, h.initial_size, _opt(h.max_size, NONE64),
+               h.reserved_size, h.guard_size)
 
     w.pack("I", len(md.types))
     w.arr("I", [len(t.params) for t in md.types])

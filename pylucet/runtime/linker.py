@@ -6,10 +6,11 @@ instance exports (:meth:`Linker.define_instance`); ``new_instance`` looks up eve
 module there, refuses (``LinkError``) with every missing name and every type mismatch at once,
 and builds the instance's import entries from the result. Types match as the spec's import
 matching says: a function's and a global's exactly (value type and mutability), a memory's
-limits by subtyping (at least the import's minimum now; no maximum beyond the import's). At run time a
-call to a host import leaves the guest (``ExitReason.HOSTCALL``) and the instance runs the
-Python function on the host's own stack (see ``runtime.instance``), so a host function may do
-anything Python can: raise, block, call into another instance.
+limits by subtyping (at least the import's minimum now; no maximum beyond the import's).
+
+At run time a call to a host import leaves the guest (``ExitReason.HOSTCALL``) and the instance
+runs the Python function on the host's own stack (see ``runtime.instance``), so a host function
+may do anything Python can: raise, block, call into another instance.
 
 The wasm type of a host function comes from, in order: ``type=`` (a :class:`FuncType` or text
 such as ``"(i32, i64) -> f64"``), or the function's annotations. Annotations use

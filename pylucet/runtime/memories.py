@@ -86,7 +86,8 @@ class Memory:
         self._limit = own_limit
         self._lock = threading.Lock()
         self._aliases: Dict["SlotMemory", int] = {}   # alias -> the growth limit it brings
-        self._owner: Optional["Instance"] = None
+        # the instance whose own memory this was made from, weakly: that instance holds it
+        self._owner: Optional["weakref.ref[Instance]"] = None
         self._view: Optional[memoryview] = None
 
     @classmethod
@@ -111,7 +112,7 @@ class Memory:
         except BaseException:
             self._finalizer()
             raise
-        self._owner = instance
+        self._owner = weakref.ref(instance)
         return self
 
     # --- what the host sees -------------------------------------------------------------------
@@ -139,7 +140,7 @@ class Memory:
     @property
     def owner(self) -> Optional["Instance"]:
         """The instance whose memory this was made from, while it lives; None for the host's."""
-        return self._owner
+        return None if self._owner is None else self._owner()
 
     def view(self) -> memoryview:
         """The memory's bytes as they are now, writable. The view is a mapping of its own:
@@ -218,7 +219,8 @@ class Memory:
         with self._lock:
             self._aliases.pop(alias, None)
             alias.drop_shared()
-            if self._owner is not None and self._owner._mem is alias:
+            owner = self.owner
+            if owner is not None and owner._mem is alias:
                 self._owner = None
             self._limit = min([self._own_limit, *self._aliases.values()])
             self._publish_limit()
@@ -234,7 +236,8 @@ class Memory:
             alias.set_heap_words(self._size, self._limit)
 
     def __repr__(self) -> str:
-        where = "host" if self._owner is None else repr(self._owner)
+        owner = self.owner
+        where = "host" if owner is None else repr(owner)
         return (f"<Memory {limits_text(SizeLimits(self.size, self._declared_max))} of {where}, "
                 f"{len(self._aliases)} instance(s) using it>")
 
