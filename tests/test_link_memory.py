@@ -217,3 +217,34 @@ def test_an_exported_memory_does_not_keep_its_dropped_instance_in_the_slot():
         del owner                                          # no cycle through the memory
         assert region.free_slots == 1
         assert memory.owner is None and memory.read(0, 5) == b"owned"
+
+
+def test_objdump_shows_an_imported_memory_and_its_data_segments(tmp_path, capsys):
+    from pylucet.cli import objdump
+    path = tmp_path / "m.so"
+    pylucet.compile('''(module (import "env" "g" (global i32)) (import "env" "mem" (memory 1 2))
+      (data (i32.const 8) "ab") (data (global.get 0) "xyz"))''', path)
+    assert objdump.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "heap (imported): initial 0x10000 bytes, max 0x20000 bytes" in out
+    assert "data segment written at instantiation: 2 bytes at 0x8" in out
+    assert "data segment written at instantiation: 3 bytes at the value of global 0" in out
+    assert "i32 = 0x0 at offset 0x0 imported from env.g" in out
+
+
+def test_a_running_instance_cannot_make_its_memory_shared():
+    seen = []
+
+    def peek(vmctx: pylucet.Vmctx) -> None:
+        try:
+            vmctx.instance.exports["mem"]
+        except pylucet.StateError as e:
+            seen.append(str(e))
+    linker = Linker()
+    linker.define_func("env", "peek", peek)
+    wat = '''(module (import "env" "peek" (func $peek)) (memory (export "mem") 1)
+      (func (export "run") (call $peek)))'''
+    with pylucet.MmapRegion(1) as region, instantiate(region, wat, linker) as inst:
+        inst.run("run")
+        assert seen and "while it runs" in seen[0]
+        assert isinstance(inst.exports["mem"], Memory)    # once it is idle again

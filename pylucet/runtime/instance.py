@@ -343,15 +343,17 @@ class Instance:
     def _share(self) -> "Memory":
         """The instance's memory as a :class:`Memory` others can import: imported, or its own
         heap made shared on first use (it then stays so until reset or close)."""
-        if self._memory is None:
-            if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
-                raise StateError(f"cannot export the memory of {self!r} while it runs")
-            from .memories import Memory
-            self._memory = Memory._adopt(self)
-            self._build_import_entries()
-            self._page.u64[_VM_IMPORTS] = self._imports_base
-            self._wire_shared_memory()
-        return self._memory
+        with self._kill_state.lock:        # (the state cannot change under us, nor race us)
+            if self._memory is None:
+                self._check_open()
+                if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
+                    raise StateError(f"cannot export the memory of {self!r} while it runs")
+                from .memories import Memory
+                self._memory = Memory._adopt(self)
+                self._build_import_entries()
+                self._page.u64[_VM_IMPORTS] = self._imports_base
+                self._wire_shared_memory()
+            return self._memory
 
     def _start(self) -> None:
         """Finish instantiating as wasm does: fail on a data or element segment that did not fit
