@@ -48,5 +48,12 @@ grow_fail:
 # and the host's result comes back in eax. The instance's libcall slot points here instead of at
 # pylucet_memory_grow while its memory is shared.
 pylucet_memory_grow_shared:
+    test edi, edi                             # growing by 0 pages only asks the size ...
+    jz shared_size                            # ... which needs no trip to the host
     mov r10, [r14 + VMCTX_MEMORY_GROW_ENTRY]  # r10 = the import entry of the host's grow function
     jmp qword ptr [r10 + IMPORT_ENTRY_FUNC]   # pylucet_hostcall; returns to our caller
+
+shared_size:
+    mov rax, [r14 + VMCTX_MEMORY_SIZE]        # the size in bytes, as the host last published it
+    shr rax, 16                               # ... in wasm pages: the result
+    ret
