@@ -248,3 +248,44 @@ def test_a_running_instance_cannot_make_its_memory_shared():
         inst.run("run")
         assert seen and "while it runs" in seen[0]
         assert isinstance(inst.exports["mem"], Memory)    # once it is idle again
+
+
+def test_memory_grow_inside_a_call_from_another_instance():
+    with pylucet.MmapRegion(2) as region:
+        owner = instantiate(region, OWNER)
+        linker = Linker()
+        linker.define_instance("env", owner)
+        caller = instantiate(region, '''(module
+          (import "env" "grow" (func $grow (param i32) (result i32)))
+          (import "env" "mem" (memory 1))
+          (func (export "grow_there") (param i32) (result i32) (call $grow (local.get 0)))
+          (func (export "size") (result i32) (memory.size)))''', linker)
+        assert caller.run("grow_there", 1) == 1        # the owner's memory.grow, from our call
+        assert caller.run("size") == 2 and owner.run("size") == 2
+        assert caller.run("grow_there", 5) == -1       # past the owner's maximum of 4
+        caller.close()
+        owner.close()
+
+
+def test_instances_on_two_threads_grow_one_memory():
+    import threading
+    memory = Memory(1, 100)
+    olds = []
+    with pylucet.MmapRegion(2) as region:
+        users = [instantiate(region, USER, linked(memory)) for _ in range(2)]
+
+        def work(inst):
+            for _ in range(20):
+                old = inst.run("grow", 1)
+                inst.run("store", old * PAGE, 1)      # the page it added is there, in its alias
+                olds.append(old)
+        threads = [threading.Thread(target=work, args=(u,)) for u in users]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(olds) == list(range(1, 41))     # every grow got a page of its own
+        assert memory.size == 41 and all(u.run("size") == 41 for u in users)
+        assert all(users[0].run("load", k * PAGE) == 1 for k in range(1, 41))
+        for u in users:
+            u.close()
