@@ -328,8 +328,9 @@ def const_value(expr: ConstExpr, what: str) -> int:
             return imm  # type: ignore[return-value]
         if op == Op.REF_NULL:
             return 0
-    raise Unsupported(f"{what}: only constant initialisers are supported yet "
-                      "(global.get of imports and ref.func come with imports and reference types)")
+    raise Unsupported(f"{what}: only constant initialisers are supported yet here "
+                      "(ref.func, and global.get outside global initialisers and data segment "
+                      "offsets, come with reference types)")
 
 
 def global_ref(expr: ConstExpr) -> Optional[int]:
