@@ -5,6 +5,7 @@
 # guest's stack with the guest's r14, so they use no stack and call nothing but the kernel.
 
 .globl pylucet_memory_grow
+.globl pylucet_memory_grow_shared
 
 # --- u32 memory_grow(u32 delta_pages) -> old size in pages, or 0xFFFFFFFF ---------------------------
 # Pages past the current size are already reserved, inaccessible and zero (the region zeroes a
@@ -38,4 +39,21 @@ grow_done:
 
 grow_fail:
     mov eax, 0xFFFFFFFF                       # -1 as a u32: memory.grow's failure value
+    ret
+
+# --- u32 memory_grow_shared(u32 delta_pages): memory.grow of a shared memory ----------------------
+# A memory that other instances or the host also map (pylucet/runtime/memories.py) must grow in
+# every mapping at once, under the lock that its Python side holds, so the host does it: this
+# leaves through the hostcall stub as a builtin (abi.Builtin.MEMORY_GROW), and the host's result
+# comes back in eax. The instance's libcall slot points here instead of at
+# pylucet_memory_grow while its memory is shared.
+pylucet_memory_grow_shared:
+    test edi, edi                             # growing by 0 pages only asks the size ...
+    jz shared_size                            # ... which needs no trip to the host
+    mov r10d, BUILTIN_MEMORY_GROW             # r10 = which builtin (abi.Builtin), edi = the delta
+    jmp qword ptr [r14 + LIBCALL_BUILTIN]     # pylucet_hostcall; returns to our caller
+
+shared_size:
+    mov rax, [r14 + VMCTX_MEMORY_SIZE]        # the size in bytes, as the host last published it
+    shr rax, 16                               # ... in wasm pages: the result
     ret

@@ -36,13 +36,15 @@ __all__ = [
     "LoadError", "LinkError", "LimitsExceeded", "RegionFull", "InstantiationError", "Trap",
     "FatalFault", "Terminated", "Terminate", "MemoryAccessError", "StateError", "StubError",
     "Linker", "HostFunc", "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64",
-    "F32", "F64", "UnknownExport", "Func", "Table", "ValType",
+    "F32", "F64", "UnknownExport", "Func", "Table", "Global", "Memory", "GlobalType",
+    "MemoryType", "SizeLimits", "ValType",
 ]
 __version__ = "0.1.0"
 
 _RUNTIME_NAMES = ("Limits", "MmapRegion", "Instance", "LoadedModule", "Linker", "HostFunc",
                   "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64", "F32",
-                  "F64", "Func", "Table")
+                  "F64", "Func", "Table", "Global", "Memory", "GlobalType", "MemoryType",
+                  "SizeLimits", "ValType")
 _COMPILER_NAMES = ("compile", "compile_module")
 
 
@@ -65,9 +67,6 @@ def __getattr__(name: str) -> Any:
     if name in _COMPILER_NAMES:
         from .compiler import driver
         return getattr(driver, name)
-    if name == "ValType":
-        from .wasm.types import ValType
-        return ValType
     if name == "WasiConfig":
         from .wasi import WasiConfig
         return WasiConfig

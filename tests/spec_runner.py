@@ -71,7 +71,11 @@ def spectest_linker() -> pylucet.Linker:
                          ("print_f32", "f32"), ("print_f64", "f64"),
                          ("print_i32_f32", "i32, f32"), ("print_f64_f64", "f64, f64")):
         linker.define_func("spectest", name, nothing, f"({params}) -> ()")
-    linker.define_table("spectest", "table", pylucet.Table(pylucet.ValType.FUNCREF, 10, 20))
+    V = pylucet.ValType
+    linker.define_table("spectest", "table", pylucet.Table(V.FUNCREF, 10, 20))
+    linker.define_memory("spectest", "memory", pylucet.Memory(1, 2))
+    for t, value in ((V.I32, 666), (V.I64, 666), (V.F32, 666.6), (V.F64, 666.6)):
+        linker.define_global("spectest", f"global_{t.text}", pylucet.Global(t, value))
     return linker
 
 
@@ -260,7 +264,7 @@ class ScriptRunner:
     def _perform(self, action) -> Tuple[int, ...]:
         inst = self._target(action.module)
         if isinstance(action, wast.Get):
-            raise Skip("get of exported globals")
+            return (inst.exports[action.field].bits,)
         args = []
         for v in action.args:
             if v.type in REFS:

@@ -12,8 +12,8 @@ from pylucet.errors import LoadError
 from pylucet.module import serialize
 from pylucet.module.serialize import (FORMAT_VERSION, HEADER_SIZE, ArtifactHeader, dumps, loads,
                                       pack_header, sparse_page_offsets, unpack_header)
-from pylucet.module.spec import (ElemSpec, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec, ImportSpec,
-                                 ModuleData, TableSpec)
+from pylucet.module.spec import (DataSpec, ElemSpec, ExportSpec, FunctionSpec, GlobalSpec,
+                                 HeapSpec, ImportSpec, ModuleData, TableSpec)
 from pylucet.module.traps import TrapCode, TrapSite, TrapTable
 from pylucet.wasm.types import ExternKind, FuncType, SegmentMode, ValType
 
@@ -34,7 +34,7 @@ def full_module() -> ModuleData:
     return ModuleData(
         name="møde",
         heap=HeapSpec(initial_size=65536, max_size=1 << 32, reserved_size=8 << 30,
-                      guard_size=4 << 30),
+                      guard_size=4 << 30, imported=True),
         types=types,
         globals=[
             GlobalSpec(I32, True, 0xFFFF_FFFF, 0),
@@ -65,6 +65,8 @@ def full_module() -> ModuleData:
         features=frozenset({"popcnt", "lzcnt", "bmi1"}),
         data_error="out of bounds memory access",
         passive_data=[b"", b"passive\0", b"", bytes(range(256)) * 40],
+        active_data=[DataSpec(0xFFFF_FFFF, None, b"at the end"), DataSpec(0, 2, b""),
+                     DataSpec(0, 0, bytes(range(256)))],
     )
 
 

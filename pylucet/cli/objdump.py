@@ -62,8 +62,9 @@ def print_module(header: ArtifactHeader, md: ModuleData, out: TextIO,
         w("heap: none")
     else:
         h = md.heap
-        w(f"heap: initial {h.initial_size:#x} bytes, max {_opt(h.max_size, '{:#x} bytes')}, "
-          f"reserved {h.reserved_size:#x}, guard {h.guard_size:#x}")
+        w(f"heap{' (imported)' if h.imported else ''}: initial {h.initial_size:#x} "
+          f"bytes, max {_opt(h.max_size, '{:#x} bytes')}, reserved {h.reserved_size:#x}, "
+          f"guard {h.guard_size:#x}")
     w(f"  sparse data pages: {len(md.sparse_data)}")
     if md.sparse_data:
         w(f"  initial data: {len(md.sparse_data)} pages of {SPARSE_PAGE_SIZE} bytes "
@@ -71,6 +72,10 @@ def print_module(header: ArtifactHeader, md: ModuleData, out: TextIO,
     passive = [i for i, d in enumerate(md.passive_data) if d]
     w(f"  data segments: {len(md.passive_data)}; passive ones with bytes for memory.init: "
       + (", ".join(f"[{i}] {len(md.passive_data[i])} bytes" for i in passive) or "none"))
+    for seg in md.active_data:
+        at = (f"{seg.offset:#x}" if seg.offset_global is None
+              else f"the value of global {seg.offset_global}")
+        w(f"  data segment written at instantiation: {len(seg.data)} bytes at {at}")
 
     w(f"signatures ({len(md.types)}):")
     for i, t in enumerate(md.types):

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import LimitsExceeded, MalformedModule, Unsupported
-from ..module.spec import (SPARSE_PAGE_SIZE, ElemSpec, ExportSpec, FunctionSpec, GlobalSpec,
-                           HeapSpec, ImportSpec, ModuleData, TableSpec, symbol_safe)
+from ..module.spec import (SPARSE_PAGE_SIZE, DataSpec, ElemSpec, ExportSpec, FunctionSpec,
+                           GlobalSpec, HeapSpec, ImportSpec, ModuleData, TableSpec, symbol_safe)
 from ..module.abi import (FUNC_SYMBOL_PREFIX, FUNCREF, FUNCREF_SIZE, IMPORT_TRAMPOLINE_SIZE,
                           PAGE_SIZE, VMCTX_FUNCREFS, WASM_PAGE_SIZE)
 from ..module.traps import TrapTable
@@ -235,7 +235,11 @@ def compile_module(source: Source, name: Optional[str] = None, *,
     data.tables = [TableSpec(t.elem, t.limits.min, t.limits.max) for t in module.tables]
     data.funcrefs = list(env.funcrefs)
     data.elems = [_elem(seg, i) for i, seg in enumerate(module.elems)]
-    data.sparse_data, data.data_error = _sparse_data(module)
+    if module.imported(ExternKind.MEMORY) or any(
+            global_ref(seg.offset or ()) is not None for seg in module.datas):
+        data.active_data, data.data_error = _active_data(module), None
+    else:
+        data.sparse_data, data.data_error = _sparse_data(module)
     data.passive_data = [seg.data if seg.mode == SegmentMode.PASSIVE else b""
                          for seg in module.datas]
 
@@ -294,12 +298,13 @@ def heap_spec(module: Module, reserved_size: int = HEAP_RESERVED_SIZE,
               guard_size: int = HEAP_GUARD_SIZE,
               max_heap: Optional[int] = None) -> Optional[HeapSpec]:
     """The module's memory as a HeapSpec: its maximum capped by ``max_heap`` and by the
-    reservation (growth beyond ``reserved_size`` would reach the guard)."""
-    if module.imported(ExternKind.MEMORY):
-        raise Unsupported("imported memories are not supported yet")
-    if not module.memories:
+    reservation (growth beyond ``reserved_size`` would reach the guard). For an imported memory,
+    the sizes are the import's: what the memory linked to it must at least have, and may at most
+    grow to here."""
+    memories = module.all_memories()
+    if not memories:
         return None
-    lim = module.memories[0].limits
+    lim = memories[0].limits
     initial = lim.min * WASM_PAGE_SIZE
     max_size = None if lim.max is None else lim.max * WASM_PAGE_SIZE
     for cap, what in ((max_heap, "the maximum heap"), (reserved_size, "the reserved size")):
@@ -311,7 +316,7 @@ def heap_spec(module: Module, reserved_size: int = HEAP_RESERVED_SIZE,
         if cap < HEAP_RESERVED_SIZE and (max_size is None or max_size > cap):
             max_size = cap
     return HeapSpec(initial_size=initial, max_size=max_size, reserved_size=reserved_size,
-                    guard_size=guard_size)
+                    guard_size=guard_size, imported=bool(module.imported(ExternKind.MEMORY)))
 
 
 def const_value(expr: ConstExpr, what: str) -> int:
@@ -326,21 +331,36 @@ def const_value(expr: ConstExpr, what: str) -> int:
             return imm  # type: ignore[return-value]
         if op == Op.REF_NULL:
             return 0
-    raise Unsupported(f"{what}: only constant initialisers are supported yet "
-                      "(global.get of imports and ref.func come with imports and reference types)")
+    raise Unsupported(f"{what}: only constant initialisers are supported yet here "
+                      "(ref.func, and global.get outside global initialisers and data segment "
+                      "offsets, come with reference types)")
+
+
+def global_ref(expr: ConstExpr) -> Optional[int]:
+    """The global a constant expression ``global.get``s (an imported one: the validator saw to
+    that), or None for any other expression."""
+    if len(expr) == 1 and expr[0][0] == Op.GLOBAL_GET:
+        return expr[0][1]  # type: ignore[return-value]
+    return None
 
 
 def _globals(module: Module, env: ModuleEnv) -> List[GlobalSpec]:
-    if module.imported(ExternKind.GLOBAL):
-        raise Unsupported("imported globals are not supported yet")
-    out = []
-    for i, g in enumerate(module.globals):
-        if len(g.init) == 1 and g.init[0][0] == Op.REF_FUNC:   # the record's address, per instance
+    """Every global of the index space, imports first: an import's value comes from what it is
+    linked to, a defined global's from its constant, from the imported global it reads, or
+    (``ref.func``) from the function's record, which is per instance."""
+    out = [GlobalSpec(imp.desc.valtype, imp.desc.mutable, 0,  # type: ignore[union-attr]
+                      env.global_offsets[i], import_from=(imp.module, imp.name))
+           for i, imp in enumerate(module.imported(ExternKind.GLOBAL))]
+    for g in module.globals:
+        i = len(out)
+        if len(g.init) == 1 and g.init[0][0] == Op.REF_FUNC:
             out.append(GlobalSpec(g.type.valtype, g.type.mutable, 0, env.global_offsets[i],
                                   init_func=g.init[0][1]))
-        else:
-            out.append(GlobalSpec(g.type.valtype, g.type.mutable,
-                                  const_value(g.init, f"global {i}"), env.global_offsets[i]))
+            continue
+        source = global_ref(g.init)
+        init = 0 if source is not None else const_value(g.init, f"global {i}")
+        out.append(GlobalSpec(g.type.valtype, g.type.mutable, init, env.global_offsets[i],
+                              init_global=source))
     return out
 
 
@@ -359,10 +379,20 @@ def _imports(module: Module, env: ModuleEnv) -> List[ImportSpec]:
 def _elem(seg: ElemSegment, index: int) -> ElemSpec:
     """An element segment as the runtime applies it (active ones at instantiation, in order,
     stopping at the first that does not fit, as Wasm 2.0 says)."""
-    items = seg.func_indices()
-    if items is None:
-        raise Unsupported(f"element segment {index}: items other than ref.func and ref.null "
-                          "(global.get) are not supported yet")
+    items: List[Optional[int]] = []
+    item_globals: List[Tuple[int, int]] = []
+    for k, expr in enumerate(seg.init):
+        op, imm, _ = expr[0] if len(expr) == 1 else (None, None, None)
+        if op == Op.REF_FUNC:
+            items.append(imm)  # type: ignore[arg-type]
+        elif op == Op.REF_NULL:
+            items.append(None)
+        elif op == Op.GLOBAL_GET:
+            items.append(None)
+            item_globals.append((k, imm))  # type: ignore[arg-type]
+        else:
+            raise Unsupported(f"element segment {index}: element {k} is not a constant "
+                              "reference")
     offset = offset_global = None
     if seg.mode == SegmentMode.ACTIVE:
         expr = seg.offset or ()
@@ -370,7 +400,8 @@ def _elem(seg: ElemSegment, index: int) -> ElemSpec:
             offset_global = expr[0][1]
         else:
             offset = const_value(expr, f"element segment {index} offset")
-    return ElemSpec(seg.mode, seg.elem_type, tuple(items), seg.table, offset, offset_global)
+    return ElemSpec(seg.mode, seg.elem_type, tuple(items), seg.table, offset, offset_global,
+                    tuple(item_globals))
 
 
 def _sparse_data(module: Module) -> Tuple[Dict[int, bytes], Optional[str]]:
@@ -394,6 +425,19 @@ def _sparse_data(module: Module) -> Tuple[Dict[int, bytes], Optional[str]]:
             buf[within:within + len(chunk)] = chunk
             pos += len(chunk)
     return {k: bytes(v) for k, v in sorted(pages.items())}, error
+
+
+def _active_data(module: Module) -> List[DataSpec]:
+    """The active data segments, for the runtime to write at instantiation (``DataSpec``)."""
+    out = []
+    for seg in module.datas:
+        if seg.mode != SegmentMode.ACTIVE:
+            continue
+        source = global_ref(seg.offset or ())
+        offset = 0 if source is not None else const_value(seg.offset or (),
+                                                          "data segment offset")
+        out.append(DataSpec(offset, source, seg.data))
+    return out
 
 
 def compile(source: Source, output: Optional[Union[str, "os.PathLike[str]"]] = None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
-from ..errors import Unsupported
 from ..module.abi import slot_size
 from ..wasm.types import ExternKind, FuncType, Module, ValType
 
@@ -31,8 +30,12 @@ class ModuleEnv:
     table_types: List[ValType]
     """Element type of every table, imported ones first."""
     global_types: List[ValType]
+    """Type of every global in the global index space (imports first)."""
     global_offsets: List[int]
     """Byte offset of each global in the globals area."""
+    global_by_ref: List[bool]
+    """Whether each global's slot holds the address of its storage rather than its value: so
+    for an imported mutable global, whose writes the exporter must see (``GlobalSpec``)."""
     funcrefs: List[int] = None  # type: ignore[assignment]
     """The defined functions that can become references (``Module.declared_funcrefs``), which
     get a FUNCREF record after the import entries: ``ModuleData.funcrefs``."""
@@ -44,8 +47,6 @@ class ModuleEnv:
 
     @classmethod
     def from_module(cls, module: Module) -> "ModuleEnv":
-        if module.imported(ExternKind.GLOBAL):
-            raise Unsupported("imported globals are not supported yet")
         canonical: Dict[FuncType, int] = {}
         types: List[FuncType] = []
         type_ids: List[int] = []
@@ -57,7 +58,9 @@ class ModuleEnv:
             type_ids.append(tid)
         func_type_indices: List[int] = [
             i.desc for i in module.imports if i.kind == ExternKind.FUNC] + list(module.funcs)  # type: ignore[misc]
-        global_types = [g.type.valtype for g in module.globals]
+        all_globals = module.all_globals()
+        global_types = [g.valtype for g in all_globals]
+        imported = len(module.imported(ExternKind.GLOBAL))
         offsets: List[int] = []
         pos = 0
         for vt in global_types:
@@ -80,6 +83,7 @@ class ModuleEnv:
             table_types=[t.elem for t in module.all_tables()],
             global_types=global_types,
             global_offsets=offsets,
+            global_by_ref=[k < imported and g.mutable for k, g in enumerate(all_globals)],
         )
 
     def block_type(self, blocktype: object) -> Tuple[Tuple[ValType, ...], Tuple[ValType, ...]]:

@@ -258,6 +258,9 @@ class Builtin(enum.IntEnum):
     TABLE_COPY = 3    # (dst, src, n, dst table, src table)
     TABLE_INIT = 4    # (dst, src, n, table, segment)
     ELEM_DROP = 5     # (segment)
+    MEMORY_GROW = 6   # (delta pages) -> old size in pages, or 0xFFFFFFFF: memory.grow of a
+                      # memory shared with other instances or the host, which grows every
+                      # mapping of it (runtime.memories; asm/libcalls.s memory_grow_shared)
 
 
 BUILTIN_LIMIT = 256
@@ -383,7 +386,7 @@ def asm_equates() -> str:
     Names: ``INST_<FIELD>`` for instance-page fields (offset from the instance page), plus
     ``INST_ENTRY_<REG>`` / ``INST_HC_<REG>`` for the slot of each argument register,
     ``VMCTX_<FIELD>`` (negative offset from vmctx), ``TABLE_DESC_<FIELD>``, ``FUNCREF_<FIELD>``,
-    ``DATA_DESC_<FIELD>``, ``LIBCALL_<NAME>`` (offset from vmctx), ``EXIT_<REASON>``, and the
+    ``DATA_DESC_<FIELD>``, ``LIBCALL_<NAME>`` (offset from vmctx), ``EXIT_<REASON>``, ``BUILTIN_<NAME>``, and the
     scalar constants by their Python names.
     """
     lines = []
@@ -411,6 +414,8 @@ def asm_equates() -> str:
         lines.append((f"LIBCALL_{call.name}", vmctx_libcall(call)))
     for reason in ExitReason:
         lines.append((f"EXIT_{reason.name}", int(reason)))
+    for builtin in Builtin:
+        lines.append((f"BUILTIN_{builtin.name}", int(builtin)))
     for name in ("PAGE_SIZE", "WASM_PAGE_SIZE", "WASM_MAX_PAGES", "INSTANCE_PAGE_SIZE",
                  "INSTANCE_MAGIC", "TABLE_DESC_SIZE", "TABLE_ENTRY_SIZE", "DATA_DESC_SIZE",
                  "ENTRY_MAX_STACK_ARGS", "RESULT_SLOT_SIZE", "FUNCREF_SIZE", "POLL_INSN_SIZE",

@@ -53,8 +53,8 @@ Blob
       data_error str?
       flags      u32  1: compiled with interrupt checks (version 3 on)
       features   u32 n; str[n]                       sorted
-      heap       u8 present; if 1: u64 initial_size, u64? max_size, u64 reserved_size,
-                 u64 guard_size
+      heap       u8 present (0 none, 1 defined, 2 imported, version 4 on); if present:
+                 u64 initial_size, u64? max_size, u64 reserved_size, u64 guard_size
       types      u32 n; u32 nparams[n]; u32 nresults[n]; u32 nbytes; u8 valtype[nbytes]
                  (each type's params then results, types in order)
       globals    u32 n; n x Global
@@ -70,12 +70,15 @@ Blob
       tables     u32 n; n x (u8 elem, u64 initial, u64? max)      (version 4: no contents)
       funcrefs   u32 n; u32 func_index[n]                          (version 4 on)
       elems      u32 n; n x (u8 mode, u8 elem_type, u32 table, u64? offset, u32? offset_global,
-                 u32 nitems, u32? item[nitems])                    (version 4 on)
+                 u32 nitems, u32? item[nitems], u32 ng, ng x (u32 position, u32 global))
+                 (version 4 on)
       functions  u32 n; then arrays of n: u32 func_index, str name, u32 type_id,
                  u64 code_offset, u64 code_size, u64 wasm_offset, u32 ntraps
       traps      u32 total (= sum of ntraps); u32 code_offset[total]; u32 wasm_offset[total];
                  u8 trap_code[total]. Function i owns the next ntraps[i] sites.
       sparse     u32 n; n x (u32 page_index, u32 length)
+      active     u32 n; n x (u32 offset, u32? offset_global, u32 length, length bytes)
+                 (version 4 on: data segments applied at instantiation)
       passive    u32 n; u32 length[n]; the n segments' bytes, concatenated (version 4 on):
                  ``ModuleData.passive_data``, one per data segment, empty for an active one
 
@@ -100,8 +103,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import LoadError
 from ..wasm.types import ExternKind, FuncType, SegmentMode, ValType
-from .spec import (SPARSE_PAGE_SIZE, ElemSpec, ExportSpec, FunctionSpec, GlobalSpec, HeapSpec,
-                   ImportSpec, ModuleData, TableSpec)
+from .spec import (SPARSE_PAGE_SIZE, DataSpec, ElemSpec, ExportSpec, FunctionSpec, GlobalSpec,
+                   HeapSpec, ImportSpec, ModuleData, TableSpec)
 from .traps import TrapCode, TrapSite, TrapTable
 
 MAGIC = b"PYLUCET\0"
@@ -207,8 +210,8 @@ def dumps(md: ModuleData) -> bytes:
         w.pack("B", 0)
     else:
         h = md.heap
-        w.pack("BQQQQ", 1, h.initial_size, _opt(h.max_size, NONE64), h.reserved_size,
-               h.guard_size)
+        w.pack("BQQQQ", 2 if h.imported else 1, h.initial_size, _opt(h.max_size, NONE64),
+               h.reserved_size, h.guard_size)
 
     w.pack("I", len(md.types))
     w.arr("I", [len(t.params) for t in md.types])
@@ -255,6 +258,8 @@ def dumps(md: ModuleData) -> bytes:
         w.pack("BBIQII", e.mode, e.elem_type, e.table, _opt(e.offset, NONE64),
                _opt(e.offset_global, NONE32), len(e.items))
         w.arr("I", [NONE32 if i is None else i for i in e.items])
+        w.pack("I", len(e.item_globals))
+        w.arr("I", [v for pair in e.item_globals for v in pair])
 
     fns = md.functions
     w.pack("I", len(fns))
@@ -278,6 +283,10 @@ def dumps(md: ModuleData) -> bytes:
             raise ValueError(f"sparse page {index} holds {len(data)} bytes, more than "
                              f"{SPARSE_PAGE_SIZE}")
         w.pack("II", index, len(data))
+    w.pack("I", len(md.active_data))
+    for seg in md.active_data:
+        w.pack("III", seg.offset, _opt(seg.offset_global, NONE32), len(seg.data))
+        w.out += seg.data
 
     w.pack("I", len(md.passive_data))
     w.arr("I", [len(d) for d in md.passive_data])
@@ -411,9 +420,13 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
     features = frozenset(map(r.s, r.arr("I", r.u32())))
 
     heap = None
-    if r.u8():
+    heap_kind = r.u8()
+    if heap_kind > 2:
+        raise LoadError(f"module data has an invalid heap kind {heap_kind}")
+    if heap_kind:
         initial, max_size, reserved, guard = r.unpack("QQQQ")
-        heap = HeapSpec(initial, None if max_size == NONE64 else max_size, reserved, guard)
+        heap = HeapSpec(initial, None if max_size == NONE64 else max_size, reserved, guard,
+                        imported=heap_kind == 2)
 
     ntypes = r.u32()
     nparams, nresults = r.arr("I", ntypes), r.arr("I", ntypes)
@@ -466,9 +479,11 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
     for _ in range(r.u32()):
         mode, elem_type, table, offset, offset_global, nitems = r.unpack("BBIQII")
         items = tuple(None if i == NONE32 else i for i in r.arr("I", nitems))
+        item_globals = tuple(_pairs(r.arr("I", 2 * r.u32())))
         elems.append(ElemSpec(_enum(SegmentMode, mode, "element segment mode"), _enum(ValType, elem_type, "element type"), items, table,
                               None if offset == NONE64 else offset,
-                              None if offset_global == NONE32 else offset_global))
+                              None if offset_global == NONE32 else offset_global,
+                              item_globals))
 
     nfuncs = r.u32()
     func_index, names, type_ids = r.arr("I", nfuncs), r.arr("I", nfuncs), r.arr("I", nfuncs)
@@ -503,6 +518,11 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
         if at + length > len(buf):
             raise LoadError("module data is truncated (sparse pages)")
         sparse[index] = bytes(buf[at:at + length])
+    active: List[DataSpec] = []
+    for _ in range(r.u32()):
+        offset, offset_global, length = r.unpack("III")
+        active.append(DataSpec(offset, None if offset_global == NONE32 else offset_global,
+                               bytes(r.take(length))))
     passive = [bytes(r.take(n)) for n in r.arr("I", r.u32())]
     if r.pos != meta_end:
         raise LoadError("module data has trailing bytes")
@@ -511,7 +531,8 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
                       imports=imports, exports=exports, tables=tables, sparse_data=sparse,
                       start=None if start == NONE32 else start, features=features,
                       data_error=data_error, interrupt_checks=bool(module_flags & 1),
-                      funcrefs=funcrefs, elems=elems, passive_data=passive)
+                      funcrefs=funcrefs, elems=elems, passive_data=passive,
+                      active_data=active)
 
 
 def _pairs(a: array) -> Iterator[Tuple[int, int]]:

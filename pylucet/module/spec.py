@@ -33,6 +33,9 @@ class HeapSpec:
     max_size: Optional[int]
     reserved_size: int
     guard_size: int
+    imported: bool = False
+    """The memory is imported: the sizes are what the import asks for (the memory linked to it
+    is at least ``initial_size``, at most ``max_size``), and the instance's heap maps it."""
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,26 @@ class GlobalSpec:
     mutable: bool
     init: int                   # initial value as raw bits (i32/i64 two's complement, float IEEE)
     offset: int                 # byte offset in the globals area
-    import_from: Optional[Tuple[str, str]] = None   # (module, name) for an imported global (later)
+    import_from: Optional[Tuple[str, str]] = None   # (module, name) for an imported global
     init_global: Optional[int] = None  # initialised by ``global.get`` of this (imported) global
     init_func: Optional[int] = None    # initialised by ``ref.func`` of this function
+
+    @property
+    def by_reference(self) -> bool:
+        """An imported mutable global: its slot holds the address of the exporter's storage,
+        so that writes on either side are seen by the other (an immutable one is copied)."""
+        return self.mutable and self.import_from is not None
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """An active data segment written at instantiation rather than in the module's initial heap
+    image: one whose memory is imported (it lands in memory others share) or whose offset is
+    ``global.get`` of an imported global (known only once linked)."""
+
+    offset: int                        # the offset, or 0 with ``offset_global``
+    offset_global: Optional[int]       # the offset is this (imported) global's value
+    data: bytes
 
 
 @dataclass
@@ -102,6 +122,9 @@ class ElemSpec:
     table: int = 0
     offset: Optional[int] = None           # constant offset (active segments)
     offset_global: Optional[int] = None    # ``global.get`` offset (active segments)
+    item_globals: Tuple[Tuple[int, int], ...] = ()
+    """(position, global) for each element that is ``global.get`` of an imported global: its
+    value is read at instantiation (``items`` holds None there)."""
 
 
 @dataclass
@@ -128,6 +151,9 @@ class ModuleData:
     """Per data segment, in index order, what ``memory.init`` can copy from it once the module
     is instantiated: a passive segment's bytes; b"" for an active one, which instantiation
     drops after applying it (its bytes are in ``sparse_data``)."""
+    active_data: List[DataSpec] = field(default_factory=list)
+    """Active data segments applied at instantiation, in order; when there are any, every active
+    segment is one (``sparse_data`` is empty), so their order is kept."""
 
     @property
     def display_name(self) -> str:

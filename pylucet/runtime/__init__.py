@@ -13,17 +13,20 @@ API a host uses::
 from __future__ import annotations
 
 from ..errors import UnknownExport
+from ..wasm.types import GlobalType, MemoryType, SizeLimits, ValType
 from .exports import Exports, Func
-from .globalvars import Globals
+from .globalvars import Global, Globals
 from .instance import Instance, State, Yielded
 from .killswitch import KillOutcome, KillSwitch
 from .limits import Limits
 from .linker import F32, F64, I32, I64, HostFunc, Linker
 from .loader import LoadedModule, load
+from .memories import Memory
 from .region import MmapRegion
 from .tables import Table
 from .vmctx import Vmctx
 
 __all__ = ["Limits", "MmapRegion", "Instance", "State", "Globals", "LoadedModule", "load",
            "UnknownExport", "Yielded", "Linker", "HostFunc", "Vmctx", "KillSwitch",
-           "KillOutcome", "I32", "I64", "F32", "F64", "Func", "Exports", "Table"]
+           "KillOutcome", "I32", "I64", "F32", "F64", "Func", "Exports", "Table", "Global",
+           "Memory", "GlobalType", "MemoryType", "SizeLimits", "ValType"]

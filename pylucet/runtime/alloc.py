@@ -18,6 +18,12 @@ side by side:
 
 Either way a new tenant sees zeros or its own module's image, never a previous tenant's data.
 
+A heap can also be an *alias* of a memory shared with other instances and the host
+(``runtime.memories``): the memory's memfd mapped ``MAP_SHARED | MAP_FIXED`` at the heap, so that
+compiled code addresses it at its own heap base as ever. Teardown maps fresh, inaccessible
+reservation back over an alias before anything else: ``madvise(MADV_DONTNEED)`` on a shared
+mapping would keep the file's contents, and the next tenant must never see them.
+
 System calls per lifecycle, the floor this is built down to: the areas no guest address can reach
 (the poll page, the instance page, the stack, the globals, the tables) are made accessible once,
 the first time the slot is used, and stay so, zeroed by teardown's ``madvise`` like the rest. The
@@ -38,17 +44,20 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from ..errors import InstantiationError
-from ..module.abi import INSTANCE_PAGE_SIZE, PAGE_SIZE, VMCTX_MEMORY_SIZE
+from ..module.abi import INSTANCE_PAGE_SIZE, PAGE_SIZE, VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE
 from . import libc
 from .calls import Words
 from .limits import page_round
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
+    from .memories import Memory
     from .region import Fit, Slot
 
 _RW = libc.PROT_READ | libc.PROT_WRITE
 _MEMORY_SIZE = (INSTANCE_PAGE_SIZE + VMCTX_MEMORY_SIZE) // 8   # its word in the instance page
+_MEMORY_MAX = (INSTANCE_PAGE_SIZE + VMCTX_MEMORY_MAX) // 8
+_RESERVE = libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE | libc.MAP_FIXED
 STACK_RESIDENT = 16 * 1024
 """The top of the guest stack, which every call uses: zeroed in place rather than given back."""
 
@@ -114,6 +123,9 @@ class SlotMemory:
         self._poll_open = True
         self._kept = 0                # heap bytes left accessible for live views at the last wipe
         self._heap_open = 0           # heap bytes accessible (exactly memory_size with a tenant)
+        self.shared: Optional["Memory"] = None
+        """The shared memory mapped at the heap (an alias), if any; ``_shared_size`` bytes."""
+        self._shared_size = 0
         self.tenant: Optional["weakref.ref[Any]"] = None
         """The instance in the slot, if any (weakly: dropping it frees the slot)."""
         self.closed = False
@@ -121,9 +133,11 @@ class SlotMemory:
 
     # --- an instance moving in ---------------------------------------------------------------
 
-    def commit(self, module: "LoadedModule", fit: "Fit") -> None:
+    def commit(self, module: "LoadedModule", fit: "Fit",
+               shared: Optional["Memory"] = None) -> None:
         """Make the areas an instance uses accessible (zero, or holding the module's image) and
-        give its heap the module's initial contents."""
+        give its heap the module's initial contents, or, for a module importing its memory,
+        make the heap an alias of ``shared``."""
         slot = self.slot
         if not self._static_open:
             # the stack, the globals, the poll page and the instance page are adjacent; none
@@ -133,7 +147,9 @@ class SlotMemory:
         if fit.tables_committed > self._tables_open:
             libc.mprotect(slot.tables, fit.tables_committed, _RW)
             self._tables_open = fit.tables_committed
-        if self.strategy == HeapStrategy.COW and fit.initial_heap:
+        if shared is not None:
+            shared._attach(self, fit.memory_max)
+        elif self.strategy == HeapStrategy.COW and fit.initial_heap:
             image = heap_image(module, fit.initial_heap)
             if self._image is not image:
                 self._drop_image()
@@ -168,9 +184,40 @@ class SlotMemory:
         """Put plain, inaccessible reservation back where a module image was mapped."""
         if self._image is not None:
             libc.mmap(self.slot.vmctx, max(self._image_size, self._heap_open), libc.PROT_NONE,
-                      libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE | libc.MAP_FIXED)
+                      _RESERVE)
             self._image = None
             self._heap_open = 0
+
+    # --- a heap shared with others (called by runtime.memories, under the memory's lock) ------
+
+    def map_shared(self, memory: "Memory", fd: int, size: int, limit: int) -> None:
+        """Make the heap an alias of ``memory`` (its memfd ``fd``, ``size`` bytes now), which
+        may grow to ``limit``. Whatever the heap held is replaced: the caller copied it into
+        the memory first if it was to be kept."""
+        self._drop_image()
+        self._open_heap(0)
+        if size:
+            libc.mmap(self.slot.vmctx, size, _RW, libc.MAP_SHARED | libc.MAP_FIXED, fd, 0)
+        self.shared, self._shared_size = memory, size
+        self.set_heap_words(size, limit)
+
+    def grow_shared(self, fd: int, old: int, new: int) -> None:
+        """Map the pages ``memory.grow`` added to the shared memory (the file already has them)."""
+        libc.mmap(self.slot.vmctx + old, new - old, _RW, libc.MAP_SHARED | libc.MAP_FIXED, fd,
+                  old)
+        self._shared_size = new
+
+    def set_heap_words(self, size: int, limit: int) -> None:
+        """Publish the heap's size and growth limit to compiled code (VMCTX_MEMORY_*)."""
+        u = self.page.u64
+        u[_MEMORY_SIZE] = size
+        u[_MEMORY_MAX] = limit
+
+    def drop_shared(self) -> None:
+        """Stop being an alias: fresh, inaccessible reservation where the memory was mapped."""
+        if self._shared_size:
+            libc.mmap(self.slot.vmctx, self._shared_size, libc.PROT_NONE, _RESERVE)
+        self.shared, self._shared_size = None, 0
 
     def set_poll(self, open_: bool) -> None:
         """Open or revoke the slot's poll page (``abi.VMCTX_POLL``): revoked, the guest's next
@@ -223,8 +270,11 @@ class SlotMemory:
         page past it was ever accessible), the stack, the tables opened so far. Walking the
         untouched gigabytes of heap reservation would cost twice as much."""
         slot = self.slot
-        # compiled memory.grow opened pages past what this object knows of
-        self._heap_open = max(self._heap_open, self.page.u64[_MEMORY_SIZE])
+        if self.shared is not None:
+            self.shared._detach(self)       # (under its lock: no grow maps into us afterwards)
+        else:
+            # compiled memory.grow opened pages past what this object knows of
+            self._heap_open = max(self._heap_open, self.page.u64[_MEMORY_SIZE])
         heap = page_round(max(self._heap_open, self._kept))
         if drop_image:
             self._drop_image()

@@ -2,12 +2,15 @@
 
 ``inst.exports["add"]`` (or ``inst.exports.add``) is a :class:`Func`: a callable that knows its
 :class:`~pylucet.wasm.types.FuncType`, so a host can inspect a module before calling into it.
-``inst.run("add", ...)`` stays the short form of the same call.
+``inst.run("add", ...)`` stays the short form of the same call. An exported global is a
+:class:`~pylucet.runtime.globalvars.Global`, an exported memory a
+:class:`~pylucet.runtime.memories.Memory` (taking it makes the instance's memory shared, see
+``runtime.memories``); either can be defined in a Linker for other instances to import.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 from ..errors import UnknownExport
 from ..wasm.types import ExternKind, FuncType
@@ -51,9 +54,10 @@ class Func:
 
 
 class Exports:
-    """The exported functions of an instance, by name (a read-only mapping)."""
+    """The exports of an instance, by name (a read-only mapping): functions, globals, tables,
+    memory."""
 
-    __slots__ = ("_instance", "_funcs")
+    __slots__ = ("_instance", "_funcs", "_others")
 
     def __init__(self, instance: "Instance"):
         self._instance = instance
@@ -61,29 +65,48 @@ class Exports:
         self._funcs: Dict[str, Func] = {
             e.name: Func(instance, e.name, e.index, data.func_type(e.index))
             for e in data.exports if e.kind == ExternKind.FUNC}
+        self._others = {e.name: e for e in data.exports
+                        if e.kind in (ExternKind.GLOBAL, ExternKind.MEMORY, ExternKind.TABLE)}
 
-    def __getitem__(self, name: str) -> Func:
-        try:
-            return self._funcs[name]
-        except KeyError:
-            raise UnknownExport(name, list(self._funcs)) from None
+    def __getitem__(self, name: str) -> Any:
+        func = self._funcs.get(name)
+        if func is not None:
+            return func
+        export = self._others.get(name)
+        if export is None:
+            raise UnknownExport(name, self._names())
+        instance = self._instance
+        instance._check_open()
+        if export.kind == ExternKind.MEMORY:
+            return instance._share()
+        if export.kind == ExternKind.TABLE:
+            return instance.tables[export.index]
+        if export.index < len(instance._global_imports):   # re-exported: what it is linked to
+            return instance._global_imports[export.index]
+        from .globalvars import Global
+        return Global._of_instance(instance, export.index)
 
-    def __getattr__(self, name: str) -> Func:
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         return self[name]
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._funcs.get(name, default)
+        return self[name] if name in self else default
+
+    def _names(self) -> List[str]:
+        return [*self._funcs, *self._others]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._funcs
+        return name in self._funcs or name in self._others
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._funcs)
+        return iter(self._names())
 
     def __len__(self) -> int:
-        return len(self._funcs)
+        return len(self._funcs) + len(self._others)
 
     def __repr__(self) -> str:
-        return "{" + ", ".join(f"{n}: {f.type}" for n, f in self._funcs.items()) + "}"
+        others = (f"{n}: {e.kind.name.lower()}" for n, e in self._others.items())
+        return "{" + ", ".join([*(f"{n}: {f.type}" for n, f in self._funcs.items()),
+                                *others]) + "}"

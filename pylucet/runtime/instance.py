@@ -26,7 +26,7 @@ from ..module.abi import (BUILTIN_LIMIT, ENTRY_MAX_STACK_ARGS, FUNCREF, FUNCREF_
                           GUEST_INT_ARG_REGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
                           INSTANCE_PAGE_SIZE, PAGE_SIZE, VMCTX_DATA_SEGMENTS, VMCTX_FUNCREFS,
                           VMCTX_GLOBALS, VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT,
-                          VMCTX_TABLES, VMCTX_TYPE_IDS, WASM_PAGE_SIZE, ExitReason, Libcall,
+                          VMCTX_TABLES, VMCTX_TYPE_IDS, WASM_PAGE_SIZE, Builtin, ExitReason, Libcall,
                           vmctx_libcall)
 from ..module.traps import TrapCode
 from .calls import DONE as _DONE
@@ -42,8 +42,9 @@ from .vmctx import Vmctx
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import LoadedModule
     from .exports import Exports
-    from .globalvars import Globals
-    from .linker import HostFunc
+    from .globalvars import Global, Globals
+    from .linker import HostFunc, Resolution
+    from .memories import Memory
     from .alloc import SlotMemory
     from .region import Fit, MmapRegion
 
@@ -134,6 +135,7 @@ _VM_TABLES = _vw(VMCTX_TABLES)
 _VM_FUNCREFS = _vw(VMCTX_FUNCREFS)
 _VM_TYPE_IDS = _vw(VMCTX_TYPE_IDS)
 _VM_DATA_SEGMENTS = _vw(VMCTX_DATA_SEGMENTS)
+_VM_GROW_LIBCALL = _vw(vmctx_libcall(Libcall.MEMORY_GROW))
 _ROOT = _w(INSTANCE_FIELDS["root"])
 _GUEST_R14 = _w(INSTANCE_FIELDS["guest_r14"])
 _HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
@@ -193,9 +195,10 @@ class Instance:
     """
 
     def __init__(self, region: "MmapRegion", memory: "SlotMemory", module: "LoadedModule",
-                 fit: "Fit", imports: Sequence[Any] = (), ctx: Any = None):
-        """Set up a slot whose memory is committed for ``module``, its imports resolved to
-        ``imports`` (one item each, in import order). Called by the region only."""
+                 fit: "Fit", imports: "Resolution", ctx: Any = None):
+        """Set up a slot whose memory is committed for ``module`` (its heap an alias of
+        ``imports.memory`` if it imports one), its imports resolved to ``imports``. Called by
+        the region only."""
         stubs_ = _native()
         self._region = region
         self._mem = memory
@@ -207,18 +210,25 @@ class Instance:
         """The embedder's object, for host functions (``vmctx.ctx``)."""
         self._state = State.CLOSED
         self._kill_state = KillState()
-        funcs = [f for f in imports if not isinstance(f, Table)]
-        tables = [t for t in imports if isinstance(t, Table)]
-        self._hosts = funcs
+        self._hosts: Sequence[Any] = imports.funcs
         """What each function import resolved to: a HostFunc, or another instance's Func."""
         self._linked: Tuple[Instance, ...] = ()
-        """Instances whose functions or tables this one imports: kept alive (and refusing to
-        close) while this one lives, since compiled code calls straight into their slots."""
+        """Instances whose functions or tables this one imports: it may call into them."""
+        self._providers: Tuple[Instance, ...] = ()
+        """Every instance this one imports from (functions, tables, globals, memory): kept
+        alive (and refusing to close) while this one lives, since their slots hold what it
+        uses."""
         self._importers: Optional["weakref.WeakSet[Instance]"] = None   # made when imported
-        self._refs = InstanceTables(self, slot, module, fit, funcs, tables, stubs_)
+        self._global_imports: Tuple["Global", ...] = imports.globals
+        """What each imported global is linked to, in order."""
+        self._memory: Optional["Memory"] = imports.memory
+        """The shared memory the heap is an alias of: imported, or this instance's own once
+        exported (``exports["memory"]``); None for a private heap."""
+        self._refs = InstanceTables(self, slot, module, fit, imports.funcs, imports.tables,
+                                    stubs_)
         self._externs = self._refs.externs
-        if imports:
-            self._link(funcs, tables)
+        if imports.funcs or imports.globals or imports.memory is not None or imports.tables:
+            self._link(imports)
         self._vmctx = Vmctx(self)
         self._in_hostcall = False
         self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
@@ -234,20 +244,23 @@ class Instance:
                             else ctypes.create_string_buffer(len(module._data_descs)))
         self._initialise()
 
-    def _link(self, funcs: Sequence[Any], tables: Sequence[Table]) -> None:
-        linked = {id(f.instance): f.instance for f in funcs if not hasattr(f, "plan")}
-        linked.update((id(t.owner), t.owner) for t in tables if t.owner is not None)
+    def _link(self, imports: "Resolution") -> None:
+        linked = {id(f.instance): f.instance for f in imports.funcs if not hasattr(f, "plan")}
+        linked.update((id(t.owner), t.owner) for t in imports.tables if t.owner is not None)
         self._linked = tuple(linked.values())
-        for callee in self._linked:
-            callee._imported_by(self)
-        if tables:
-            _by_vmctx[self._slot.vmctx] = self   # a sharer may call our records
-
-    def _imported_by(self, importer: "Instance") -> None:
-        if self._importers is None:
-            self._importers = weakref.WeakSet()
-            _by_vmctx[self._slot.vmctx] = self   # its hostcalls and faults come to the caller
-        self._importers.add(importer)
+        owners = [g.owner for g in imports.globals]
+        if imports.memory is not None:
+            owners.append(imports.memory.owner)
+        self._providers = tuple({id(p): p for p in (*self._linked, *owners)
+                                 if p is not None}.values())
+        for provider in self._providers:
+            provider._check_open()
+            if provider._importers is None:
+                provider._importers = weakref.WeakSet()
+                _by_vmctx[provider._slot.vmctx] = provider  # its hostcalls and faults come to us
+            provider._importers.add(self)
+        if imports.tables:
+            _by_vmctx[self._slot.vmctx] = self   # a sharer of the table may call our records
 
     def _initialise(self) -> None:
         """Fill the committed, zeroed slot: runtime data, data segment descriptors, tables,
@@ -271,31 +284,111 @@ class Instance:
             ctypes.memmove(descs, module._data_descs, len(module._data_descs))
         for word, address in _libcall_words:
             u[word] = address
+        if self._memory is not None:
+            self._wire_shared_memory()
 
         globals_image = module._globals_image()
         if globals_image:
             ctypes.memmove(slot.globals, globals_image, len(globals_image))
+        if self._global_imports:
+            self._link_globals()
         self._refs.initialise(u)
         self._set_state(State.READY)
+
+    def _wire_shared_memory(self) -> None:
+        """Compiled memory.grow leaves for the host (``Builtin.MEMORY_GROW``), which grows
+        every alias of the memory."""
+        u = self._page.u64
+        u[_VM_GROW_LIBCALL] = _stubs.memory_grow_shared
+        self._memory._republish(self._mem)  # type: ignore[union-attr]
+
+    def _link_globals(self) -> None:
+        """Fill the slots of the imported globals (a copy of an immutable one's value, the
+        address of a mutable one's storage), then the defined globals that ``global.get`` one."""
+        base = self._slot.globals
+        specs = self._module.data.globals
+        u64 = ctypes.c_uint64
+        for spec, g in zip(specs, self._global_imports):
+            at = base + spec.offset
+            if spec.by_reference:
+                u64.from_address(at).value = g._address
+            else:
+                u64.from_address(at).value = u64.from_address(g._address).value
+        for spec in specs[len(self._global_imports):]:
+            if spec.init_global is not None:
+                source = base + specs[spec.init_global].offset
+                u64.from_address(base + spec.offset).value = u64.from_address(source).value
+
+    def _global_address(self, index: int) -> int:
+        """Where global ``index``'s value is stored: in this slot, or for an imported mutable
+        global, wherever the global it is linked to keeps it."""
+        spec = self._module.data.globals[index]
+        if spec.by_reference:
+            return self._global_imports[index]._address
+        return self._slot.globals + spec.offset
+
+    def _apply_active_data(self) -> None:
+        """Write the data segments that instantiation applies (``ModuleData.active_data``), in
+        order; the first that does not fit fails instantiation, those before it stay written."""
+        vmctx, size = self._slot.vmctx, self.memory_size
+        for seg in self._module.data.active_data:
+            offset = seg.offset
+            if seg.offset_global is not None:
+                offset = ctypes.c_uint32.from_address(
+                    self._global_address(seg.offset_global)).value
+            if offset + len(seg.data) > size:
+                raise InstantiationError(f"module {self._name!r}: out of bounds memory access "
+                                         f"(data segment at {offset:#x}, {len(seg.data)} bytes, "
+                                         f"memory of {size} bytes)")
+            ctypes.memmove(vmctx + offset, seg.data, len(seg.data))
+
+    def _share(self) -> "Memory":
+        """The instance's memory as a :class:`Memory` others can import: imported, or its own
+        heap made shared on first use (it then stays so until reset or close)."""
+        with self._kill_state.lock:        # (the state cannot change under us, nor race us)
+            if self._memory is None:
+                self._check_open()
+                if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
+                    raise StateError(f"cannot export the memory of {self!r} while it runs")
+                from .memories import Memory
+                self._memory = Memory._adopt(self)
+                self._wire_shared_memory()
+            return self._memory
 
     def _start(self) -> None:
         """Finish instantiating as wasm does: fail on a data or element segment that did not fit
         (after applying the ones before it, as wasm 2.0 says), then run the start function.
-        Either failure closes the instance, freeing its slot."""
+        Either failure closes the instance, freeing its slot -- unless an element segment
+        already stored its functions in a table it shares with others: as in the spec, those
+        entries persist and stay callable, so the instance lives on, unreachable but through
+        them, until the tables' owners close (:meth:`_orphan`)."""
         data = self._module.data
         try:
             if self._refs.elem_error is not None:
                 raise InstantiationError(f"module {self._name!r}: {self._refs.elem_error}")
             if data.data_error is not None:
                 raise InstantiationError(f"module {self._name!r}: {data.data_error}")
+            if data.active_data:
+                self._apply_active_data()
             if data.start is not None:
                 outcome = self._call(_plan(self._module, data.start), ())
                 if isinstance(outcome, Yielded):
                     raise InstantiationError(f"module {self._name!r}: the start function "
                                              "yielded, which instantiation cannot wait for")
         except BaseException:
-            self.close()
+            if not self._orphan():
+                self.close()
             raise
+
+    def _orphan(self) -> bool:
+        """Keep a failed instantiation alive if a shared table holds its functions."""
+        shared = [t for t in self._refs.tables[:len(self._refs._imported_tables)]
+                  if self._refs.referenced_from(t)]
+        if not shared or self._state != _READY:
+            return False
+        for t in shared:
+            t._keepalive.append(self)
+        return True
 
     # --- running ------------------------------------------------------------------------------
 
@@ -550,6 +643,9 @@ class Instance:
             raise FatalFault(f"a table instruction under instance {self._name!r} came from an "
                              "unknown instance")
         args = [u[_HC_GPR + i] for i in range(_N_GPR)]
+        if u[_HC_ENTRY] == Builtin.MEMORY_GROW:       # of a shared memory: every alias grows
+            u[_RET_RAX] = caller._memory._grow_guest(args[0] & 0xFFFF_FFFF) & 0xFFFF_FFFF
+            return
         return_address = ctypes.c_uint64.from_address(u[_HC_STACK] - 8).value
 
         def trap(code: TrapCode, wasm_offset: int) -> Trap:
@@ -830,7 +926,11 @@ class Instance:
 
     @property
     def heap(self) -> memoryview:
-        """The linear memory, writable, as it is now (see the class docstring on lifetime)."""
+        """The linear memory, writable, as it is now (see the class docstring on lifetime; a
+        shared memory's view is a mapping of its own, valid as long as it is referenced)."""
+        if self._memory is not None:
+            self._check_open()
+            return self._memory.view()
         return self._mem.heap_view(self.memory_size)
 
     def grow_memory(self, pages: int) -> int:
@@ -848,6 +948,8 @@ class Instance:
         self._check_open()
         if isinstance(pages, bool) or not isinstance(pages, int) or pages < 0:
             raise ValueError(f"grow_memory takes a non-negative number of pages, got {pages!r}")
+        if self._memory is not None:
+            return self._memory.grow(pages)
         u = self._page.u64
         old = u[_VM_MEMORY_SIZE]
         new = old + pages * WASM_PAGE_SIZE
@@ -912,10 +1014,14 @@ class Instance:
             self._state = State.CLOSED   # until initialised again: a failure leaves it closed
             abandoned, self._suspended, self._current = self._suspended, None, None
             memory.wipe(keep_heap=memory.viewed_extent())
+            heap = self._module.data.heap
+            if heap is None or not heap.imported:
+                # an own memory made shared stays with those who hold it; ours starts afresh
+                self._memory = None
         _abandon(abandoned)
         self._kill_state = KillState()
         try:
-            memory.commit(self._module, self._fit)
+            memory.commit(self._module, self._fit, self._memory)
             self._initialise()
         except BaseException:
             memory.release()
@@ -932,6 +1038,7 @@ class Instance:
                 raise StateError(f"cannot close {self!r} while it runs")
             if self._state == State.CLOSED:
                 return
+            self._close_orphans()
             self._check_no_importers("close")
             kill.valid = False
             self._state = State.CLOSED
@@ -941,10 +1048,17 @@ class Instance:
             self._refs.scrub(heirs)
             if _by_vmctx.get(self._slot.vmctx) is self:
                 del _by_vmctx[self._slot.vmctx]
-            for callee in self._linked:
-                callee._importers.discard(self)  # type: ignore[union-attr]
+            for provider in self._providers:
+                provider._importers.discard(self)  # type: ignore[union-attr]
             self._mem.release()
         _abandon(abandoned)
+
+    def _close_orphans(self) -> None:
+        """Failed instantiations that live on only through this instance's tables go first."""
+        for t in self._refs.tables[len(self._refs._imported_tables):]:
+            orphans, t._keepalive = t._keepalive, []
+            for orphan in orphans:
+                orphan.close()
 
     def _check_no_importers(self, what: str) -> None:
         if self._importers is None:
@@ -952,8 +1066,8 @@ class Instance:
         live = [i for i in self._importers if i._state != State.CLOSED]
         if live:
             raise StateError(f"cannot {what} instance of {self._name!r}: instance(s) "
-                             f"{', '.join(repr(i._name) for i in live)} import its functions and "
-                             f"call straight into it; close them first")
+                             f"{', '.join(repr(i._name) for i in live)} import its functions, "
+                             f"globals or memory, which live in its slot; close them first")
 
     def __enter__(self) -> "Instance":
         return self

@@ -137,8 +137,8 @@ class InstanceTables:
             if seg.mode != SegmentMode.ACTIVE:
                 continue
             if seg.offset_global is not None:
-                g = self._module.data.globals[seg.offset_global]
-                offset = ctypes.c_uint32.from_address(self._slot.globals + g.offset).value
+                offset = ctypes.c_uint32.from_address(
+                    self._owner()._global_address(seg.offset_global)).value
             else:
                 offset = seg.offset  # type: ignore[assignment]
             table = self.tables[seg.table]
@@ -182,9 +182,14 @@ class InstanceTables:
             items = cache.get(key)
             if items is None:
                 base, slots = self.records, self._module.funcref_slot
+                seg = self._module.data.elems[k]
                 items = array("Q", [0 if f is None else base + FUNCREF_SIZE * slots[f]
-                                    for f in self._module.data.elems[k].items])
-                cache[key] = items
+                                    for f in seg.items])
+                if not seg.item_globals:
+                    cache[key] = items
+                owner = self._owner()
+                for at, g in seg.item_globals:      # references read from imported globals
+                    items[at] = ctypes.c_uint64.from_address(owner._global_address(g)).value
             self._elems[k] = items
         return items
 
@@ -199,6 +204,12 @@ class InstanceTables:
 
     # --- leaving -------------------------------------------------------------------------------
 
+    def referenced_from(self, table: Table) -> bool:
+        """Whether some entry of ``table`` points at one of our records."""
+        lo = self.records
+        hi = lo + FUNCREF_SIZE * len(self._module.funcref_func)
+        return hi > lo and any(lo <= w < hi for w in table.words(0, table.size))
+
     def scrub(self, heirs: List[Set[int]]) -> None:
         """Clear the entries of shared tables that point at this instance's records, and hand
         its externref holds to ``heirs``: called just before the slot is wiped."""
@@ -206,7 +217,7 @@ class InstanceTables:
         hi = lo + FUNCREF_SIZE * len(self._module.funcref_func)
         for table in self._imported_tables:
             n = table.size
-            if not n or hi == lo:
+            if not n or hi == lo or table.gone:
                 continue
             words = table.words(0, n)
             for i, w in enumerate(words):

@@ -1,11 +1,16 @@
 """The Linker: what a module's imports resolve to, checked once at instantiation.
 
-A host defines Python functions under (module, name) pairs; ``new_instance`` looks up every
-function import of the module there, refuses (``LinkError``) with every missing name and every
-type mismatch at once, and builds the instance's import entries from the result. At run time a
-call to a host import leaves the guest (``ExitReason.HOSTCALL``) and the instance runs the
-Python function on the host's own stack (see ``runtime.instance``), so a host function may do
-anything Python can: raise, block, call into another instance.
+A host defines Python functions, globals (:class:`~pylucet.runtime.globalvars.Global`) and
+memories (:class:`~pylucet.runtime.memories.Memory`) under (module, name) pairs, or everything an
+instance exports (:meth:`Linker.define_instance`); ``new_instance`` looks up every import of the
+module there, refuses (``LinkError``) with every missing name and every type mismatch at once,
+and builds the instance's import entries from the result. Types match as the spec's import
+matching says: a function's and a global's exactly (value type and mutability), a memory's
+limits by subtyping (at least the import's minimum now; no maximum beyond the import's).
+
+At run time a call to a host import leaves the guest (``ExitReason.HOSTCALL``) and the instance
+runs the Python function on the host's own stack (see ``runtime.instance``), so a host function
+may do anything Python can: raise, block, call into another instance.
 
 The wasm type of a host function comes from, in order: ``type=`` (a :class:`FuncType` or text
 such as ``"(i32, i64) -> f64"``), or the function's annotations. Annotations use
@@ -23,12 +28,15 @@ import re
 import threading
 import typing
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from ..errors import LinkError
-from ..wasm.types import ExternKind, FuncType, ValType
+from ..module.abi import WASM_PAGE_SIZE
+from ..wasm.types import ExternKind, FuncType, GlobalType, SizeLimits, ValType
 from .calls import HostPlan
 from .exports import Func
+from .globalvars import Global, global_type_text
+from .memories import Memory, limits_text
 from .tables import Table
 from .vmctx import Vmctx
 
@@ -144,6 +152,31 @@ class HostFunc:
         return f"<HostFunc {self.name} {self.type}>"
 
 
+class Resolution(NamedTuple):
+    """What a module's imports are linked to, by kind, each in import order."""
+
+    funcs: Tuple[Any, ...] = ()          # HostFunc, or Func of another instance
+    globals: Tuple[Global, ...] = ()
+    memory: Optional[Memory] = None
+    tables: Tuple[Table, ...] = ()
+
+
+NO_IMPORTS = Resolution()
+
+
+def _describe(item: Any) -> str:
+    """What a definition is, for messages: ``[i32] -> []``, ``global (mut i32)``..."""
+    if isinstance(item, Global):
+        return f"global {global_type_text(item.type)}"
+    if isinstance(item, Memory):
+        return f"memory {limits_text(item.type.limits)}"
+    if isinstance(item, Table):
+        return f"table {_table_text(item.elem, item.size, item.maximum)}"
+    if isinstance(item, (HostFunc, Func)):
+        return str(item.type)
+    return type(item).__name__
+
+
 class Linker:
     """Definitions to satisfy imports, by (module, name). Shaped like wasmtime-py's Linker.
 
@@ -182,8 +215,52 @@ class Linker:
         else:
             func = fn if isinstance(fn, HostFunc) else HostFunc(
                 fn, type, access_vmctx=access_vmctx, name=f"{module}.{name}")
-        self._define(module, name, func)
-        return func
+        return self._add(module, name, func)
+
+    def define_global(self, module: str, name: str, global_: Global) -> Global:
+        """Define ``global_`` (the host's own :class:`Global`, or another instance's exported
+        one) as global ``module.name``; returns it. An importer of a mutable global shares it:
+        its writes and the owner's are seen by both."""
+        if not isinstance(global_, Global):
+            raise TypeError(f"define_global takes a pylucet.Global, got {global_!r}")
+        return self._add(module, name, global_)
+
+    def define_memory(self, module: str, name: str, memory: Memory) -> Memory:
+        """Define ``memory`` (the host's own :class:`Memory`, or another instance's exported
+        one) as memory ``module.name``; returns it. Importers map the memory itself: writes and
+        growth are seen by everyone using it."""
+        if not isinstance(memory, Memory):
+            raise TypeError(f"define_memory takes a pylucet.Memory, got {memory!r}")
+        return self._add(module, name, memory)
+
+    def define_table(self, module: str, name: str, table: Table) -> Table:
+        """Define ``table`` (a host :class:`Table`, or an instance's exported one) as table
+        ``module.name``; returns it. Importers share it: entries and growth are seen by all."""
+        if not isinstance(table, Table):
+            raise TypeError(f"define_table takes a pylucet.Table, got {table!r}")
+        return self._add(module, name, table)
+
+    def define(self, module: str, name: str, item: Any) -> Any:
+        """Define ``item`` under ``module.name`` by what it is: a :class:`Global`, a
+        :class:`Memory`, a :class:`Table`, or a function (:meth:`define_func`)."""
+        if isinstance(item, Global):
+            return self.define_global(module, name, item)
+        if isinstance(item, Memory):
+            return self.define_memory(module, name, item)
+        if isinstance(item, Table):
+            return self.define_table(module, name, item)
+        return self.define_func(module, name, item)
+
+    def _add(self, module: str, name: str, item: Any) -> Any:
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise TypeError("module and name must be str")
+        with self._lock:
+            if (module, name) in self._defs and not self.allow_shadowing:
+                raise LinkError(f"{module}.{name} is already defined in this linker "
+                                "(set allow_shadowing to replace it)")
+            self._defs[(module, name)] = item
+            self.generation += 1
+        return item
 
     def func(self, module: str, name: str, type: Union[FuncType, str, None] = None, *,
              access_vmctx: Optional[bool] = None) -> Callable[[Callable[..., Any]], Any]:
@@ -193,38 +270,15 @@ class Linker:
             return fn
         return define
 
-    def define_table(self, module: str, name: str, table: Table) -> Table:
-        """Define ``table`` (a host :class:`Table`, or an instance's ``instance.tables[i]``)
-        as ``module.name``; importers share it."""
-        if not isinstance(table, Table):
-            raise TypeError(f"define_table needs a pylucet Table, got {type(table).__name__}")
-        self._define(module, name, table)
-        return table
-
-    def define(self, module: str, name: str, item: Any) -> Any:
-        """Define ``item`` by what it is: a Table, or a function (see :meth:`define_func`)."""
-        if isinstance(item, Table):
-            return self.define_table(module, name, item)
-        return self.define_func(module, name, item)
-
-    def _define(self, module: str, name: str, item: Any) -> None:
-        if not isinstance(module, str) or not isinstance(name, str):
-            raise TypeError("module and name must be str")
-        with self._lock:
-            if (module, name) in self._defs and not self.allow_shadowing:
-                raise LinkError(f"{module}.{name} is already defined in this linker "
-                                "(set allow_shadowing to replace it)")
-            self._defs[(module, name)] = item
-            self.generation += 1
-
     def define_instance(self, module: str, instance: Any) -> None:
         """Define every export of ``instance`` under ``module``: its functions (an exported
-        import stands for what it was linked to) and its tables."""
-        for name, func in instance.exports._funcs.items():
+        import stands for what it was linked to), globals, tables and memory (which becomes
+        shared, ``runtime.memories``)."""
+        exports = instance.exports
+        for name, func in exports._funcs.items():
             self.define_func(module, name, func)
-        for e in instance.module.data.exports:
-            if e.kind == ExternKind.TABLE:
-                self.define_table(module, e.name, instance.tables[e.index])
+        for name in exports._others:
+            self._add(module, name, exports[name])
 
     def get(self, module: str, name: str) -> Optional[Any]:
         return self._defs.get((module, name))
@@ -235,77 +289,92 @@ class Linker:
     def __len__(self) -> int:
         return len(self._defs)
 
-    def resolve_module(self, module: Any) -> Tuple[Any, ...]:
-        """:meth:`resolve` for a loaded module, remembered until the next definition."""
+    def resolve_module(self, module: Any) -> Resolution:
+        """:meth:`resolve` for a loaded module, remembered until the next definition. (A memory's
+        size, the one thing that changes, only grows: a match stays a match.)"""
         generation = self.generation
         cached = self._resolved.get(module)
         if cached is None or cached[0] != generation:
-            cached = (generation, tuple(self.resolve(module.data)))
+            cached = (generation, self.resolve(module.data))
             with self._lock:
                 self._resolved[module] = cached
         return cached[1]
 
-    def resolve(self, data: Any) -> List[Any]:
-        """The definition of each import of module data ``data``, in import order; LinkError
-        naming every import that is missing or does not match what the module asks for."""
-        found_all: List[Any] = []
+    def resolve(self, data: Any) -> Resolution:
+        """The definition of each import of module data ``data``, by kind, in import order;
+        LinkError naming every import that is missing or has the wrong type."""
+        funcs: List[Any] = []
+        globals_: List[Global] = []
+        tables: List[Table] = []
+        memory: Optional[Memory] = None
         problems: List[str] = []
+        imported_globals = iter(data.globals)
         for imp in data.imports:
+            where = f"{imp.module}.{imp.name}"
             found = self._defs.get((imp.module, imp.name))
-            problem = _mismatch(data, imp, found)
-            if problem is not None:
-                sep = " " if problem.endswith("is not defined") else ": "
-                problems.append(f"{imp.module}.{imp.name}{sep}{problem}")
+            if imp.kind == ExternKind.FUNC:
+                want: Any = data.types[imp.type_id]
+                shown = str(want)
+                ok = isinstance(found, (HostFunc, Func)) and found.type == want
+            elif imp.kind == ExternKind.GLOBAL:
+                spec = next(imported_globals)
+                want = GlobalType(spec.valtype, spec.mutable)
+                shown = f"global {global_type_text(want)}"
+                ok = isinstance(found, Global) and found.type == want
+            elif imp.kind == ExternKind.MEMORY:
+                want = _memory_limits(data.heap)
+                shown = f"memory {limits_text(want)}"
+                ok = isinstance(found, Memory) and _memory_matches(found, want)
             else:
-                found_all.append(found)
+                want = imp.table
+                shown = f"table {_table_text(want.elem, want.initial, want.max)}"
+                ok = isinstance(found, Table) and _table_matches(found, want)
+            if found is None:
+                problems.append(f"{where} {shown} is not defined")
+            elif not ok:
+                problems.append(f"{where}: the module imports it as {shown}, but it is "
+                                f"defined as {_describe(found)}")
+            elif imp.kind == ExternKind.FUNC:
+                funcs.append(found)
+            elif imp.kind == ExternKind.GLOBAL:
+                globals_.append(found)  # type: ignore[arg-type]
+            elif imp.kind == ExternKind.TABLE:
+                tables.append(found)  # type: ignore[arg-type]
+            else:
+                memory = found  # type: ignore[assignment]
         if problems:
             name = data.name or "<anonymous>"
             raise LinkError(f"cannot link module {name!r}: " + "; ".join(problems),
                             problems=problems)
-        return found_all
+        return Resolution(tuple(funcs), tuple(globals_), memory, tuple(tables))
 
     def __repr__(self) -> str:
         return f"<Linker, {len(self._defs)} definitions>"
 
 
-def _mismatch(data: Any, imp: Any, found: Any) -> Optional[str]:
-    """Why ``found`` cannot satisfy import ``imp``, or None (the spec's import matching)."""
-    kind = imp.kind
-    if kind == ExternKind.FUNC:
-        want = data.types[imp.type_id]
-        if found is None:
-            return f"{want} is not defined"
-        if not isinstance(found, (HostFunc, Func)):
-            return f"the module imports a function, but a {_kind_name(found)} is defined"
-        if found.type != want:
-            return f"the module imports it as {want}, but it is defined as {found.type}"
-        return None
-    if kind == ExternKind.TABLE:
-        want = imp.table
-        if found is None:
-            return f"table {want.elem.text} is not defined"
-        if not isinstance(found, Table):
-            return f"the module imports a table, but a {_kind_name(found)} is defined"
-        if found.elem != want.elem:
-            return f"the module imports a table of {want.elem.text}, but it holds {found.elem.text}"
-        if found.size < want.initial:
-            return (f"the module needs a table of at least {want.initial} entries, but it has "
-                    f"{found.size}")
-        if want.max is not None and (found.maximum is None or found.maximum > want.max):
-            return (f"the module needs a table of at most {want.max} entries, but it may grow "
-                    f"to {'any size' if found.maximum is None else found.maximum}")
-        return None
-    if found is None:
-        return f"{kind.name.lower()} is not defined"
-    return f"importing a {kind.name.lower()} is not supported yet"
+def _memory_limits(heap: Any) -> SizeLimits:
+    """The limits, in pages, that a module's imported memory must satisfy."""
+    return SizeLimits(heap.initial_size // WASM_PAGE_SIZE,
+                      None if heap.max_size is None else heap.max_size // WASM_PAGE_SIZE)
 
 
-def _kind_name(item: Any) -> str:
-    if isinstance(item, (HostFunc, Func)):
-        return "function"
-    if isinstance(item, Table):
-        return "table"
-    return type(item).__name__
+def _memory_matches(memory: Memory, want: SizeLimits) -> bool:
+    """The spec's limits subtyping: at least the minimum now, and a maximum no larger."""
+    have = memory.type.limits
+    if have.min < want.min:
+        return False
+    return want.max is None or (have.max is not None and have.max <= want.max)
+
+
+def _table_matches(table: Table, want: Any) -> bool:
+    """The same for tables, whose element types must also be equal."""
+    if table.elem != want.elem or table.size < want.initial:
+        return False
+    return want.max is None or (table.maximum is not None and table.maximum <= want.max)
+
+
+def _table_text(elem: ValType, initial: int, maximum: Optional[int]) -> str:
+    return f"{initial}{'' if maximum is None else f' {maximum}'} {elem.text}"
 
 
 def link_without(data: Any) -> None:

@@ -24,7 +24,7 @@ from . import libc
 from .alloc import HeapStrategy, SlotMemory
 from .instance import Instance, State
 from .limits import WASM32_MAX_MEMORY, Limits, page_round
-from .linker import HostFunc, Linker, link_without
+from .linker import NO_IMPORTS, Linker, Resolution, link_without
 from .loader import LoadedModule
 
 _RW = libc.PROT_READ | libc.PROT_WRITE
@@ -247,7 +247,7 @@ class MmapRegion:
             slot = self._slots[self._free.pop()]
         memory = self._memory[slot.index]
         try:
-            memory.commit(module, fit)
+            memory.commit(module, fit, imports.memory)
             inst = Instance(self, memory, module, fit, imports, ctx)
         except BaseException:
             memory.release()
@@ -366,11 +366,11 @@ def instance_of_record(address: int) -> Optional[Tuple[Instance, int]]:
     return None
 
 
-def _resolve(module: LoadedModule, linker: Optional[Linker]) -> Tuple[HostFunc, ...]:
-    """The host functions for ``module``'s imports (cached by the linker, see
+def _resolve(module: LoadedModule, linker: Optional[Linker]) -> Resolution:
+    """What ``module``'s imports are linked to (cached by the linker, see
     :meth:`Linker.resolve_module`)."""
     if not module.data.imports:
-        return ()
+        return NO_IMPORTS
     if linker is None:
         link_without(module.data)
     return linker.resolve_module(module)  # type: ignore[union-attr]

@@ -171,6 +171,8 @@ class Stubs:
         """Where a host import's entry points: it leaves with ExitReason.HOSTCALL."""
         self.call_guest = self.symbols["pylucet_call_guest"]
         """Where an import of another instance's function points: a native call into it."""
+        self.memory_grow_shared = self.symbols["pylucet_memory_grow_shared"]
+        """The MEMORY_GROW libcall of an instance whose memory is shared: the host grows it."""
         self.enter = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(self.enter_address)
         """``enter(instance_page) -> ExitReason``: run INST_ENTRY_FUNC as the page says."""
         self.resume = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)(

@@ -67,6 +67,8 @@ class Table:
         self._users: "weakref.WeakSet[Instance]" = weakref.WeakSet()
         """Instances that import it: a reference one of them stores may be called by any."""
         self._holds: Set[int] = set()      # externref handles this host table keeps alive
+        self._keepalive: List["Instance"] = []
+        """Failed instantiations whose functions only this table still refers to."""
         d = self._desc_buffer
         d[_BASE], d[_LENGTH], d[_CAPACITY] = base, 0, capacity
         d[_MAX] = TABLE_MAX_LENGTH if maximum is None else maximum
@@ -83,6 +85,7 @@ class Table:
         self._owner = weakref.ref(owner)   # (the owner holds its views: no cycle)
         self.desc = desc
         self._users = weakref.WeakSet()
+        self._keepalive = []
         self._desc_buffer = (ctypes.c_uint64 * (TABLE_DESC_SIZE // 8)).from_address(desc)
         self._commit = commit
         self._reservation = None
@@ -103,9 +106,15 @@ class Table:
                           libc.PROT_READ | libc.PROT_WRITE)
             self._committed = end
 
+    @property
+    def gone(self) -> bool:
+        """A host table whose entries are unmapped (it is being collected)."""
+        return self._owner is None and self._reservation is None
+
     def __del__(self) -> None:
         reservation = getattr(self, "_reservation", None)
         if reservation is not None:
+            self._reservation = None       # (an orphan collected with it must not touch it)
             try:
                 libc.munmap(*reservation)
             except Exception:  # pragma: no cover - interpreter shutdown

@@ -2,7 +2,9 @@
 
 ``local.get`` pushes a lazy entry that reads the local's home where it is used; ``local.set``
 copies any such entry still on the stack first (``CodeGenContext.detach_local``). Globals live
-in the globals area that the vmctx points at, each at its ``ModuleEnv.global_offsets`` slot.
+in the globals area that the vmctx points at, each at its ``ModuleEnv.global_offsets`` slot; the
+slot of an imported mutable global holds the address of the exporter's storage instead
+(``ModuleEnv.global_by_ref``), one more load on the way.
 """
 
 from __future__ import annotations
@@ -67,14 +69,22 @@ def _global_type(cg: FunctionCompiler, idx: int) -> ValType:
     return t
 
 
+def _global_mem(cg: FunctionCompiler, idx: int, base: int):
+    """Load ``base`` so that the returned operand addresses global ``idx``'s value."""
+    asm = cg.asm
+    asm.mov_rm(64, base, (R14, NO_INDEX, 1, VMCTX_GLOBALS))
+    if cg.env.global_by_ref[idx]:
+        asm.mov_rm(64, base, (base, NO_INDEX, 1, cg.env.global_offsets[idx]))
+        return (base, NO_INDEX, 1, 0)
+    return (base, NO_INDEX, 1, cg.env.global_offsets[idx])
+
+
 def op_global_get(cg: FunctionCompiler, _, idx, off):
     ctx = cg.ctx
     t = _global_type(cg, idx)
     reg = ctx.alloc(t)
     asm = cg.asm
-    base = R11 if IN_XMM[t] else reg
-    asm.mov_rm(64, base, (R14, NO_INDEX, 1, VMCTX_GLOBALS))
-    mem = (base, NO_INDEX, 1, cg.env.global_offsets[idx])
+    mem = _global_mem(cg, idx, R11 if IN_XMM[t] else reg)
     if IN_XMM[t]:
         asm.sse_op(X.MOVS_LOAD, width(t), reg, mem)
     else:
@@ -88,14 +98,11 @@ def op_global_set(cg: FunctionCompiler, _, idx, off):
     w = width(t)
     e = cg.stack.pop()
     asm = cg.asm
-    mem = (R11, NO_INDEX, 1, cg.env.global_offsets[idx])
     if e[0] == CONST and fits_i32(_signed(e[1], w)):
-        asm.mov_rm(64, R11, (R14, NO_INDEX, 1, VMCTX_GLOBALS))
-        asm.mov_mi(w, mem, _signed(e[1], w))
+        asm.mov_mi(w, _global_mem(cg, idx, R11), _signed(e[1], w))
         return
     reg, owned = ctx.reg_of(e)     # before r11 is taken: a float constant needs it
-    asm.mov_rm(64, R11, (R14, NO_INDEX, 1, VMCTX_GLOBALS))
-    ctx.store_reg(t, mem, reg)
+    ctx.store_reg(t, _global_mem(cg, idx, R11), reg)
     if owned:
         ctx.free(reg, t)
 
