@@ -37,14 +37,14 @@ __all__ = [
     "FatalFault", "Terminated", "Terminate", "MemoryAccessError", "StateError", "StubError",
     "Linker", "HostFunc", "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64",
     "F32", "F64", "UnknownExport", "Func", "Table", "Global", "Memory", "GlobalType",
-    "MemoryType", "SizeLimits", "ValType",
+    "MemoryType", "SizeLimits", "ValType", "FuncRef", "ExternRef",
 ]
 __version__ = "0.1.0"
 
 _RUNTIME_NAMES = ("Limits", "MmapRegion", "Instance", "LoadedModule", "Linker", "HostFunc",
                   "Vmctx", "Yielded", "KillSwitch", "KillOutcome", "State", "I32", "I64", "F32",
                   "F64", "Func", "Table", "Global", "Memory", "GlobalType", "MemoryType",
-                  "SizeLimits", "ValType")
+                  "SizeLimits", "ValType", "FuncRef", "ExternRef")
 _COMPILER_NAMES = ("compile", "compile_module")
 
 

@@ -19,7 +19,7 @@ from .globalvars import Global, Globals
 from .instance import Instance, State, Yielded
 from .killswitch import KillOutcome, KillSwitch
 from .limits import Limits
-from .linker import F32, F64, I32, I64, HostFunc, Linker
+from .linker import F32, F64, I32, I64, ExternRef, FuncRef, HostFunc, Linker
 from .loader import LoadedModule, load
 from .memories import Memory
 from .region import MmapRegion
@@ -29,4 +29,4 @@ from .vmctx import Vmctx
 __all__ = ["Limits", "MmapRegion", "Instance", "State", "Globals", "LoadedModule", "load",
            "UnknownExport", "Yielded", "Linker", "HostFunc", "Vmctx", "KillSwitch",
            "KillOutcome", "I32", "I64", "F32", "F64", "Func", "Exports", "Table", "Global",
-           "Memory", "GlobalType", "MemoryType", "SizeLimits", "ValType"]
+           "Memory", "GlobalType", "MemoryType", "SizeLimits", "ValType", "FuncRef", "ExternRef"]

@@ -34,7 +34,7 @@ from .calls import (BITS_MASK, REF_TYPES, CallPlan, Value, Words, bits_arg, plan
                     word as _w, write_value)
 from . import signals, stubs
 from .backtrace import unwinder
-from .instance_tables import InstanceTables
+from .instance_tables import ESCAPED, InstanceTables
 from .tables import Table, run_builtin
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
 from .vmctx import Vmctx
@@ -606,6 +606,8 @@ class Instance:
         out = list(self._linked)
         for t in self._refs.tables:
             out.extend(i for i in t._users if i._state != State.CLOSED)
+        if ESCAPED:          # (rare) functions whose references went who knows where
+            out.extend(i for i in ESCAPED if i._state != State.CLOSED)
         return out
 
     def _host_called(self) -> Tuple["HostFunc", Vmctx]:

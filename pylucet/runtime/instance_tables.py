@@ -11,8 +11,10 @@ descriptors sit in its instance page, an imported table's is the exporter's.
 
 Records are in the slot, so they are wiped with it; a record that went into a table shared with
 other instances would then dangle, and once the slot is reused, name the next tenant's function.
-So closing an instance first clears, in every shared table it could write, the entries that
-point at its records (:meth:`InstanceTables.scrub`).
+So closing an instance first clears the entries that point at its records in every table they
+may have reached (:meth:`InstanceTables.scrub`): the tables it imports, or, once a reference to
+one of its functions has left it any other way (through the host, through a call or a global
+whose type holds a funcref), every live table in the process.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set
 
 from ..module.abi import FUNCREF, FUNCREF_SIZE, TABLE_DESC, TABLE_ENTRY_SIZE
 from ..module.traps import TrapCode
-from ..wasm.types import SegmentMode
+from ..wasm.types import ExternKind, SegmentMode, ValType
 from .references import release_handles, signature_id
-from .tables import Table
+from .tables import HOST_TABLES, Table
 
 if TYPE_CHECKING:  # pragma: no cover
     from .instance import Instance
@@ -58,9 +60,28 @@ class InstanceTables:
         self.tables: List[Table] = []
         self.externs: Set[int] = set()
         """externref handles this instance holds (``runtime.references``)."""
+        self._escaped = False
+        if _may_escape(module.data):
+            self.escaped = True
+        _everyone.add(self)
         self._elems: List[Optional[array]] = []
         self._dropped: Set[int] = set()
         self.elem_error: Optional[str] = None
+
+    @property
+    def escaped(self) -> bool:
+        """Whether a reference to one of our functions may have left for a table we do not
+        import (set on the way out through the host, too: ``references.record_of_func``).
+        Any instance's call may then run our code: :data:`ESCAPED` lists us for them."""
+        return self._escaped
+
+    @escaped.setter
+    def escaped(self, value: bool) -> None:
+        if value and not self._escaped:
+            self._escaped = True
+            owner = self._owner()
+            if owner is not None:
+                ESCAPED.add(owner)
 
     # --- filling a fresh slot ----------------------------------------------------------------
 
@@ -216,12 +237,44 @@ class InstanceTables:
         lo = self.records
         hi = lo + FUNCREF_SIZE * len(self._module.funcref_func)
         for table in self._imported_tables:
-            n = table.size
-            if not n or hi == lo or table.gone:
-                continue
-            words = table.words(0, n)
-            for i, w in enumerate(words):
-                if lo <= w < hi:
-                    words[i] = 0
             table._users.discard(self._owner())
+        if hi > lo:
+            for table in (self._every_table() if self.escaped else self._imported_tables):
+                n = table.size
+                if n and not table.gone and table.elem == ValType.FUNCREF:
+                    words = table.words(0, n)
+                    for i, w in enumerate(words):
+                        if lo <= w < hi:
+                            words[i] = 0
         release_handles(self.externs, heirs)
+        _everyone.discard(self)
+        self.tables = []
+
+    def _every_table(self) -> List[Table]:
+        found = {id(t): t for t in self._imported_tables}
+        for other in list(_everyone):
+            for t in other.tables:
+                found[id(t)] = t
+        for t in list(HOST_TABLES):
+            found[id(t)] = t
+        return list(found.values())
+
+
+ESCAPED: "weakref.WeakSet[Instance]" = weakref.WeakSet()
+"""Instances whose functions any call may reach (``InstanceTables.escaped``)."""
+
+_everyone: "weakref.WeakSet[InstanceTables]" = weakref.WeakSet()
+"""The tables of every live instance, for :meth:`InstanceTables.scrub`."""
+
+
+def _may_escape(data: Any) -> bool:
+    """Whether compiled code alone can hand a funcref of this module to another instance:
+    through a table it imports, or an import, export or global whose type holds a funcref."""
+    if any(i.kind == ExternKind.TABLE for i in data.imports):
+        return True
+    types = [data.types[i.type_id] for i in data.imports if i.type_id is not None]
+    types += [data.func_type(e.index) for e in data.exports if e.kind == ExternKind.FUNC]
+    if any(ValType.FUNCREF in (*t.params, *t.results) for t in types):
+        return True
+    return any(g.valtype == ValType.FUNCREF and (g.import_from is not None or g.mutable)
+               for g in data.globals)

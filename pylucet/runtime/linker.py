@@ -15,7 +15,7 @@ may do anything Python can: raise, block, call into another instance.
 The wasm type of a host function comes from, in order: ``type=`` (a :class:`FuncType` or text
 such as ``"(i32, i64) -> f64"``), or the function's annotations. Annotations use
 :data:`I32`, :data:`I64`, :data:`F32`, :data:`F64` (``typing.Annotated`` aliases of int and
-float); a bare ``float`` means f64, while a bare ``int`` is ambiguous and refused. The result
+float), :data:`FuncRef` and :data:`ExternRef`; a bare ``float`` means f64, while a bare ``int`` is ambiguous and refused. The result
 annotation is one of those, ``None`` for no result, or ``Tuple[I32, F64]`` for several. A first
 parameter annotated :class:`~pylucet.runtime.vmctx.Vmctx` (or ``access_vmctx=True``) receives
 the calling instance's Vmctx.
@@ -45,7 +45,12 @@ I64 = typing.Annotated[int, ValType.I64]
 F32 = typing.Annotated[float, ValType.F32]
 F64 = typing.Annotated[float, ValType.F64]
 
-_NAMES = {t.text: t for t in (ValType.I32, ValType.I64, ValType.F32, ValType.F64)}
+FuncRef = typing.Annotated[Optional[Func], ValType.FUNCREF]
+ExternRef = typing.Annotated[Any, ValType.EXTERNREF]
+"""A reference parameter or result: a Func (or None), any object (or None)."""
+
+_NAMES = {t.text: t for t in (ValType.I32, ValType.I64, ValType.F32, ValType.F64,
+                              ValType.FUNCREF, ValType.EXTERNREF)}
 _ARROW = re.compile(r"^\s*\(([^()]*)\)\s*->\s*(\(([^()]*)\)|\w+)\s*$")
 
 

@@ -121,4 +121,6 @@ def record_of_func(func: Any, where: "Instance") -> int:
     if not isinstance(func, Func):
         raise TypeError(f"a funcref is a pylucet Func (an instance's exported function) or "
                         f"None, got {type(func).__name__} {func!r}")
-    return func.instance._record_address(func.index)
+    address = func.instance._record_address(func.index)
+    func.instance._refs.escaped = True     # it may now be stored anywhere: see scrub()
+    return address

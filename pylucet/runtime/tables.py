@@ -36,6 +36,10 @@ HOST_TABLE_CAPACITY = 1 << 20
 """Entries of address space a host table without a smaller maximum reserves."""
 
 
+HOST_TABLES: "weakref.WeakSet[Table]" = weakref.WeakSet()
+"""Every live host table (``runtime.instance_tables`` clears closed instances' references)."""
+
+
 class Table:
     """A table of ``funcref`` or ``externref``, shaped like wasmtime-py's ``Table``.
 
@@ -75,6 +79,7 @@ class Table:
         self.desc = ctypes.addressof(self._desc_buffer)
         self._commit = self._commit_host
         self.grow(initial, None)
+        HOST_TABLES.add(self)
 
     @classmethod
     def _of_instance(cls, desc: int, elem: ValType, owner: "Instance",
