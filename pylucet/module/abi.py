@@ -214,7 +214,7 @@ _INSTANCE_FIELDS: List[Tuple[str, int]] = [
     ("ret_xmm0", 16),
     ("ret_xmm1", 16),
     # a hostcall in progress (ExitReason.HOSTCALL): the argument registers as the guest left
-    # them, where its stack arguments start, the import entry it called through, its vmctx
+    # them, where its stack arguments start, the record (or Builtin) it called through, its vmctx
     ("hc_gpr", 8 * len(GUEST_INT_ARG_REGS)),
     ("hc_xmm", 16 * len(GUEST_FLOAT_ARG_REGS)),
     ("hc_stack", 8),

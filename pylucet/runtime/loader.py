@@ -117,8 +117,7 @@ class LoadedModule:
     def function_address(self, func: Union[int, str]) -> int:
         """Entry address of a function, by wasm function index or export name. An imported
         function's is its trampoline in the module's code (``abi.IMPORT_TRAMPOLINE_SIZE``),
-        which goes on to whatever the calling instance's import entry holds: the same
-        address serves every instance, in tables and as an exported import alike."""
+        which goes on to whatever the calling instance's record for the import holds."""
         if isinstance(func, str):
             index = self._exports.get(func)
             if index is None:
