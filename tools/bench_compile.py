@@ -1,15 +1,18 @@
 """Compile throughput: wasm instructions per second through decode, validate and code generation,
-with each phase's share, and wasmtime's Cranelift on the same module for scale when installed."""
+with each phase's share, and wasmtime's Cranelift on the same module for scale when installed;
+then the load time of the artifact (dlopen and module data, trap tables read in place)."""
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import pylucet  # noqa: E402
 from pylucet.compiler.driver import compile_module, read_source  # noqa: E402
 from pylucet.wasm.decoder import decode_body, decode_module  # noqa: E402
 from pylucet.wasm.validator import Validator  # noqa: E402
@@ -57,6 +60,15 @@ def main() -> int:
     rest = s.seconds - t_dec - t_val
     print(f"  codegen+rest : {rest * 1e3:9.1f} ms  {n / rest:12,.0f} instr/s")
     print(f"  ELF writing  : {t_elf * 1e3:9.1f} ms  ({len(elf):,} bytes, {s.code_bytes:,} bytes of code)")
+    loads = []
+    for _ in range(5):
+        t = time.perf_counter()
+        module = pylucet.load(elf)
+        loads.append(time.perf_counter() - t)
+        del module
+    sites = sum(len(f.traps) for f in best.data.functions)
+    print(f"load           : {statistics.median(loads) * 1e3:9.1f} ms  (median of 5; "
+          f"{sites:,} trap sites)")
     try:
         import wasmtime
     except ImportError:

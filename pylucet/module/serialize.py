@@ -105,7 +105,7 @@ from ..errors import LoadError
 from ..wasm.types import ExternKind, FuncType, SegmentMode, ValType
 from .spec import (SPARSE_PAGE_SIZE, DataSpec, ElemSpec, ExportSpec, FunctionSpec, GlobalSpec,
                    HeapSpec, ImportSpec, ModuleData, TableSpec)
-from .traps import TrapCode, TrapSite, TrapTable
+from .traps import TrapCode, TrapTable
 
 MAGIC = b"PYLUCET\0"
 BLOB_MAGIC = b"PLMD"
@@ -269,7 +269,7 @@ def dumps(md: ModuleData) -> bytes:
     w.arr("Q", [f.code_offset for f in fns])
     w.arr("Q", [f.code_size for f in fns])
     w.arr("Q", [f.wasm_offset for f in fns])
-    w.arr("I", [len(f.traps.sites) for f in fns])
+    w.arr("I", [len(f.traps) for f in fns])
     sites = list(chain.from_iterable(f.traps.sites for f in fns))
     w.pack("I", len(sites))
     w.arr("I", [s.code_offset for s in sites])
@@ -367,8 +367,6 @@ def _enum(cls, value: int, what: str):  # type: ignore[no-untyped-def]
 
 
 _VALTYPES = {int(v): v for v in ValType}
-_TRAP_CODES = tuple(TrapCode)
-assert all(int(c) == i for i, c in enumerate(_TRAP_CODES))
 
 
 def loads(blob: bytes) -> ModuleData:
@@ -495,16 +493,16 @@ def _parse(buf: memoryview, meta_end: int) -> ModuleData:
         raise LoadError("module data trap counts are inconsistent")
     site_offsets, site_wasm = r.arr("I", total), r.arr("I", total)
     site_codes = r.arr("B", total)
-    if total and max(site_codes) >= len(_TRAP_CODES):
+    if total and max(site_codes) >= len(TrapCode):
         raise LoadError(f"module data has an invalid trap code {max(site_codes)}")
-    all_sites = list(map(TrapSite, site_offsets, map(_TRAP_CODES.__getitem__, site_codes),
-                         site_wasm))
     functions: List[FunctionSpec] = []
     pos = 0
     for i in range(nfuncs):
         n = ntraps[i]
         functions.append(FunctionSpec(func_index[i], r.s(names[i]), type_ids[i], code_offset[i],
-                                      code_size[i], TrapTable(all_sites[pos:pos + n]),
+                                      code_size[i],
+                                      TrapTable.view(site_offsets, site_codes, site_wasm,
+                                                     pos, pos + n),
                                       wasm_offset[i]))
         pos += n
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 
 class TrapCode(enum.IntEnum):
@@ -69,21 +68,56 @@ class TrapSite(NamedTuple):
     wasm_offset: int
 
 
-@dataclass
 class TrapTable:
-    """The trap sites of one function, sorted by ``code_offset``."""
+    """The trap sites of one function, sorted by ``code_offset``.
 
-    sites: Sequence[TrapSite]
+    The compiler makes one from TrapSites; the loader makes a *view* of the module's site arrays
+    as they were read (:meth:`view`), so that loading a module with half a million sites builds
+    no Python object per site: a site becomes a TrapSite only when a fault looks it up.
+    """
 
-    def __post_init__(self) -> None:
-        self._offsets = [s.code_offset for s in self.sites]
+    __slots__ = ("_offsets", "_codes", "_wasm", "_lo", "_hi")
+
+    def __init__(self, sites: Sequence[TrapSite] = ()):
+        sites = list(sites)
+        self._offsets: Sequence[int] = [s.code_offset for s in sites]
+        self._codes: Sequence[int] = [int(s.code) for s in sites]
+        self._wasm: Sequence[int] = [s.wasm_offset for s in sites]
+        self._lo, self._hi = 0, len(sites)
+
+    @classmethod
+    def view(cls, offsets: Sequence[int], codes: Sequence[int], wasm_offsets: Sequence[int],
+             lo: int, hi: int) -> "TrapTable":
+        """Sites ``lo .. hi`` of parallel arrays (checked by the caller: codes valid, offsets
+        sorted within the window)."""
+        self = cls.__new__(cls)
+        self._offsets, self._codes, self._wasm, self._lo, self._hi = (offsets, codes,
+                                                                       wasm_offsets, lo, hi)
+        return self
+
+    def _site(self, i: int) -> TrapSite:
+        return TrapSite(self._offsets[i], _CODES[self._codes[i]], self._wasm[i])
+
+    @property
+    def sites(self) -> List[TrapSite]:
+        return [self._site(i) for i in range(self._lo, self._hi)]
 
     def lookup(self, code_offset: int) -> Optional[TrapSite]:
         """The site at exactly ``code_offset`` (the faulting RIP), or None if there is none."""
-        i = bisect.bisect_left(self._offsets, code_offset)
-        if i < len(self._offsets) and self._offsets[i] == code_offset:
-            return self.sites[i]
+        i = bisect.bisect_left(self._offsets, code_offset, self._lo, self._hi)
+        if i < self._hi and self._offsets[i] == code_offset:
+            return self._site(i)
         return None
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrapTable) and self.sites == other.sites
+
+    def __repr__(self) -> str:
+        return f"TrapTable({self.sites!r})"
+
     def __len__(self) -> int:
-        return len(self.sites)
+        return self._hi - self._lo
+
+
+_CODES = tuple(TrapCode)
+assert all(int(c) == i for i, c in enumerate(_CODES))
