@@ -154,8 +154,6 @@ _by_vmctx: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDicti
 host through the caller's call, naming the callee only by its vmctx."""
 _ENTER, _RESUME = -1, -2       # _drive: call the stub first (enter / resume)
 _GENERATOR = types.GeneratorType
-_RECORD_SHIFT = FUNCREF_SIZE.bit_length() - 1
-assert 1 << _RECORD_SHIFT == FUNCREF_SIZE
 _RECORD_VMCTX, _RECORD_INDEX = _w(FUNCREF["vmctx"]), _w(FUNCREF["index"])
 
 
@@ -226,6 +224,9 @@ class Instance:
         exported (``exports["memory"]``); None for a private heap."""
         self._refs = InstanceTables(self, slot, module, fit, imports.funcs, imports.tables,
                                     stubs_)
+        self._host_records = {slot.records + FUNCREF_SIZE * i: f
+                              for i, f in enumerate(imports.funcs) if hasattr(f, "plan")}
+        """The host functions this instance imports, by the address of their records."""
         self._externs = self._refs.externs
         if imports.funcs or imports.globals or imports.memory is not None or imports.tables:
             self._link(imports)
@@ -459,7 +460,7 @@ class Instance:
         yields or ends; the loop every call and every resume goes through."""
         final = _READY
         clean = False
-        page, kill = self._page, self._kill_state
+        page, kill, own = self._page, self._kill_state, self._slot.vmctx
         try:
             # the stub is called inside the try, so that even a KeyboardInterrupt raised the
             # moment it returns (Ctrl-C) leaves the instance in a state it can be reset from
@@ -475,27 +476,33 @@ class Instance:
                 if reason == _RETURNED:
                     clean = True
                     return self._results(*self._current)  # type: ignore[misc]
-                if reason == _HOSTCALL and page.u64[_HC_ENTRY] < BUILTIN_LIMIT:
-                    self._builtin()
-                elif reason == _HOSTCALL:
-                    host, vmctx = self._host_called()
-                    self._in_hostcall = True
-                    try:
-                        value = host.plan.call(page, vmctx)
-                    except BaseException as e:
-                        self._host_failed(host, e)
-                    finally:
-                        self._in_hostcall = False
-                    if value is not _DONE:
-                        if type(value) is _GENERATOR:
-                            self._state = State.YIELDING
-                            yielded = self._host_step(host, lambda: value)
-                            if yielded is not None:
-                                final = State.YIELDED
-                                return yielded
-                            self._state = _RUNNING
-                        else:
-                            self._store(host, value)
+                if reason == _HOSTCALL:
+                    u = page.u64
+                    host = self._host_records.get(u[_HC_ENTRY])    # one of ours, from us:
+                    if host is not None and u[_HC_VMCTX] == own:   # the usual case, first
+                        vmctx = self._vmctx
+                    elif u[_HC_ENTRY] < BUILTIN_LIMIT:
+                        host = self._builtin()
+                    else:
+                        host, vmctx = self._host_called()
+                    if host is not None:      # (inline: a hostcall is mostly Python overhead)
+                        self._in_hostcall = True
+                        try:
+                            value = host.plan.call(page, vmctx)
+                        except BaseException as e:
+                            self._host_failed(host, e)
+                        finally:
+                            self._in_hostcall = False
+                        if value is not _DONE:
+                            if type(value) is _GENERATOR:
+                                self._state = State.YIELDING
+                                yielded = self._host_step(host, lambda: value)
+                                if yielded is not None:
+                                    final = State.YIELDED
+                                    return yielded
+                                self._state = _RUNNING
+                            else:
+                                self._store(host, value)
                 elif reason == _FAULTED:
                     raise self._explain_fault()
                 elif reason == _INTERRUPTED:
@@ -617,12 +624,6 @@ class Instance:
         imports (``index``), whoever calls it."""
         u = self._page.u64
         record = u[_HC_ENTRY]
-        if u[_HC_VMCTX] == self._slot.vmctx:           # the usual case, first
-            k = (record - self._slot.records) >> _RECORD_SHIFT
-            if 0 <= k < len(self._hosts) and record == self._slot.records + (k << _RECORD_SHIFT):
-                host = self._hosts[k]
-                if hasattr(host, "plan"):
-                    return host, self._vmctx
         words = (ctypes.c_uint64 * 8).from_address(record)
         owner_vm, index = words[_RECORD_VMCTX], words[_RECORD_INDEX]
         owner = self if owner_vm == self._slot.vmctx else _by_vmctx.get(owner_vm)
@@ -637,7 +638,8 @@ class Instance:
 
     def _builtin(self) -> None:
         """Carry out the table instruction the guest left for (``abi.Builtin``), for the
-        instance whose code made it; its result goes back in rax."""
+        instance whose code made it; its result goes back in rax. Returns None (no host
+        function to run)."""
         u = self._page.u64
         vm = u[_HC_VMCTX]
         caller = self if vm == self._slot.vmctx else _by_vmctx.get(vm)
