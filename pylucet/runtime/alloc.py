@@ -289,7 +289,12 @@ class SlotMemory:
         if heap:
             libc.madvise(slot.vmctx, heap, libc.MADV_DONTNEED)
         if self._tables_open:
-            libc.madvise(slot.tables, self._tables_open, libc.MADV_DONTNEED)
+            # the first page holds the function records (and small tables) most tenants
+            # write: zeroed in place and kept, like the instance page
+            ctypes.memset(slot.tables, 0, PAGE_SIZE)
+            if self._tables_open > PAGE_SIZE:
+                libc.madvise(slot.tables + PAGE_SIZE, self._tables_open - PAGE_SIZE,
+                             libc.MADV_DONTNEED)
         kept = self._kept = page_round(keep_heap)
         if kept > self._heap_open:   # (release may just have put fresh reservation under them)
             self._open_heap(kept)

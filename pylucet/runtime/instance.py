@@ -1048,7 +1048,8 @@ class Instance:
             self._state = State.CLOSED
             abandoned, self._suspended, self._current = self._suspended, None, None
             self._vmctx._view = None
-            heirs = [i._externs for i in self._all_linked() if i._state != State.CLOSED]
+            heirs = ([i._externs for i in self._all_linked() if i._state != State.CLOSED]
+                     if self._externs else [])
             self._refs.scrub(heirs)
             if _by_vmctx.get(self._slot.vmctx) is self:
                 del _by_vmctx[self._slot.vmctx]

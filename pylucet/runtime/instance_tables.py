@@ -61,9 +61,10 @@ class InstanceTables:
         self.externs: Set[int] = set()
         """externref handles this instance holds (``runtime.references``)."""
         self._escaped = False
-        if _may_escape(module.data):
+        if module._may_escape is None:
+            module._may_escape = _may_escape(module.data)
+        if module._may_escape:
             self.escaped = True
-        _everyone.add(self)
         self._elems: List[Optional[array]] = []
         self._dropped: Set[int] = set()
         self.elem_error: Optional[str] = None
@@ -91,6 +92,11 @@ class InstanceTables:
         slot, module = self._slot, self._module
         data = module.data
         self._fill_records()
+        self._elems = [None] * len(data.elems)
+        self._dropped = set()
+        self.elem_error = None
+        if not (data.tables or self._imported_tables or data.elems or module._ref_globals):
+            return                      # (the usual small module: nothing more to fill)
         ptrs = (slot.table_ptrs - slot.base) // 8
         descs = (slot.table_descs - slot.base) // 8
         self.tables = list(self._imported_tables)
@@ -111,21 +117,30 @@ class InstanceTables:
             descs += _DESC_WORDS
         for t in self._imported_tables:
             t._users.add(owner)
-        for g in data.globals:
-            if g.init_func is not None:
-                ctypes.c_uint64.from_address(slot.globals + g.offset).value = \
-                    self.record_address(g.init_func)
-        self._elems = [None] * len(data.elems)
-        self._dropped = set()
-        self.elem_error = None
+        for g in module._ref_globals:
+            ctypes.c_uint64.from_address(slot.globals + g.offset).value = \
+                self.record_address(g.init_func)
+        if data.tables:
+            _everyone.add(self)
         self._apply_active()
 
     def _fill_records(self) -> None:
+        """The records as this slot needs them: the same for every instance of the module in
+        the slot unless it imports another instance's functions, so cached by vmctx then."""
+        module = self._module
+        vmctx = self._slot.vmctx
+        image = module._record_images.get(vmctx)
+        if image is None:
+            image = self._records_image()
+            if all(hasattr(f, "plan") for f in self._funcs):
+                module._record_images[vmctx] = image
+        if image:
+            ctypes.memmove(self.records, image, len(image))
+
+    def _records_image(self) -> bytes:
         module = self._module
         n_imports = len(self._funcs)
         local = module.record_template(self._stubs.call_guest)
-        if not n_imports and not local:
-            return
         words = array("Q", bytes(FUNCREF_SIZE * n_imports))
         vmctx = self._slot.vmctx
         data = module.data
@@ -145,7 +160,7 @@ class InstanceTables:
             own = array("Q", local)
             own[_VMCTX::_WORDS] = array("Q", (vmctx,)) * (len(own) // _WORDS)
             words.extend(own)
-        ctypes.memmove(self.records, words.buffer_info()[0], FUNCREF_SIZE * (len(words) // _WORDS))
+        return words.tobytes()
 
     def _apply_active(self) -> None:
         """The active segments in order, each checked whole before it is written; the first
@@ -234,8 +249,15 @@ class InstanceTables:
     def scrub(self, heirs: List[Set[int]]) -> None:
         """Clear the entries of shared tables that point at this instance's records, and hand
         its externref holds to ``heirs``: called just before the slot is wiped."""
+        if self.externs:
+            release_handles(self.externs, heirs)
         lo = self.records
         hi = lo + FUNCREF_SIZE * len(self._module.funcref_func)
+        if not self._imported_tables and not self.escaped:
+            if self.tables:
+                _everyone.discard(self)
+                self.tables = []
+            return                      # our references cannot be anywhere but our tables
         for table in self._imported_tables:
             table._users.discard(self._owner())
         if hi > lo:
@@ -246,7 +268,6 @@ class InstanceTables:
                     for i, w in enumerate(words):
                         if lo <= w < hi:
                             words[i] = 0
-        release_handles(self.externs, heirs)
         _everyone.discard(self)
         self.tables = []
 

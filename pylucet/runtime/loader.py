@@ -81,6 +81,11 @@ class LoadedModule:
         self._images: Optional[bytes] = None
         self._signature_ids: Any = None
         self._records: Optional[array] = None
+        self._record_images: Dict[int, bytes] = {}
+        """FUNCREF records by vmctx, for modules whose imports are all host functions."""
+        self._may_escape: Optional[bool] = None     # (runtime.instance_tables)
+        self._ref_globals = [g for g in data.globals if g.init_func is not None]
+        """Globals initialised by ``ref.func``: patched per instance."""
         self._elem_images: Dict[Any, array] = {}
         """Element segments as record addresses, by (records base, segment): the same in
         every instance of one slot."""
