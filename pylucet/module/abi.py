@@ -386,7 +386,8 @@ def asm_equates() -> str:
     Names: ``INST_<FIELD>`` for instance-page fields (offset from the instance page), plus
     ``INST_ENTRY_<REG>`` / ``INST_HC_<REG>`` for the slot of each argument register,
     ``VMCTX_<FIELD>`` (negative offset from vmctx), ``TABLE_DESC_<FIELD>``, ``FUNCREF_<FIELD>``,
-    ``DATA_DESC_<FIELD>``, ``LIBCALL_<NAME>`` (offset from vmctx), ``EXIT_<REASON>``, ``BUILTIN_<NAME>``, and the
+    ``DATA_DESC_<FIELD>``, ``LIBCALL_<NAME>`` (offset from vmctx), ``EXIT_<REASON>``,
+    ``BUILTIN_<NAME>``, and the
     scalar constants by their Python names.
     """
     lines = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import enum
-import signal
 import types
 import weakref
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
@@ -24,16 +23,17 @@ from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, Sta
                       Terminate, Terminated, Trap)
 from ..module.abi import (BUILTIN_LIMIT, ENTRY_MAX_STACK_ARGS, FUNCREF, FUNCREF_SIZE,
                           GUEST_INT_ARG_REGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
-                          INSTANCE_PAGE_SIZE, PAGE_SIZE, VMCTX_DATA_SEGMENTS, VMCTX_FUNCREFS,
+                          INSTANCE_PAGE_SIZE, VMCTX_DATA_SEGMENTS, VMCTX_FUNCREFS,
                           VMCTX_GLOBALS, VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT,
-                          VMCTX_TABLES, VMCTX_TYPE_IDS, WASM_PAGE_SIZE, Builtin, ExitReason, Libcall,
-                          vmctx_libcall)
+                          VMCTX_TABLES, VMCTX_TYPE_IDS, WASM_PAGE_SIZE, Builtin, ExitReason,
+                          Libcall, vmctx_libcall)
 from ..module.traps import TrapCode
 from .calls import DONE as _DONE
 from .calls import (BITS_MASK, REF_TYPES, CallPlan, Value, Words, bits_arg, plan as _plan, read_value,
                     word as _w, write_value)
 from . import signals, stubs
 from .backtrace import unwinder
+from .faults import explain_fault
 from .instance_tables import ESCAPED, InstanceTables
 from .tables import Table, run_builtin
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
@@ -116,11 +116,6 @@ _RET_RAX = _w(INSTANCE_FIELDS["ret_rax"])
 _RET_RDX = _w(INSTANCE_FIELDS["ret_rdx"])
 _RET_XMM0 = _w(INSTANCE_FIELDS["ret_xmm0"])
 _RET_XMM1 = _w(INSTANCE_FIELDS["ret_xmm1"])
-_FAULT_SIGNO = _w(INSTANCE_FIELDS["fault_signo"])
-_FAULT_CODE = _w(INSTANCE_FIELDS["fault_code"])
-_FAULT_ADDR = _w(INSTANCE_FIELDS["fault_addr"])
-_FAULT_RIP = _w(INSTANCE_FIELDS["fault_rip"])
-_FAULT_RSP = _w(INSTANCE_FIELDS["fault_rsp"])
 
 
 def _vw(offset: int) -> int:
@@ -139,7 +134,6 @@ _VM_GROW_LIBCALL = _vw(vmctx_libcall(Libcall.MEMORY_GROW))
 _ROOT = _w(INSTANCE_FIELDS["root"])
 _GUEST_R14 = _w(INSTANCE_FIELDS["guest_r14"])
 _HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
-_FAULT_VMCTX = _w(INSTANCE_FIELDS["fault_vmctx"])
 _HC_ENTRY = _w(INSTANCE_FIELDS["hc_entry"])
 _HC_STACK = _w(INSTANCE_FIELDS["hc_stack"])
 _HC_GPR = _w(INSTANCE_FIELDS["hc_gpr"])
@@ -237,7 +231,6 @@ class Instance:
         self._deadline: Optional[_Deadline] = None   # the timeout of the call in progress
         self._stack_args: Optional[Words] = None
         self._return_area: Optional[Words] = None
-        self._heap_end = slot.vmctx + slot.heap_space
         self._page = memory.page
         # this instance's data segment descriptors: data.drop writes them, so each instance
         # (and each reset) starts from a copy of the module's, unless those are shared
@@ -851,44 +844,15 @@ class Instance:
 
     def _explain_fault(self) -> Error:
         """Turn the fault the signal handler recorded into a Trap, or a FatalFault that
-        poisons the instance when nothing explains it."""
-        u = self._page.u64
-        signo, si_code, addr, rip = u[_FAULT_SIGNO], u[_FAULT_CODE], u[_FAULT_ADDR], u[_FAULT_RIP]
-        at = self if u[_FAULT_VMCTX] == self._slot.vmctx else _by_vmctx.get(u[_FAULT_VMCTX], self)
-        module = at._module
-        func = module.function_at(rip)
-        if func is not None:
-            offset = rip - module.text_base - func.code_offset
-            site = func.traps.lookup(offset)
-            memory_fault = signo in (signal.SIGSEGV, signal.SIGBUS)
-            if site is not None:
-                code = site.code
-                if code != TrapCode.HeapOutOfBounds or at._in_heap_space(addr):
-                    trap = Trap(code, func=func.name, wasm_offset=site.wasm_offset,
-                                code_offset=offset, fault_address=addr if memory_fault else None)
-                    trap._unwind = self._unwinder(func.name, u[_FAULT_RSP])
-                    return trap
-            elif memory_fault and self._in_stack_guard(addr):
-                # a frame too big for what the prologue's limit check left: still an overflow
-                return Trap(TrapCode.StackOverflow, func=func.name, code_offset=offset,
-                            fault_address=addr)
-        self._set_state(State.FAULTED)
-        where = (f"in {func.name} at code offset {rip - module.text_base - func.code_offset:#x}"
-                 if func is not None else "outside any guest function")
-        return FatalFault(f"{_signame(signo)} (si_code {si_code}) {where} (rip {rip:#x}, "
-                          f"address {addr:#x}, rsp {u[_FAULT_RSP]:#x}) in instance "
-                          f"{self._name!r}: no trap site explains it; the instance is poisoned")
+        poisons the instance when nothing explains it (``runtime.faults``)."""
+        error = explain_fault(self._page.u64, self, _by_vmctx)
+        if isinstance(error, FatalFault):
+            self._set_state(State.FAULTED)
+        return error
 
     def _unwinder(self, innermost: str, rsp: int) -> Any:
         return unwinder(innermost, rsp, self._slot.stack_base, self._slot.stack_top,
                         [self._module] + [i._module for i in self._all_linked()])
-
-    def _in_heap_space(self, addr: int) -> bool:
-        # an access straddling the end of the reserved space faults on the page after it
-        return self._slot.vmctx <= addr < self._heap_end + PAGE_SIZE
-
-    def _in_stack_guard(self, addr: int) -> bool:
-        return self._slot.stack_base - PAGE_SIZE <= addr < self._slot.stack_base
 
     # --- inspection ---------------------------------------------------------------------------
 
@@ -979,11 +943,6 @@ class Instance:
 
     def _record_words(self, func_index: int) -> Any:
         return self._refs.record_words(func_index)
-
-    def _global_bits(self, index: int) -> int:
-        """Raw bits of global ``index`` (an element segment's offset may be one)."""
-        g = self._module.data.globals[index]
-        return ctypes.c_uint64.from_address(self._slot.globals + g.offset).value
 
     @property
     def globals(self) -> "Globals":
@@ -1134,10 +1093,3 @@ def _exit_name(reason: int) -> str:
         return ExitReason(reason).name.lower()
     except ValueError:
         return f"exit reason {reason}"
-
-
-def _signame(signo: int) -> str:
-    try:
-        return signal.Signals(signo).name
-    except ValueError:
-        return f"signal {signo}"

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set
 
 from ..wasm.types import FuncType
 
@@ -72,7 +72,7 @@ def extern_object(handle: int) -> Any:
     return entry[0]
 
 
-def release_handles(holder: Set[int], heirs: "List[Set[int]]" = ()) -> None:  # type: ignore[assignment]
+def release_handles(holder: Set[int], heirs: Sequence[Set[int]] = ()) -> None:
     """``holder`` lets go of its objects; with ``heirs`` (live holders sharing its tables or
     globals), the first of them takes its holds over instead."""
     if heirs:
