@@ -238,9 +238,13 @@ class Libcall(enum.IntEnum):
 
     Calling convention: SysV (arguments in rdi, rsi, rdx, ...; result in rax), with r14 = vmctx on
     entry and preserved. The caller treats every SysV caller-saved register as clobbered.
+    Some are libc's own functions (``runtime.stubs.LIBC_LIBCALLS``): the caller checks every
+    address they touch first, so nothing faults inside libc, where a fault is the host's.
     """
 
     MEMORY_GROW = 0   # (edi = delta pages) -> eax = old size in pages, or 0xFFFFFFFF on failure
+    MEMMOVE = 1       # libc memmove(rdi = dst, rsi = src, rdx = n): host addresses, in the heap
+    MEMSET = 2        # libc memset(rdi = dst, esi = byte, rdx = n): host addresses, in the heap
 
 
 LIBCALL_SLOTS = 32  # room in the array; Libcall members use the low indices

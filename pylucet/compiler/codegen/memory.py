@@ -4,7 +4,7 @@ Heap accesses compile without bounds checks: the heap's address space is reserve
 4 GiB + 4 GiB (``runtime.region``), so ``[r14 + zero-extended i32 + offset]`` out of bounds lands
 on an inaccessible page; the access gets a trap site at its own offset and the signal handler
 turns the fault into ``HeapOutOfBounds``. The bulk instructions check their ranges explicitly
-(nothing may be written before the trap), and their trap stubs read an out-of-bounds heap byte
+(nothing may be written before the trap, and they run in libc), and their trap stubs read an out-of-bounds heap byte
 instead of ``ud2``: the runtime believes a heap trap only for a fault inside the heap's address
 space.
 """
@@ -17,7 +17,7 @@ from ...module.abi import VMCTX_MEMORY_SIZE, Libcall, vmctx_libcall
 from ...module.traps import TrapCode
 from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, fits_i32
-from ..x86_64.registers import CC_A, CC_AE, R11, R14, RAX, RCX, RDI, RSI
+from ..x86_64.registers import CC_A, R11, R14, RAX, RDI, RDX, RSI
 from .context import CONST, I32, IN_XMM, REG, signed as _signed, width
 
 if TYPE_CHECKING:
@@ -115,9 +115,10 @@ def op_memory_grow(cg: FunctionCompiler, _, imm, off):
     ctx.claim(RAX, I32)
     stack.append((REG, RAX, I32))
 
-# Bulk memory: the string instructions with their fixed registers. Both ranges are checked
-# before a byte is written, so a trap leaves memory untouched and ``rep movsb``/``rep stosb``
-# never fault (they need no trap site).
+# Bulk memory: calls into libc's memmove and memset (``abi.Libcall``), which beat any inline
+# string instruction (``rep movsb`` costs tens of cycles to start, and backwards, as an
+# overlapping memmove needs, it is byte by byte). Both ranges are checked before the call, so a
+# trap leaves memory untouched and libc never faults (a fault there would be the host's).
 def _bulk_operands(cg: FunctionCompiler, regs: Tuple[int, int, int]) -> None:
     """Pop the three i32 operands into the fixed registers ``regs`` (deepest operand first),
     which the caller owns and frees."""
@@ -136,50 +137,40 @@ def _range_trap(cg: FunctionCompiler, off: int) -> int:
 
 
 def _check_heap_range(cg: FunctionCompiler, start: int, trap: int) -> None:
-    """Jump to ``trap`` unless ``start`` + ``rcx`` (left in r11) is at most the current heap
-    size. Both are zero-extended i32s, so the 64-bit sum cannot wrap; an empty range may
-    start at the very end but not past it."""
+    """Jump to ``trap`` unless ``start`` + ``rdx`` (the length; the sum left in r11) is at most
+    the current heap size. Both are zero-extended i32s, so the 64-bit sum cannot wrap; an empty
+    range may start at the very end but not past it."""
     asm = cg.asm
-    asm.lea(64, R11, (start, RCX, 1, 0))
+    asm.lea(64, R11, (start, RDX, 1, 0))
     asm.alu_rm(X.CMP, 64, R11, (R14, NO_INDEX, 1, VMCTX_MEMORY_SIZE))
     asm.jcc(CC_A, trap)
 
 
-def op_memory_copy(cg: FunctionCompiler, _, imm, off):
-    """memmove: when the destination overlaps the source from above, copy backwards
-    (``std``), or the first bytes written would overwrite source bytes not yet read."""
+def _call_libc(cg: FunctionCompiler, call: Libcall) -> None:
+    """Call ``call`` with rdi (a checked heap offset, made a host address here), rsi and rdx
+    in place; every other value in a scratch register goes to its slot first, as at any call
+    (lazy locals stay: their homes are callee-saved registers or the frame)."""
     ctx = cg.ctx
-    _bulk_operands(cg, (RDI, RSI, RCX))
     asm = cg.asm
+    asm.lea(64, RDI, (R14, RDI, 1, 0))
+    ctx.spill_all((REG,))
+    cg.makes_calls = True
+    asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(call)))
+    ctx.regs.reset()
+
+
+def op_memory_copy(cg: FunctionCompiler, _, imm, off):
+    """memmove(heap + d, heap + s, n): overlap either way is libc's to get right."""
+    _bulk_operands(cg, (RDI, RSI, RDX))
     trap = _range_trap(cg, off)
     _check_heap_range(cg, RDI, trap)
     _check_heap_range(cg, RSI, trap)
-    asm.lea(64, RDI, (R14, RDI, 1, 0))
-    asm.lea(64, RSI, (R14, RSI, 1, 0))
-    forward, done = asm.new_label(), asm.new_label()
-    asm.mov_rr(64, R11, RDI)
-    asm.alu_rr(X.SUB, 64, R11, RSI)
-    asm.alu_rr(X.CMP, 64, R11, RCX)
-    asm.jcc(CC_AE, forward)          # backwards only if 0 <= dst - src < n
-    asm.lea(64, RDI, (RDI, RCX, 1, -1))
-    asm.lea(64, RSI, (RSI, RCX, 1, -1))
-    asm.std()
-    asm.rep_movsb()
-    asm.cld()                        # compiled code and its callers rely on DF = 0
-    asm.jmp(done)
-    asm.bind(forward)
-    asm.rep_movsb()
-    asm.bind(done)
-    for reg in (RDI, RSI, RCX):
-        ctx.free(reg)
+    cg.asm.lea(64, RSI, (R14, RSI, 1, 0))
+    _call_libc(cg, Libcall.MEMMOVE)
 
 
 def op_memory_fill(cg: FunctionCompiler, _, imm, off):
-    """``rep stosb`` stores al: the low 8 bits of the value, as the spec wants."""
-    ctx = cg.ctx
-    _bulk_operands(cg, (RDI, RAX, RCX))
+    """memset(heap + d, value, n): memset stores the value's low 8 bits, as the spec wants."""
+    _bulk_operands(cg, (RDI, RSI, RDX))
     _check_heap_range(cg, RDI, _range_trap(cg, off))
-    cg.asm.lea(64, RDI, (R14, RDI, 1, 0))
-    cg.asm.rep_stosb()
-    for reg in (RDI, RAX, RCX):
-        ctx.free(reg)
+    _call_libc(cg, Libcall.MEMSET)
