@@ -1,7 +1,8 @@
 """Locals, globals and the parametric instructions (``drop``, ``select``).
 
 ``local.get`` pushes a lazy entry that reads the local's home where it is used; ``local.set``
-copies any such entry still on the stack first (``CodeGenContext.detach_local``). Globals live
+copies any such entry still on the stack first (``CodeGenContext.detach_local``). ``local.tee``
+of a local living in the frame pushes the value it stored, not a lazy read of it. Globals live
 in the globals area that the vmctx points at, each at its ``ModuleEnv.global_offsets`` slot.
 """
 
@@ -55,8 +56,16 @@ def op_local_set(cg: FunctionCompiler, tee, idx, off):
         else:
             reg, owned = ctx.reg_of(e)
             ctx.store_reg(t, mem, reg)
+            if tee:
+                # the value is still in hand: pushing it (not a lazy read of the frame slot)
+                # spares its user a reload that would wait on the store just made
+                cg.stack.append((REG, reg, t) if owned else e)
+                return
             if owned:
                 ctx.free(reg, t)
+        if tee:
+            cg.stack.append(e)    # a constant stays one
+        return
     if tee:
         cg.stack.append((LOCAL, idx, t))
 
