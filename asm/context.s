@@ -169,9 +169,23 @@ pylucet_hostcall:
 
 # --- pylucet_interrupt: an interrupt poll faulted -------------------------------------------------
 # Entered as if called from the instruction after the poll (trap.s pushes that return address and
-# sends the thread here), at a point where no scratch register holds a live value, so saving the
-# callee-saved registers is enough to resume there later.
+# sends the thread here), at a point where no scratch register holds a live value. Live values
+# are in the frame, the callee-saved registers (leave_guest keeps those) and, in a leaf function,
+# the caller-saved registers of compiler/codegen/context.py's LEAF_LOCAL_REGS: those wait on the
+# guest's stack (its reservation has room), so the guest can be resumed at the poll.
 pylucet_interrupt:
+    push r8                                   # a leaf function's locals: r8 ...
+    push r9                                   # ... r9
+    push rsi                                  # ... rsi
+    push rdi                                  # ... rdi
+    call interrupt_leave                      # leave for the host; a resume returns here
+    pop rdi                                   # the leaf's locals back
+    pop rsi
+    pop r9
+    pop r8
+    ret                                       # on after the poll
+
+interrupt_leave:
     mov r11, [r14 + VMCTX_INST_ROOT]          # r11 = the root instance page
     mov eax, EXIT_INTERRUPTED
     jmp leave_guest

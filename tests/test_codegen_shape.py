@@ -5,9 +5,10 @@ many."""
 
 from __future__ import annotations
 
+from pylucet.compiler.codegen.context import LEAF_LOCAL_REGS, LOCAL_REGS
 from pylucet.module.abi import Libcall, vmctx_libcall
 
-from .conftest import disassemble
+from .conftest import disassemble, instantiate as instance
 
 
 def _libcall(call: Libcall) -> tuple:
@@ -43,7 +44,7 @@ def test_tee_of_a_frame_local_keeps_the_value_in_hand():
     """``local.tee`` of a local in the frame stores the value and goes on with the register it
     was in: its user does not reload it from the slot just written (a store-to-load round trip
     on the critical path of every ARX hash round: seqhash, chacha, blake3)."""
-    decls, loop = _busy_locals(5)
+    decls, loop = _busy_locals(len(LEAF_LOCAL_REGS + LOCAL_REGS))
     insns = disassemble(f"""(module (func (param $p i32) (result i32) {decls} (local $x i32)
       {loop}
       (i32.rotl (local.tee $x (i32.mul (local.get $p) (local.get $p))) (i32.const 7))))""")
@@ -53,3 +54,38 @@ def test_tee_of_a_frame_local_keeps_the_value_in_hand():
     slot = store[1].split(",")[0]
     assert [i for i in insns if slot in i[1]] == [store], insns   # written once, never read
     assert insns[k + 2][0] == "rol", insns
+
+
+def test_a_leaf_keeps_its_locals_in_caller_saved_registers():
+    """A function that calls nothing keeps its busiest locals in caller-saved registers first
+    (``LEAF_LOCAL_REGS``): no push or pop for them, no frame, and a parameter whose argument
+    register is one of them stays in it. ed25519 spends most of its time in such a leaf
+    (``__multi3``), which pushed and popped all five callee-saved registers on every call."""
+    body = """(param i64 i64 i64) (result i64) (local i64)
+      (local.set 3 (i64.mul (local.get 0) (local.get 1)))
+      (i64.add (i64.mul (local.get 2) (local.get 3)) (local.get 3))"""
+    assert len(LEAF_LOCAL_REGS) >= 4
+    leaf = disassemble(f"(module (func {body}))")
+    assert not [i for i in leaf if i[0] in ("push", "pop") or "rsp +" in i[1]], leaf
+    # the parameters arrive in rdi, rsi and rdx: only rdx, no local's home, is moved
+    entry = leaf[:[m for m, _ in leaf].index("xor")]   # up to zeroing the declared local
+    assert [ops.split(", ")[1] for m, ops in entry if m == "mov" and "ptr" not in ops] \
+        == ["rdx"], leaf
+    # with a call in it, the same locals take callee-saved registers, pushed and popped
+    caller = disassemble(f"(module (func $f) (func {body} (call $f)))")
+    assert [m for m, _ in caller].count("push") == 4, caller
+
+
+def test_leaf_parameters_move_to_their_registers_at_once(region):
+    """Parameters arrive in argument registers that are also a leaf's local homes: the moves
+    are one parallel move, so none overwrites a parameter still to be read."""
+    with instance(region, """(module (func (export "f")
+        (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+      (i32.sub (local.get 7) (i32.sub (local.get 6) (i32.sub (local.get 5) (i32.sub (local.get 4)
+        (i32.sub (local.get 3) (i32.sub (local.get 2) (i32.sub (local.get 1)
+          (i32.mul (local.get 0) (i32.const 3)))))))))))""") as inst:
+        args = [1 << (4 * k) for k in range(8)]
+        want = args[0] * 3
+        for a in args[1:]:
+            want = a - want
+        assert inst.run("f", *args) == want & 0xFFFF_FFFF

@@ -69,8 +69,12 @@ def test_a_host_sigint_handler_still_runs_and_the_guest_can_carry_on():
 def test_a_handled_ctrl_c_lets_the_call_finish_exactly():
     """With the host handling SIGINT, the interrupted call resumes at its poll and runs to its
     end with every local as it was: the poll page opens again although the SIGINT handler, not
-    the host, revoked it (before, every later poll left for the host again)."""
+    the host, revoked it (before, every later poll left for the host again), and the leaf
+    function's locals, in the caller-saved registers of codegen.context.LEAF_LOCAL_REGS (all
+    four here), are kept by pylucet_interrupt."""
     r = _child("""
+        from pylucet.compiler.codegen.context import LEAF_LOCAL_REGS
+        assert len(LEAF_LOCAL_REGS) == 4
         counter = pylucet.load(pylucet.compile('''(module
           (func (export "count") (param $n i32) (result i32)
                 (local $a i32) (local $b i32) (local $c i32)

@@ -288,7 +288,8 @@ def vmctx_libcall(call: Libcall) -> int:
 # page (mprotect PROT_NONE); the next poll faults, and the signal handler, seeing a fault on the
 # poll page, makes the guest call pylucet_interrupt from the instruction after the poll, which
 # leaves with ExitReason.INTERRUPTED -- resumable, since polls sit only where every live value is
-# in a callee-saved register or the frame.
+# in a callee-saved register, the frame or a leaf function's local registers (which
+# pylucet_interrupt keeps).
 
 VMCTX_POLL = -(INSTANCE_PAGE_SIZE + PAGE_SIZE)
 POLL_INSN_SIZE = 7

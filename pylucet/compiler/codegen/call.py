@@ -20,8 +20,8 @@ from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, fits_i32
 from ..x86_64.registers import CC_E, CC_NE, GPR_NAMES, R10, R11, RSP, XMM
 from . import tables
-from .context import (CONST, IN_XMM, REG, SLOT, XTMP, require_num, result_reg, signed as _signed,
-                      width)
+from .context import (CONST, IN_XMM, REG, SLOT, XTMP, parallel_move, require_num, result_reg,
+                      signed as _signed, width)
 
 if TYPE_CHECKING:
     from .function import FunctionCompiler
@@ -145,16 +145,4 @@ def _parallel_move(cg: FunctionCompiler, moves: List[Tuple[int, tuple]], xmm: bo
     """Move each (destination register, register entry) pair at once, breaking cycles with
     r11 or xmm15."""
     mov = cg.asm.movaps if xmm else (lambda d, s: cg.asm.mov_rr(64, d, s))
-    tmp = XTMP if xmm else R11
-    pending = [(dst, e[1]) for dst, e in moves if e[0] == REG and e[1] != dst]
-    while pending:
-        sources = {src for _, src in pending}
-        for k, (dst, src) in enumerate(pending):
-            if dst not in sources:
-                mov(dst, src)
-                del pending[k]
-                break
-        else:
-            dst, src = pending[0]
-            mov(tmp, src)
-            pending[0] = (dst, tmp)
+    parallel_move(mov, XTMP if xmm else R11, [(dst, e[1]) for dst, e in moves if e[0] == REG])

@@ -60,11 +60,42 @@ RESULT_REG = RAX
 FLOAT_RESULT_REG = XMM[0]
 LOCAL_REGS = (RBX, R15, R12, R13, RBP)
 """Callee-saved registers that the busiest integer locals live in for a whole function."""
+LEAF_LOCAL_REGS = (R8, R9, RSI, RDI)
+"""Caller-saved registers that a leaf function's busiest integer locals live in before it
+takes any of ``LOCAL_REGS``: nothing it calls can clobber them, and they cost no push and pop.
+None has a fixed use in code that calls nothing (rdi and rsi serve the bulk memory libcalls);
+``asm/context.s``'s ``pylucet_interrupt`` keeps them across an interruption at a poll. The
+scratch registers keep rax, rcx, rdx and r10 at least."""
+_CALLING_OPS = frozenset((
+    Op.CALL, Op.CALL_INDIRECT, Op.MEMORY_GROW, Op.MEMORY_COPY, Op.MEMORY_FILL, Op.MEMORY_INIT,
+    Op.DATA_DROP, Op.TABLE_GET, Op.TABLE_SET, Op.TABLE_INIT, Op.ELEM_DROP, Op.TABLE_COPY,
+    Op.TABLE_GROW, Op.TABLE_FILL))
+"""Instructions that may call (or need fixed registers beyond rax, rcx and rdx): a function
+without any is a leaf. Erring on the side of calling costs only speed; a call emitted in a
+function taken for a leaf fails an assertion at its end (``FunctionCompiler.compile``)."""
 MASK = {32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
 
 
 def width(t: ValType) -> int:
     return 64 if t == I64 or t == F64 else 32
+
+
+def parallel_move(mov, tmp: int, moves: Sequence[Tuple[int, int]]) -> None:
+    """Emit ``mov(dst, src)`` for each (destination, source) register pair as if all at once:
+    a move goes once no other pending move still reads its destination; a cycle is broken
+    through ``tmp``."""
+    pending = [(dst, src) for dst, src in moves if dst != src]
+    while pending:
+        sources = {src for _, src in pending}
+        for k, (dst, src) in enumerate(pending):
+            if dst not in sources:
+                mov(dst, src)
+                del pending[k]
+                break
+        else:
+            dst, src = pending[0]
+            mov(tmp, src)
+            pending[0] = (dst, tmp)
 
 
 def signed(v: int, w: int) -> int:
@@ -83,13 +114,15 @@ def require_num(types: Sequence[ValType], what: str) -> None:
 
 
 class RegAlloc:
-    """Which scratch registers of each class are owned by operand stack entries."""
+    """Which scratch registers of each class are owned by operand stack entries. The general
+    purpose ones are ``SCRATCH`` but for those a leaf function's locals live in."""
 
-    __slots__ = ("used", "xused")
+    __slots__ = ("used", "xused", "scratch")
 
-    def __init__(self) -> None:
+    def __init__(self, scratch: Sequence[int] = SCRATCH) -> None:
         self.used = 0                 # bit mask of general purpose scratch registers
         self.xused = 0                # the same for xmm registers
+        self.scratch = tuple(scratch)
 
     def reset(self) -> None:
         """Every register free: at a label, or after a call clobbered them all."""
@@ -100,7 +133,7 @@ class RegAlloc:
         if IN_XMM[t]:
             regs, used = XSCRATCH, self.xused
         else:
-            regs, used = SCRATCH, self.used
+            regs, used = self.scratch, self.used
         for r in regs:
             if not used & (1 << r):
                 return r
@@ -128,18 +161,31 @@ class Frame:
     slot word per operand stack position from ``spill_base``. ``rsp_adjust`` is added while
     outgoing call arguments sit below the frame. Its size is known only after the body."""
 
-    def __init__(self, local_types: Sequence[ValType], instrs: list, return_area: bool):
+    def __init__(self, local_types: Sequence[ValType], instrs: list, return_area: bool,
+                 arrivals: Sequence[int] = ()):
+        """``arrivals``: the register each parameter arrives in (or -1), so that a leaf's
+        parameter whose arrival register is one of its local homes stays where it is."""
         self.local_types = local_types
         n = len(local_types)
-        uses = _local_uses(n, instrs)
+        uses, self.leaf = _local_uses(n, instrs)
         # every xmm register is caller-saved, so float locals always live in the frame
         ranked = sorted((i for i in range(n) if uses[i] and not IN_XMM[local_types[i]]),
                         key=lambda i: -uses[i])
         self.local_reg: List[int] = [-1] * n     # home register of each local, or -1
         self.local_disp: List[int] = [0] * n     # frame offset of each frame-resident local
-        for i, reg in zip(ranked, LOCAL_REGS):
-            self.local_reg[i] = reg
+        homes = LEAF_LOCAL_REGS + LOCAL_REGS if self.leaf else LOCAL_REGS
+        chosen = ranked[:len(homes)]
+        free = list(homes[:len(chosen)])
+        for i in chosen:
+            if i < len(arrivals) and arrivals[i] in free:
+                self.local_reg[i] = arrivals[i]
+                free.remove(arrivals[i])
+        for i in chosen:
+            if self.local_reg[i] < 0:
+                self.local_reg[i] = free.pop(0)
         self.saved_regs = [r for r in LOCAL_REGS if r in self.local_reg]
+        self.scratch = [r for r in SCRATCH if r not in self.local_reg]
+        self.home_mask = sum(1 << r for r in set(self.local_reg) if r >= 0)
         in_frame = sorted(i for i in range(n) if uses[i] and self.local_reg[i] < 0)
         disp = 0
         for i in in_frame:
@@ -172,13 +218,16 @@ class Frame:
         return frame
 
 
-def _local_uses(n: int, instrs: list) -> List[int]:
+def _local_uses(n: int, instrs: list) -> Tuple[List[int], bool]:
     """How busy each local is: a cheap pre-scan counting uses, a use inside loops counting
-    more; 0 for locals never touched (they get no home at all)."""
+    more; 0 for locals never touched (they get no home at all). And whether the function is
+    a leaf (no instruction in ``_CALLING_OPS``)."""
     uses = [0] * n
     weight, loops = 1, []
     get, set_, tee = Op.LOCAL_GET, Op.LOCAL_SET, Op.LOCAL_TEE
     loop, block, if_, end = Op.LOOP, Op.BLOCK, Op.IF, Op.END
+    calling = _CALLING_OPS
+    leaf = True
     for op, imm, _ in instrs:
         if op == get or op == set_ or op == tee:
             uses[imm] += weight
@@ -190,7 +239,9 @@ def _local_uses(n: int, instrs: list) -> List[int]:
         elif op == end and loops:
             if loops.pop():
                 weight = 8 ** min(loops.count(True), 4)
-    return uses
+        elif op in calling:
+            leaf = False
+    return uses, leaf
 
 
 class ValueStack(list):
@@ -208,7 +259,8 @@ class CodeGenContext:
     def __init__(self, asm: Assembler, frame: Frame) -> None:
         self.asm = asm
         self.stack = ValueStack()
-        self.regs = regs = RegAlloc()
+        self.regs = regs = RegAlloc(frame.scratch)
+        self.home_mask = frame.home_mask
         self.frame = frame
         self.local_reg = frame.local_reg      # the same list: read on every lazy local
         self.local_mem = frame.local_mem
@@ -244,6 +296,8 @@ class CodeGenContext:
         """Make ``reg`` (of ``t``'s class) free for a fixed use: move its owner to another
         register or its slot."""
         if not self.owned(reg, t):
+            assert IN_XMM[t] or not self.home_mask & (1 << reg), \
+                f"fixed register {reg} holds a local (context.LEAF_LOCAL_REGS)"
             return
         fl = IN_XMM[t]
         stack = self.stack
