@@ -89,3 +89,16 @@ def test_leaf_parameters_move_to_their_registers_at_once(region):
         for a in args[1:]:
             want = a - want
         assert inst.run("f", *args) == want & 0xFFFF_FFFF
+
+
+def test_and_with_the_low_half_mask_is_a_32_bit_move():
+    """``i64.and x, 0xFFFFFFFF`` (the 64-bit multiply helpers do it for every partial
+    product) zero-extends x's low half with one ``mov r32, r32``, not a 64-bit immediate
+    through r11 and an ``and``."""
+    insns = disassemble("""(module (func (param i64) (result i64)
+      (i64.and (i64.mul (local.get 0) (local.get 0)) (i64.const 0xFFFFFFFF))))""")
+    assert not [i for i in insns if i[0] == "and" or "0xffffffff" in i[1]], insns
+    k = [m for m, _ in insns].index("imul")
+    reg = insns[k][1].split(", ")[0]
+    low = {"rax": "eax", "rcx": "ecx", "rdx": "edx", "r10": "r10d"}[reg]
+    assert insns[k + 1] == ("mov", f"{low}, {low}"), insns

@@ -458,13 +458,16 @@ class CodeGenContext:
         return CC_NE
 
     def alu_operand(self, op: int, w: int, dst: int, e: tuple) -> None:
-        """``op dst, <e>`` with ``e`` as an immediate, register or memory operand."""
+        """``op dst, <e>`` with ``e`` as an immediate, register or memory operand (the flags
+        as ``op`` leaves them, except for ``and`` with 0xFFFFFFFF: a 32-bit ``mov``)."""
         asm = self.asm
         kind, val = e[0], e[1]
         if kind == CONST:
             imm = signed(val, w)
             if fits_i32(imm):
                 asm.alu_ri(op, w, dst, imm)
+            elif op == X.AND and val == 0xFFFF_FFFF:   # the low half, zero-extended
+                asm.mov_rr(32, dst, dst)
             else:
                 asm.mov_ri(64, R11, val)
                 asm.alu_rr(op, w, dst, R11)
