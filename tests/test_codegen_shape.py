@@ -102,3 +102,93 @@ def test_and_with_the_low_half_mask_is_a_32_bit_move():
     reg = insns[k][1].split(", ")[0]
     low = {"rax": "eax", "rcx": "ecx", "rdx": "edx", "r10": "r10d"}[reg]
     assert insns[k + 1] == ("mov", f"{low}, {low}"), insns
+
+
+_CALLER = """(module (memory 1) (table 1 funcref) (elem (i32.const 0) $mix)
+  (type $mix_t (func (param i64 i64 i64 i64 i64 i64) (result i64)))
+  (func $mix (type $mix_t)
+    ;; a leaf: its locals take r8, r9, rsi and rdi, whatever the caller kept there
+    (i64.add (i64.mul (local.get 0) (i64.const 3)) (i64.sub (local.get 1) (local.get 5)))
+    (i64.xor (i64.add (local.get 2) (local.get 4)) (local.get 3)) (i64.add))
+  (func (export "f") (param $n i32) (result i64)
+        (local $a i64) (local $b i64) (local $c i64) (local $d i64) (local $e i64) (local $g i64)
+    (loop $l
+      (local.set $a (i64.add (local.get $a) (i64.add (local.get $b) (i64.const 1))))
+      (local.set $b (i64.add (local.get $b) (i64.add (local.get $c) (i64.const 2))))
+      (local.set $c (i64.add (local.get $c) (i64.add (local.get $d) (i64.const 3))))
+      (local.set $d (i64.add (local.get $d) (i64.add (local.get $e) (i64.const 4))))
+      (local.set $e (i64.add (local.get $e) (i64.add (local.get $g) (i64.const 5))))
+      (local.set $g (i64.add (local.get $g) (i64.add (local.get $a) (i64.const 6))))
+      ;; the locals as arguments, in the very registers some of them live in
+      (local.set $a (i64.add (local.get $a) (call $mix (local.get $g) (local.get $e)
+        (local.get $d) (local.get $c) (local.get $b) (local.get $a))))
+      (local.set $b (i64.add (local.get $b) (call_indirect (type $mix_t) (local.get $e)
+        (local.get $g) (local.get $a) (local.get $b) (local.get $c) (local.get $d)
+        (i32.const 0))))
+      (local.set $c (i64.add (local.get $c) (i64.extend_i32_u (memory.grow (i32.const 0)))))
+      (memory.copy (i32.const 8) (i32.const 0) (i32.const 8))
+      (i64.store (i32.const 0) (local.get $g))
+      (local.set $d (i64.add (local.get $d) (i64.load (i32.const 8))))
+      (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+    (i64.xor (i64.xor (i64.xor (local.get $a) (local.get $b)) (i64.xor (local.get $c)
+      (local.get $d))) (i64.xor (local.get $e) (local.get $g)))))"""
+
+
+def _caller_model(n: int) -> int:
+    m = (1 << 64) - 1
+    a = b = c = d = e = g = 0
+    heap = [0, 0]
+
+    def mix(p0, p1, p2, p3, p4, p5):
+        return (p0 * 3 + (p1 - p5) + ((p2 + p4) ^ p3)) & m
+    while True:
+        a = (a + b + 1) & m
+        b = (b + c + 2) & m
+        c = (c + d + 3) & m
+        d = (d + e + 4) & m
+        e = (e + g + 5) & m
+        g = (g + a + 6) & m
+        a = (a + mix(g, e, d, c, b, a)) & m
+        b = (b + mix(e, g, a, b, c, d)) & m
+        c = (c + 1) & m          # memory.grow 0 answers the size: 1 page
+        heap[1] = heap[0]
+        heap[0] = g
+        d = (d + heap[1]) & m
+        n -= 1
+        if not n:
+            return a ^ b ^ c ^ d ^ e ^ g
+
+
+def test_locals_in_caller_saved_registers_survive_calls(region):
+    """A function that calls keeps two more locals in r8 and r9 (``CALL_SAVED_LOCAL_REGS``),
+    stored before each call and loaded after it: across direct and indirect calls to a leaf
+    that uses those registers itself, libcalls, and with the locals passed as arguments in the
+    registers they live in."""
+    for n in (1, 2, 7):
+        with instance(region, _CALLER) as inst:      # a fresh heap each time
+            assert inst.run("f", n) == _caller_model(n)
+
+
+def test_locals_in_caller_saved_registers_pay_only_at_calls():
+    """Each of r8 and r9 is stored once before each call and loaded right after it, and at no
+    other point."""
+    insns = disassemble(_CALLER)
+    f = insns[[k for k, i in enumerate(insns) if i[0] == "ret"][0] + 1:]   # after $mix
+    calls = [k for k, i in enumerate(f) if i[0] == "call"]
+    assert len(calls) == 4, f   # mix, call_indirect, memory.grow, memmove
+
+    def home(r: str) -> str:
+        return r[:-1] if r in ("r8d", "r9d") else r
+
+    def saves(part):
+        return [home(i[1].split(", ")[1]) for i in part
+                if i[0] == "mov" and "ptr [rsp" in i[1].split(", ")[0]
+                and home(i[1].split(", ")[1]) in ("r8", "r9")]
+    assert len(saves(f)) == 2 * len(calls), f
+    prev = 0
+    for k in calls:
+        assert sorted(saves(f[prev:k])) == ["r8", "r9"], f[prev:k]
+        loads = [home(i[1].split(", ")[0]) for i in f[k + 1:k + 4]
+                 if i[0] == "mov" and "ptr [rsp" in i[1]]
+        assert sorted(loads) == ["r8", "r9"], f[k:k + 4]
+        prev = k

@@ -81,6 +81,7 @@ def _call(cg: FunctionCompiler, ftype: FuncType, emit_call: Callable[[], None]) 
     require_num(ftype.results, "results")
     asm = cg.asm
     stack = cg.stack
+    ctx.before_call()
     nargs = len(ftype.params)
     first = len(stack) - nargs
     for i in range(first):
@@ -131,7 +132,7 @@ def _call(cg: FunctionCompiler, ftype: FuncType, emit_call: Callable[[], None]) 
     if outgoing:
         asm.alu_ri(X.ADD, 64, RSP, outgoing)
         ctx.frame.rsp_adjust = 0
-    ctx.regs.reset()
+    ctx.after_call()
     if multi:
         for k, t in enumerate(ftype.results):
             stack.append((SLOT, first + k, t))

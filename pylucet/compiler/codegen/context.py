@@ -18,12 +18,12 @@ The value representation is ``module.abi``'s, for every type: ``abi.value_class`
 register file (i32, i64 and the references in general purpose registers; f32, f64 and v128 in
 xmm registers, with their own free mask and xmm0 as result register) and ``abi.slot_size`` the
 bytes a value takes in the frame. Scratch values use the caller-saved registers in ``SCRATCH``
-and ``XSCRATCH``; ``r11`` and ``xmm15`` are never allocated and serve as short-lived
-temporaries inside one instruction's code. A float constant is materialised through ``r11``, so
-no value may be waiting in ``r11`` when one is loaded; and bits are bits in memory, so a float
-moves between memory locations through ``r11`` like an integer of its width. An i32 in a 64-bit
-register is always zero-extended (every i32 result is written by a 32-bit instruction), so it
-can index the heap directly.
+(but those the function's locals live in) and ``XSCRATCH``; ``r11`` and ``xmm15`` are never
+allocated and serve as short-lived temporaries inside one instruction's code. A float constant
+is materialised through ``r11``, so no value may be waiting in ``r11`` when one is loaded; and
+bits are bits in memory, so a float moves between memory locations through ``r11`` like an
+integer of its width. An i32 in a 64-bit register is always zero-extended (every i32 result is
+written by a 32-bit instruction), so it can index the heap directly.
 
 Every helper here emits only moves (never ``xor r, r`` or other flag-writing instructions)
 unless it says otherwise, so a compare's flags survive operand shuffling up to their ``jcc`` or
@@ -60,6 +60,12 @@ RESULT_REG = RAX
 FLOAT_RESULT_REG = XMM[0]
 LOCAL_REGS = (RBX, R15, R12, R13, RBP)
 """Callee-saved registers that the busiest integer locals live in for a whole function."""
+CALL_SAVED_LOCAL_REGS = (R8, R9)
+"""Caller-saved registers that the next-busiest integer locals of a function that calls live
+in: stored to the local's frame slot before each call and loaded back after it
+(``CodeGenContext.before_call``/``after_call``), so they pay at calls instead of at every use.
+No instruction needs them as fixed registers except as call arguments, which are placed after
+the store (and read such a local from its slot)."""
 LEAF_LOCAL_REGS = (R8, R9, RSI, RDI)
 """Caller-saved registers that a leaf function's busiest integer locals live in before it
 takes any of ``LOCAL_REGS``: nothing it calls can clobber them, and they cost no push and pop.
@@ -173,7 +179,8 @@ class Frame:
                         key=lambda i: -uses[i])
         self.local_reg: List[int] = [-1] * n     # home register of each local, or -1
         self.local_disp: List[int] = [0] * n     # frame offset of each frame-resident local
-        homes = LEAF_LOCAL_REGS + LOCAL_REGS if self.leaf else LOCAL_REGS
+        homes = (LEAF_LOCAL_REGS + LOCAL_REGS if self.leaf
+                 else LOCAL_REGS + CALL_SAVED_LOCAL_REGS)
         chosen = ranked[:len(homes)]
         free = list(homes[:len(chosen)])
         for i in chosen:
@@ -186,7 +193,11 @@ class Frame:
         self.saved_regs = [r for r in LOCAL_REGS if r in self.local_reg]
         self.scratch = [r for r in SCRATCH if r not in self.local_reg]
         self.home_mask = sum(1 << r for r in set(self.local_reg) if r >= 0)
-        in_frame = sorted(i for i in range(n) if uses[i] and self.local_reg[i] < 0)
+        # (local, register) of the locals kept in caller-saved registers across calls
+        self.call_saved = [] if self.leaf else [
+            (i, r) for i, r in enumerate(self.local_reg) if r in CALL_SAVED_LOCAL_REGS]
+        in_frame = sorted(i for i in range(n) if uses[i] and (
+            self.local_reg[i] < 0 or self.local_reg[i] in CALL_SAVED_LOCAL_REGS))
         disp = 0
         for i in in_frame:
             size = slot_size(local_types[i])
@@ -261,6 +272,8 @@ class CodeGenContext:
         self.stack = ValueStack()
         self.regs = regs = RegAlloc(frame.scratch)
         self.home_mask = frame.home_mask
+        self.call_saved = frame.call_saved
+        self.calls = 0                        # calls made through before_call/after_call
         self.frame = frame
         self.local_reg = frame.local_reg      # the same list: read on every lazy local
         self.local_mem = frame.local_mem
@@ -285,6 +298,22 @@ class CodeGenContext:
                 raise AssertionError("no scratch register left")
         self.claim(r, t)
         return r
+
+    def before_call(self) -> None:
+        """Before anything is placed for a call: the locals in ``CALL_SAVED_LOCAL_REGS`` go to
+        their frame slots, where lazy reads of them find them until ``after_call``."""
+        for idx, reg in self.call_saved:
+            self.asm.mov_mr(width(self.frame.local_types[idx]), self.local_mem(idx), reg)
+            self.local_reg[idx] = -1
+
+    def after_call(self) -> None:
+        """After the call (and the stack arguments' release): every scratch register is free,
+        since the call clobbered them, and the locals saved by ``before_call`` come back."""
+        self.regs.reset()
+        for idx, reg in self.call_saved:
+            self.local_reg[idx] = reg
+            self.asm.mov_rm(width(self.frame.local_types[idx]), reg, self.local_mem(idx))
+        self.calls += 1
 
     def mov_reg(self, t: ValType, dst: int, src: int) -> None:
         if IN_XMM[t]:

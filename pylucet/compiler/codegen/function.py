@@ -113,6 +113,7 @@ class FunctionCompiler:
             entry[0](self, entry[1], imm, off)
         assert not (self.frame.leaf and self.makes_calls), \
             "a call in a function taken for a leaf (context._CALLING_OPS)"
+        assert asm.calls == self.ctx.calls, "a call not made through before_call/after_call"
         self._emit_out_of_line()
         self._finish_frame()
         assert asm.unresolved() == 0

@@ -4,9 +4,9 @@ Heap accesses compile without bounds checks: the heap's address space is reserve
 4 GiB + 4 GiB (``runtime.region``), so ``[r14 + zero-extended i32 + offset]`` out of bounds lands
 on an inaccessible page; the access gets a trap site at its own offset and the signal handler
 turns the fault into ``HeapOutOfBounds``. The bulk instructions check their ranges explicitly
-(nothing may be written before the trap, and they run in libc), and their trap stubs read an out-of-bounds heap byte
-instead of ``ud2``: the runtime believes a heap trap only for a fault inside the heap's address
-space.
+(nothing may be written before the trap, and they run in libc), and their trap stubs read an
+out-of-bounds heap byte instead of ``ud2``: the runtime believes a heap trap only for a fault
+inside the heap's address space.
 """
 
 from __future__ import annotations
@@ -108,10 +108,11 @@ def op_memory_grow(cg: FunctionCompiler, _, imm, off):
     ctx.move_to(len(stack) - 1, RDI)
     stack.pop()
     ctx.spill_all((REG,))
+    ctx.before_call()
     cg.makes_calls = True
     cg.asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(Libcall.MEMORY_GROW)))
     cg.asm.mov_rr(32, RAX, RAX)   # host code need not zero-extend its i32 result
-    ctx.regs.reset()
+    ctx.after_call()
     ctx.claim(RAX, I32)
     stack.append((REG, RAX, I32))
 
@@ -154,9 +155,10 @@ def _call_libc(cg: FunctionCompiler, call: Libcall) -> None:
     asm = cg.asm
     asm.lea(64, RDI, (R14, RDI, 1, 0))
     ctx.spill_all((REG,))
+    ctx.before_call()
     cg.makes_calls = True
     asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(call)))
-    ctx.regs.reset()
+    ctx.after_call()
 
 
 def op_memory_copy(cg: FunctionCompiler, _, imm, off):
