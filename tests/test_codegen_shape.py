@@ -192,3 +192,20 @@ def test_locals_in_caller_saved_registers_pay_only_at_calls():
                  if i[0] == "mov" and "ptr [rsp" in i[1]]
         assert sorted(loads) == ["r8", "r9"], f[k:k + 4]
         prev = k
+
+
+def test_tee_of_a_register_local_goes_on_in_the_value_register():
+    """``local.tee`` of a local in a register copies the value there and goes on with the
+    value's own register, so its user does not copy the home straight back (chacha20's rounds
+    had a ``mov home, r; mov r, home`` pair after every rotate)."""
+    insns = disassemble("""(module (func (param $p i32) (param $q i32) (result i32) (local $x i32)
+      (loop $l
+        (local.set $p (i32.add (local.tee $x (i32.rotl (i32.xor (local.get $p) (local.get $q))
+                                                       (i32.const 7)))
+                               (local.get $q)))
+        (br_if $l (local.get $p)))
+      (i32.add (local.get $x) (local.get $p))))""")
+    k = [m for m, _ in insns].index("rol")
+    value = insns[k][1].split(", ")[0]
+    assert insns[k + 1][0] == "mov" and insns[k + 1][1].endswith(f", {value}"), insns
+    assert insns[k + 2][0] == "add" and insns[k + 2][1].startswith(f"{value}, "), insns

@@ -2,7 +2,7 @@
 
 ``local.get`` pushes a lazy entry that reads the local's home where it is used; ``local.set``
 copies any such entry still on the stack first (``CodeGenContext.detach_local``). ``local.tee``
-of a local living in the frame pushes the value it stored, not a lazy read of it. Globals live
+of a value in a register pushes that register, not a lazy read of the local's home. Globals live
 in the globals area that the vmctx points at, each at its ``ModuleEnv.global_offsets`` slot.
 """
 
@@ -43,6 +43,11 @@ def op_local_set(cg: FunctionCompiler, tee, idx, off):
             asm.alu_rr(X.XOR, 32, home, home)
         elif kind == REG:
             asm.mov_rr(w, home, val)
+            if tee:
+                # go on with the value's own register: its user (which mostly makes a new value
+                # of it at once) need not copy the home first
+                cg.stack.append(e)
+                return
             ctx.free(val)
         else:
             ctx.load(e, home)
