@@ -5,7 +5,7 @@ many."""
 
 from __future__ import annotations
 
-from pylucet.compiler.codegen.context import LEAF_LOCAL_REGS, LOCAL_REGS
+from pylucet.compiler.codegen.context import CALLER_SAVED_LOCAL_REGS, LOCAL_REGS
 from pylucet.module.abi import Libcall, vmctx_libcall
 
 from .conftest import disassemble, instantiate as instance
@@ -44,7 +44,7 @@ def test_tee_of_a_frame_local_keeps_the_value_in_hand():
     """``local.tee`` of a local in the frame stores the value and goes on with the register it
     was in: its user does not reload it from the slot just written (a store-to-load round trip
     on the critical path of every ARX hash round: seqhash, chacha, blake3)."""
-    decls, loop = _busy_locals(len(LEAF_LOCAL_REGS + LOCAL_REGS))
+    decls, loop = _busy_locals(len(CALLER_SAVED_LOCAL_REGS + LOCAL_REGS))
     insns = disassemble(f"""(module (func (param $p i32) (result i32) {decls} (local $x i32)
       {loop}
       (i32.rotl (local.tee $x (i32.mul (local.get $p) (local.get $p))) (i32.const 7))))""")
@@ -58,13 +58,13 @@ def test_tee_of_a_frame_local_keeps_the_value_in_hand():
 
 def test_a_leaf_keeps_its_locals_in_caller_saved_registers():
     """A function that calls nothing keeps its busiest locals in caller-saved registers first
-    (``LEAF_LOCAL_REGS``): no push or pop for them, no frame, and a parameter whose argument
+    (``CALLER_SAVED_LOCAL_REGS``): no push or pop for them, no frame, and a parameter whose argument
     register is one of them stays in it. ed25519 spends most of its time in such a leaf
     (``__multi3``), which pushed and popped all five callee-saved registers on every call."""
     body = """(param i64 i64 i64) (result i64) (local i64)
       (local.set 3 (i64.mul (local.get 0) (local.get 1)))
       (i64.add (i64.mul (local.get 2) (local.get 3)) (local.get 3))"""
-    assert len(LEAF_LOCAL_REGS) >= 4
+    assert len(CALLER_SAVED_LOCAL_REGS) >= 4
     leaf = disassemble(f"(module (func {body}))")
     assert not [i for i in leaf if i[0] in ("push", "pop") or "rsp +" in i[1]], leaf
     # the parameters arrive in rdi, rsi and rdx: only rdx, no local's home, is moved
@@ -112,13 +112,17 @@ _CALLER = """(module (memory 1) (table 1 funcref) (elem (i32.const 0) $mix)
     (i64.xor (i64.add (local.get 2) (local.get 4)) (local.get 3)) (i64.add))
   (func (export "f") (param $n i32) (result i64)
         (local $a i64) (local $b i64) (local $c i64) (local $d i64) (local $e i64) (local $g i64)
+        (local $i i32)
     (loop $l
-      (local.set $a (i64.add (local.get $a) (i64.add (local.get $b) (i64.const 1))))
-      (local.set $b (i64.add (local.get $b) (i64.add (local.get $c) (i64.const 2))))
-      (local.set $c (i64.add (local.get $c) (i64.add (local.get $d) (i64.const 3))))
-      (local.set $d (i64.add (local.get $d) (i64.add (local.get $e) (i64.const 4))))
-      (local.set $e (i64.add (local.get $e) (i64.add (local.get $g) (i64.const 5))))
-      (local.set $g (i64.add (local.get $g) (i64.add (local.get $a) (i64.const 6))))
+      (local.set $i (i32.const 3))
+      (loop $inner   ;; the hot loop: its locals are worth registers that calls cost a save
+        (local.set $a (i64.add (local.get $a) (i64.add (local.get $b) (i64.const 1))))
+        (local.set $b (i64.add (local.get $b) (i64.add (local.get $c) (i64.const 2))))
+        (local.set $c (i64.add (local.get $c) (i64.add (local.get $d) (i64.const 3))))
+        (local.set $d (i64.add (local.get $d) (i64.add (local.get $e) (i64.const 4))))
+        (local.set $e (i64.add (local.get $e) (i64.add (local.get $g) (i64.const 5))))
+        (local.set $g (i64.add (local.get $g) (i64.add (local.get $a) (i64.const 6))))
+        (br_if $inner (local.tee $i (i32.sub (local.get $i) (i32.const 1)))))
       ;; the locals as arguments, in the very registers some of them live in
       (local.set $a (i64.add (local.get $a) (call $mix (local.get $g) (local.get $e)
         (local.get $d) (local.get $c) (local.get $b) (local.get $a))))
@@ -142,12 +146,13 @@ def _caller_model(n: int) -> int:
     def mix(p0, p1, p2, p3, p4, p5):
         return (p0 * 3 + (p1 - p5) + ((p2 + p4) ^ p3)) & m
     while True:
-        a = (a + b + 1) & m
-        b = (b + c + 2) & m
-        c = (c + d + 3) & m
-        d = (d + e + 4) & m
-        e = (e + g + 5) & m
-        g = (g + a + 6) & m
+        for _ in range(3):
+            a = (a + b + 1) & m
+            b = (b + c + 2) & m
+            c = (c + d + 3) & m
+            d = (d + e + 4) & m
+            e = (e + g + 5) & m
+            g = (g + a + 6) & m
         a = (a + mix(g, e, d, c, b, a)) & m
         b = (b + mix(e, g, a, b, c, d)) & m
         c = (c + 1) & m          # memory.grow 0 answers the size: 1 page
@@ -160,38 +165,57 @@ def _caller_model(n: int) -> int:
 
 
 def test_locals_in_caller_saved_registers_survive_calls(region):
-    """A function that calls keeps two more locals in r8 and r9 (``CALL_SAVED_LOCAL_REGS``),
-    stored before each call and loaded after it: across direct and indirect calls to a leaf
-    that uses those registers itself, libcalls, and with the locals passed as arguments in the
-    registers they live in."""
+    """A function that calls keeps its hot loop's locals beyond ``LOCAL_REGS`` in
+    ``CALLER_SAVED_LOCAL_REGS``, stored before each call and loaded after it: across direct and
+    indirect calls to a leaf that uses those registers itself, libcalls (rdi and rsi are theirs
+    too), and with the locals passed as arguments in the registers they live in."""
     for n in (1, 2, 7):
         with instance(region, _CALLER) as inst:      # a fresh heap each time
             assert inst.run("f", n) == _caller_model(n)
 
 
-def test_locals_in_caller_saved_registers_pay_only_at_calls():
-    """Each of r8 and r9 is stored once before each call and loaded right after it, and at no
-    other point."""
-    insns = disassemble(_CALLER)
-    f = insns[[k for k, i in enumerate(insns) if i[0] == "ret"][0] + 1:]   # after $mix
-    calls = [k for k, i in enumerate(f) if i[0] == "call"]
-    assert len(calls) == 4, f   # mix, call_indirect, memory.grow, memmove
+def _saved_around_calls(wat: str):
+    """(the calls, the caller-saved registers stored to the frame since the call before each,
+    those loaded right after each) in the last function of ``wat``; the first call's stores
+    include the parameters' at entry."""
+    insns = disassemble(wat)
+    f = insns[[k for k, i in enumerate(insns) if i[0] == "ret"][-2] + 1:]
 
     def home(r: str) -> str:
-        return r[:-1] if r in ("r8d", "r9d") else r
-
-    def saves(part):
-        return [home(i[1].split(", ")[1]) for i in part
-                if i[0] == "mov" and "ptr [rsp" in i[1].split(", ")[0]
-                and home(i[1].split(", ")[1]) in ("r8", "r9")]
-    assert len(saves(f)) == 2 * len(calls), f
-    prev = 0
+        return r[:-1] if r in ("r8d", "r9d") else {"esi": "rsi", "edi": "rdi"}.get(r, r)
+    caller_saved = {"r8", "r9", "rsi", "rdi"}
+    calls = [k for k, i in enumerate(f) if i[0] == "call"]
+    before, after, prev = [], [], 0
     for k in calls:
-        assert sorted(saves(f[prev:k])) == ["r8", "r9"], f[prev:k]
-        loads = [home(i[1].split(", ")[0]) for i in f[k + 1:k + 4]
-                 if i[0] == "mov" and "ptr [rsp" in i[1]]
-        assert sorted(loads) == ["r8", "r9"], f[k:k + 4]
+        before.append(sorted(home(i[1].split(", ")[1]) for i in f[prev:k] if i[0] == "mov"
+                             and "ptr [rsp" in i[1].split(", ")[0]
+                             and home(i[1].split(", ")[1]) in caller_saved))
+        after.append(sorted(home(i[1].split(", ")[0]) for i in f[k + 1:k + 6] if i[0] == "mov"
+                            and "ptr [rsp" in i[1].split(", ")[1]
+                            and home(i[1].split(", ")[0]) in caller_saved))
         prev = k
+    return calls, before, after
+
+
+def test_locals_in_caller_saved_registers_pay_only_at_calls():
+    """Each such register is stored once before each call and loaded right after it."""
+    calls, before, after = _saved_around_calls(_CALLER)
+    assert len(calls) == 4   # mix, call_indirect, memory.grow, memmove
+    assert len(after[0]) >= 2 and before[1:] == after[1:] == [after[0]] * 3, (before, after)
+    assert set(after[0]) <= set(before[0]), (before, after)
+
+
+def test_a_call_in_the_hot_loop_keeps_locals_out_of_caller_saved_registers():
+    """Where calls are about as frequent as a local's uses, a caller-saved home would cost more
+    at the calls than it saves: such locals stay in the frame, and the calls save nothing."""
+    k = len(LOCAL_REGS) + 2
+    body = "".join(f"(local.set $x{i} (i64.add (local.get $x{i}) (local.get $x{(i + 1) % k})))"
+                   for i in range(k))
+    calls, before, after = _saved_around_calls(f"""(module (func $f)
+      (func (local $n i32) {" ".join(f"(local $x{i} i64)" for i in range(k))}
+        (loop $l (call $f) {body} (call $f)
+          (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))""")
+    assert len(calls) == 2 and before == after == [[], []], (before, after)
 
 
 def test_tee_of_a_register_local_goes_on_in_the_value_register():
@@ -209,3 +233,4 @@ def test_tee_of_a_register_local_goes_on_in_the_value_register():
     value = insns[k][1].split(", ")[0]
     assert insns[k + 1][0] == "mov" and insns[k + 1][1].endswith(f", {value}"), insns
     assert insns[k + 2][0] == "add" and insns[k + 2][1].startswith(f"{value}, "), insns
+

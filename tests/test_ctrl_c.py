@@ -70,11 +70,11 @@ def test_a_handled_ctrl_c_lets_the_call_finish_exactly():
     """With the host handling SIGINT, the interrupted call resumes at its poll and runs to its
     end with every local as it was: the poll page opens again although the SIGINT handler, not
     the host, revoked it (before, every later poll left for the host again), and the leaf
-    function's locals, in the caller-saved registers of codegen.context.LEAF_LOCAL_REGS (all
+    function's locals, in the caller-saved registers of codegen.context.CALLER_SAVED_LOCAL_REGS (all
     four here), are kept by pylucet_interrupt."""
     r = _child("""
-        from pylucet.compiler.codegen.context import LEAF_LOCAL_REGS
-        assert len(LEAF_LOCAL_REGS) == 4
+        from pylucet.compiler.codegen.context import CALLER_SAVED_LOCAL_REGS
+        assert len(CALLER_SAVED_LOCAL_REGS) == 4
         counter = pylucet.load(pylucet.compile('''(module
           (func (export "count") (param $n i32) (result i32)
                 (local $a i32) (local $b i32) (local $c i32)

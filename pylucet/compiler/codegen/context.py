@@ -60,18 +60,17 @@ RESULT_REG = RAX
 FLOAT_RESULT_REG = XMM[0]
 LOCAL_REGS = (RBX, R15, R12, R13, RBP)
 """Callee-saved registers that the busiest integer locals live in for a whole function."""
-CALL_SAVED_LOCAL_REGS = (R8, R9)
-"""Caller-saved registers that the next-busiest integer locals of a function that calls live
-in: stored to the local's frame slot before each call and loaded back after it
-(``CodeGenContext.before_call``/``after_call``), so they pay at calls instead of at every use.
-No instruction needs them as fixed registers except as call arguments, which are placed after
-the store (and read such a local from its slot)."""
-LEAF_LOCAL_REGS = (R8, R9, RSI, RDI)
-"""Caller-saved registers that a leaf function's busiest integer locals live in before it
-takes any of ``LOCAL_REGS``: nothing it calls can clobber them, and they cost no push and pop.
-None has a fixed use in code that calls nothing (rdi and rsi serve the bulk memory libcalls);
-``asm/context.s``'s ``pylucet_interrupt`` keeps them across an interruption at a poll. The
-scratch registers keep rax, rcx, rdx and r10 at least."""
+CALLER_SAVED_LOCAL_REGS = (R8, R9, RSI, RDI)
+"""Caller-saved registers that integer locals live in besides ``LOCAL_REGS``. A leaf function
+(nothing it calls can clobber them) gives them to its busiest locals first, as they cost no
+push and pop. A function that calls gives them to its next-busiest locals, stored to their
+frame slots before each call and loaded back after it (``CodeGenContext.before_call`` and
+``after_call``), and only to a local used more than twice as often as calls are made (uses and
+calls weighted alike by loop depth), so a call in a hot loop does not cost more than the homes
+save. Their only fixed uses are in calls (arguments; rdi and rsi for the bulk memory libcalls),
+all placed after ``before_call``, where such a local is read from its slot. ``asm/context.s``'s
+``pylucet_interrupt`` keeps them across an interruption at a poll. The scratch registers keep
+rax, rcx, rdx and r10."""
 _CALLING_OPS = frozenset((
     Op.CALL, Op.CALL_INDIRECT, Op.MEMORY_GROW, Op.MEMORY_COPY, Op.MEMORY_FILL, Op.MEMORY_INIT,
     Op.DATA_DROP, Op.TABLE_GET, Op.TABLE_SET, Op.TABLE_INIT, Op.ELEM_DROP, Op.TABLE_COPY,
@@ -173,31 +172,37 @@ class Frame:
         parameter whose arrival register is one of its local homes stays where it is."""
         self.local_types = local_types
         n = len(local_types)
-        uses, self.leaf = _local_uses(n, instrs)
+        uses, calls = _local_uses(n, instrs)
+        self.leaf = not calls
         # every xmm register is caller-saved, so float locals always live in the frame
         ranked = sorted((i for i in range(n) if uses[i] and not IN_XMM[local_types[i]]),
                         key=lambda i: -uses[i])
         self.local_reg: List[int] = [-1] * n     # home register of each local, or -1
         self.local_disp: List[int] = [0] * n     # frame offset of each frame-resident local
-        homes = (LEAF_LOCAL_REGS + LOCAL_REGS if self.leaf
-                 else LOCAL_REGS + CALL_SAVED_LOCAL_REGS)
-        chosen = ranked[:len(homes)]
-        free = list(homes[:len(chosen)])
-        for i in chosen:
-            if i < len(arrivals) and arrivals[i] in free:
-                self.local_reg[i] = arrivals[i]
-                free.remove(arrivals[i])
-        for i in chosen:
-            if self.local_reg[i] < 0:
-                self.local_reg[i] = free.pop(0)
+        if self.leaf:
+            groups = [(ranked, CALLER_SAVED_LOCAL_REGS + LOCAL_REGS)]
+        else:
+            k = len(LOCAL_REGS)
+            groups = [(ranked[:k], LOCAL_REGS),
+                      ([i for i in ranked[k:] if uses[i] > 2 * calls], CALLER_SAVED_LOCAL_REGS)]
+        for group, regs in groups:
+            chosen = group[:len(regs)]
+            free = list(regs[:len(chosen)])
+            for i in chosen:   # a parameter stays in its argument register if that is a home
+                if i < len(arrivals) and arrivals[i] in free:
+                    self.local_reg[i] = arrivals[i]
+                    free.remove(arrivals[i])
+            for i in chosen:
+                if self.local_reg[i] < 0:
+                    self.local_reg[i] = free.pop(0)
         self.saved_regs = [r for r in LOCAL_REGS if r in self.local_reg]
         self.scratch = [r for r in SCRATCH if r not in self.local_reg]
         self.home_mask = sum(1 << r for r in set(self.local_reg) if r >= 0)
         # (local, register) of the locals kept in caller-saved registers across calls
         self.call_saved = [] if self.leaf else [
-            (i, r) for i, r in enumerate(self.local_reg) if r in CALL_SAVED_LOCAL_REGS]
-        in_frame = sorted(i for i in range(n) if uses[i] and (
-            self.local_reg[i] < 0 or self.local_reg[i] in CALL_SAVED_LOCAL_REGS))
+            (i, r) for i, r in enumerate(self.local_reg) if r in CALLER_SAVED_LOCAL_REGS]
+        saved = {i for i, _ in self.call_saved}
+        in_frame = sorted(i for i in range(n) if uses[i] and (self.local_reg[i] < 0 or i in saved))
         disp = 0
         for i in in_frame:
             size = slot_size(local_types[i])
@@ -229,16 +234,16 @@ class Frame:
         return frame
 
 
-def _local_uses(n: int, instrs: list) -> Tuple[List[int], bool]:
+def _local_uses(n: int, instrs: list) -> Tuple[List[int], int]:
     """How busy each local is: a cheap pre-scan counting uses, a use inside loops counting
-    more; 0 for locals never touched (they get no home at all). And whether the function is
-    a leaf (no instruction in ``_CALLING_OPS``)."""
+    more; 0 for locals never touched (they get no home at all). And the calls (instructions in
+    ``_CALLING_OPS``), counted the same way: 0 for a leaf function."""
     uses = [0] * n
     weight, loops = 1, []
     get, set_, tee = Op.LOCAL_GET, Op.LOCAL_SET, Op.LOCAL_TEE
     loop, block, if_, end = Op.LOOP, Op.BLOCK, Op.IF, Op.END
     calling = _CALLING_OPS
-    leaf = True
+    calls = 0
     for op, imm, _ in instrs:
         if op == get or op == set_ or op == tee:
             uses[imm] += weight
@@ -251,8 +256,8 @@ def _local_uses(n: int, instrs: list) -> Tuple[List[int], bool]:
             if loops.pop():
                 weight = 8 ** min(loops.count(True), 4)
         elif op in calling:
-            leaf = False
-    return uses, leaf
+            calls += weight
+    return uses, calls
 
 
 class ValueStack(list):
@@ -300,11 +305,13 @@ class CodeGenContext:
         return r
 
     def before_call(self) -> None:
-        """Before anything is placed for a call: the locals in ``CALL_SAVED_LOCAL_REGS`` go to
-        their frame slots, where lazy reads of them find them until ``after_call``."""
+        """Before anything is placed for a call: the locals in ``CALLER_SAVED_LOCAL_REGS`` go
+        to their frame slots, where lazy reads of them find them until ``after_call``, and their
+        registers are free for the call's fixed uses."""
         for idx, reg in self.call_saved:
             self.asm.mov_mr(width(self.frame.local_types[idx]), self.local_mem(idx), reg)
             self.local_reg[idx] = -1
+            self.home_mask &= ~(1 << reg)
 
     def after_call(self) -> None:
         """After the call (and the stack arguments' release): every scratch register is free,
@@ -312,6 +319,7 @@ class CodeGenContext:
         self.regs.reset()
         for idx, reg in self.call_saved:
             self.local_reg[idx] = reg
+            self.home_mask |= 1 << reg
             self.asm.mov_rm(width(self.frame.local_types[idx]), reg, self.local_mem(idx))
         self.calls += 1
 
@@ -326,7 +334,7 @@ class CodeGenContext:
         register or its slot."""
         if not self.owned(reg, t):
             assert IN_XMM[t] or not self.home_mask & (1 << reg), \
-                f"fixed register {reg} holds a local (context.LEAF_LOCAL_REGS)"
+                f"fixed register {reg} holds a local (context.CALLER_SAVED_LOCAL_REGS)"
             return
         fl = IN_XMM[t]
         stack = self.stack

@@ -105,10 +105,10 @@ def op_memory_size(cg: FunctionCompiler, _, imm, off):
 def op_memory_grow(cg: FunctionCompiler, _, imm, off):
     ctx = cg.ctx
     stack = cg.stack
+    ctx.before_call()
     ctx.move_to(len(stack) - 1, RDI)
     stack.pop()
     ctx.spill_all((REG,))
-    ctx.before_call()
     cg.makes_calls = True
     cg.asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(Libcall.MEMORY_GROW)))
     cg.asm.mov_rr(32, RAX, RAX)   # host code need not zero-extend its i32 result
@@ -149,13 +149,12 @@ def _check_heap_range(cg: FunctionCompiler, start: int, trap: int) -> None:
 
 def _call_libc(cg: FunctionCompiler, call: Libcall) -> None:
     """Call ``call`` with rdi (a checked heap offset, made a host address here), rsi and rdx
-    in place; every other value in a scratch register goes to its slot first, as at any call
-    (lazy locals stay: their homes are callee-saved registers or the frame)."""
+    in place (put there after ``before_call``); every other value in a scratch register goes to
+    its slot first, as at any call (lazy locals stay: their homes survive the call)."""
     ctx = cg.ctx
     asm = cg.asm
     asm.lea(64, RDI, (R14, RDI, 1, 0))
     ctx.spill_all((REG,))
-    ctx.before_call()
     cg.makes_calls = True
     asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(call)))
     ctx.after_call()
@@ -163,6 +162,7 @@ def _call_libc(cg: FunctionCompiler, call: Libcall) -> None:
 
 def op_memory_copy(cg: FunctionCompiler, _, imm, off):
     """memmove(heap + d, heap + s, n): overlap either way is libc's to get right."""
+    cg.ctx.before_call()
     _bulk_operands(cg, (RDI, RSI, RDX))
     trap = _range_trap(cg, off)
     _check_heap_range(cg, RDI, trap)
@@ -173,6 +173,7 @@ def op_memory_copy(cg: FunctionCompiler, _, imm, off):
 
 def op_memory_fill(cg: FunctionCompiler, _, imm, off):
     """memset(heap + d, value, n): memset stores the value's low 8 bits, as the spec wants."""
+    cg.ctx.before_call()
     _bulk_operands(cg, (RDI, RSI, RDX))
     _check_heap_range(cg, RDI, _range_trap(cg, off))
     _call_libc(cg, Libcall.MEMSET)
