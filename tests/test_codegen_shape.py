@@ -234,3 +234,30 @@ def test_tee_of_a_register_local_goes_on_in_the_value_register():
     assert insns[k + 1][0] == "mov" and insns[k + 1][1].endswith(f", {value}"), insns
     assert insns[k + 2][0] == "add" and insns[k + 2][1].startswith(f"{value}, "), insns
 
+
+_DIVISORS = (1, 2, 3, 7, 10, 64, 641, 0x222C0, 0x8000_0000, 0x8000_0001, 0xFFFF_FFFE,
+             0xFFFF_FFFF)
+
+
+def test_unsigned_division_by_a_constant_needs_no_div(region):
+    """i32 ``div_u``/``rem_u`` by a constant multiply by its reciprocal (shootout-random spends
+    its time in ``rem_u`` by 0x222C0), a power of two also for i64 is a shift or a mask; the
+    results are exact at the edges."""
+    funcs = "".join(f"""
+      (func (export "div{d}") (param i32) (result i32) (i32.div_u (local.get 0) (i32.const {d})))
+      (func (export "rem{d}") (param i32) (result i32) (i32.rem_u (local.get 0) (i32.const {d})))"""
+                    for d in _DIVISORS)
+    funcs += """
+      (func (export "div_i64") (param i64) (result i64) (i64.div_u (local.get 0) (i64.const 64)))
+      (func (export "rem_i64") (param i64) (result i64) (i64.rem_u (local.get 0) (i64.const 64)))"""
+    wat = f"(module {funcs})"
+    assert not [i for i in disassemble(wat) if i[0] in ("div", "idiv")]
+    with instance(region, wat) as inst:
+        for d in _DIVISORS:
+            for x in {0, 1, d - 1, d, d + 1, 2 * d - 1, 0x7FFF_FFFF, 0xFFFF_FFFE, 0xFFFF_FFFF,
+                      0xFFFF_FFFF // d * d, 0xFFFF_FFFF // d * d - 1, 0x1234_5678}:
+                x &= 0xFFFF_FFFF
+                assert inst.run(f"div{d}", x) & 0xFFFF_FFFF == x // d, (x, d)   # run: signed
+                assert inst.run(f"rem{d}", x) & 0xFFFF_FFFF == x % d, (x, d)
+        for x in (0, 63, 64, 65, (1 << 64) - 1):
+            assert inst.run("div_i64", x) == x // 64 and inst.run("rem_i64", x) == x % 64
