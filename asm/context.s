@@ -170,9 +170,23 @@ pylucet_hostcall:
 
 # --- pylucet_interrupt: an interrupt poll faulted -------------------------------------------------
 # Entered as if called from the instruction after the poll (trap.s pushes that return address and
-# sends the thread here), at a point where no scratch register holds a live value, so saving the
-# callee-saved registers is enough to resume there later.
+# sends the thread here), at a point where no scratch register holds a live value. Live values
+# are in the frame, the callee-saved registers (leave_guest keeps those) and the caller-saved
+# registers of compiler/codegen/context.py's CALLER_SAVED_LOCAL_REGS: those wait on the guest's
+# stack (its reservation has room), so the guest can be resumed at the poll.
 pylucet_interrupt:
+    push r8                                   # locals may live in r8 ...
+    push r9                                   # ... r9
+    push rsi                                  # ... rsi
+    push rdi                                  # ... and rdi
+    call interrupt_leave                      # leave for the host; a resume returns here
+    pop rdi                                   # those locals back
+    pop rsi
+    pop r9
+    pop r8
+    ret                                       # on after the poll
+
+interrupt_leave:
     mov r11, [r14 + VMCTX_INST_ROOT]          # r11 = the root instance page
     mov eax, EXIT_INTERRUPTED
     jmp leave_guest

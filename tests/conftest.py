@@ -64,3 +64,12 @@ def instantiate(region, wat: str, linker=None, ctx=None):
     inst = region.new_instance(module, linker=linker, ctx=ctx)
     inst.compiled = module.compiled
     return inst
+
+
+def disassemble(wat: str, **options):
+    """(mnemonic, operands) of each instruction ``wat`` compiles to (``options`` go to
+    ``compile_module``), for tests that pin the shape of the code."""
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+    from pylucet.compiler.driver import compile_module
+    compiled = compile_module(wat, **options)
+    return [(i.mnemonic, i.op_str) for i in Cs(CS_ARCH_X86, CS_MODE_64).disasm(compiled.text, 0)]

@@ -16,7 +16,7 @@ import pytest
 from pylucet import Trap, TrapCode, Unsupported
 from pylucet.compiler.driver import compile_module, read_source
 
-from .conftest import instantiate as instance
+from .conftest import disassemble, instantiate as instance
 
 
 
@@ -573,9 +573,7 @@ def test_control_flow(programs):
 # --- what the code looks like -----------------------------------------------------------------------
 
 def _disassemble(wat: str, interrupt_checks: bool = False):
-    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-    compiled = compile_module(wat, interrupt_checks=interrupt_checks)
-    return [(i.mnemonic, i.op_str) for i in Cs(CS_ARCH_X86, CS_MODE_64).disasm(compiled.text, 0)]
+    return disassemble(wat, interrupt_checks=interrupt_checks)
 
 
 def test_code_shape():

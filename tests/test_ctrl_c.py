@@ -64,3 +64,33 @@ def test_a_host_sigint_handler_still_runs_and_the_guest_can_carry_on():
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "handler ran True then timeout"
+
+
+def test_a_handled_ctrl_c_lets_the_call_finish_exactly():
+    """With the host handling SIGINT, the interrupted call resumes at its poll and runs to its
+    end with every local as it was: the poll page opens again although the SIGINT handler, not
+    the host, revoked it (before, every later poll left for the host again), and the leaf
+    function's locals, in the caller-saved registers of codegen.context.CALLER_SAVED_LOCAL_REGS (all
+    four here), are kept by pylucet_interrupt."""
+    r = _child("""
+        from pylucet.compiler.codegen.context import CALLER_SAVED_LOCAL_REGS
+        assert len(CALLER_SAVED_LOCAL_REGS) == 4
+        counter = pylucet.load(pylucet.compile('''(module
+          (func (export "count") (param $n i32) (result i32)
+                (local $a i32) (local $b i32) (local $c i32)
+            (loop $l
+              (local.set $a (i32.add (local.get $a) (i32.const 1)))
+              (local.set $b (i32.add (local.get $b) (i32.const 2)))
+              (local.set $c (i32.add (local.get $c) (i32.const 3)))
+              (br_if $l (i32.ne (local.get $a) (local.get $n))))
+            (i32.add (local.get $b) (local.get $c))))'''))
+        seen = []
+        signal.signal(signal.SIGINT, lambda *a: seen.append(1))
+        n = 1 << 30
+        with pylucet.MmapRegion(1) as region, region.new_instance(counter) as inst:
+            ctrl_c(0.1)
+            got = inst.run("count", n, timeout=30)
+            print("handler ran", seen == [1], "result", got == 5 * n % (1 << 32))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "handler ran True result True"

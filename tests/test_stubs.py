@@ -270,6 +270,14 @@ def test_exports_are_inside_their_files():
     assert STUBS.libcall_range == STUBS.ranges["libcalls.s"]
 
 
+def test_libc_libcalls_are_libcs_own_functions():
+    """The bulk memory libcalls are libc's memmove and memset themselves (no wrapper, no PLT)."""
+    host = ctypes.CDLL(None)
+    for call, name in ((Libcall.MEMMOVE, "memmove"), (Libcall.MEMSET, "memset")):
+        assert STUBS.libcall_address(call) == ctypes.cast(getattr(host, name),
+                                                          ctypes.c_void_p).value
+
+
 def test_no_hand_copied_abi_numbers():
     """Offsets into the instance page and vmctx must come from the .equ prelude."""
     for name in SOURCES:

@@ -238,10 +238,14 @@ class Libcall(enum.IntEnum):
 
     Calling convention: SysV (arguments in rdi, rsi, rdx, ...; result in rax), with r14 = vmctx on
     entry and preserved. The caller treats every SysV caller-saved register as clobbered.
+    Some are libc's own functions (``runtime.stubs.LIBC_LIBCALLS``): the caller checks every
+    address they touch first, so nothing faults inside libc, where a fault is the host's.
     """
 
     MEMORY_GROW = 0   # (edi = delta pages) -> eax = old size in pages, or 0xFFFFFFFF on failure
     BUILTIN = 1       # pylucet_hostcall, with r10 = a Builtin: the host does the work (below)
+    MEMMOVE = 2       # libc memmove(rdi = dst, rsi = src, rdx = n): host addresses, in the heap
+    MEMSET = 3        # libc memset(rdi = dst, esi = byte, rdx = n): host addresses, in the heap
 
 
 class Builtin(enum.IntEnum):
@@ -315,7 +319,8 @@ def vmctx_libcall(call: Libcall) -> int:
 # page (mprotect PROT_NONE); the next poll faults, and the signal handler, seeing a fault on the
 # poll page, makes the guest call pylucet_interrupt from the instruction after the poll, which
 # leaves with ExitReason.INTERRUPTED -- resumable, since polls sit only where every live value is
-# in a callee-saved register or the frame.
+# in a callee-saved register, the frame or a leaf function's local registers (which
+# pylucet_interrupt keeps).
 
 VMCTX_POLL = -(INSTANCE_PAGE_SIZE + PAGE_SIZE)
 POLL_INSN_SIZE = 7

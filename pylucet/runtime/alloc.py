@@ -219,9 +219,12 @@ class SlotMemory:
             libc.mmap(self.slot.vmctx, self._shared_size, libc.PROT_NONE, _RESERVE)
         self.shared, self._shared_size = None, 0
 
-    def set_poll(self, open_: bool) -> None:
+    def set_poll(self, open_: bool, fired: bool = False) -> None:
         """Open or revoke the slot's poll page (``abi.VMCTX_POLL``): revoked, the guest's next
-        interrupt poll leaves for the host."""
+        interrupt poll leaves for the host. ``fired``: a poll has just faulted, so the page is
+        revoked whatever this object did last (asm/trap.s's SIGINT handler revokes it itself)."""
+        if fired:
+            self._poll_open = False
         if open_ != self._poll_open:
             libc.mprotect(self.slot.poll, PAGE_SIZE, _RW if open_ else libc.PROT_NONE)
             self._poll_open = open_

@@ -547,7 +547,7 @@ class Instance:
                         raise Terminated(f"{callee_kill.reason} (in instance {inst._name!r}, "
                                          "called from this one)")
             if inst is not None:
-                inst._set_poll(True)
+                inst._set_poll(True, fired=True)
 
     def _finish(self, final: State, clean: bool = False) -> None:
         """Leave RUNNING for ``final``; ``clean``: the guest returned (or never ran), so its
@@ -758,8 +758,8 @@ class Instance:
             return KillOutcome.SIGNALLED
         return KillOutcome.CANCELLED
 
-    def _set_poll(self, open_: bool) -> None:
-        self._mem.set_poll(open_)
+    def _set_poll(self, open_: bool, fired: bool = False) -> None:
+        self._mem.set_poll(open_, fired)
 
     def _with_timeout(self, timeout: float, call: Any, *args: Any) -> Any:
         """``call(*args)``, terminated by the watchdog if it takes longer than ``timeout``.

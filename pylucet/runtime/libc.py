@@ -111,6 +111,13 @@ _close = _proto("close", ctypes.c_int, ctypes.c_int)
 _getpagesize = _proto("getpagesize", ctypes.c_int)
 
 
+def function_address(name: str) -> int:
+    """The address of libc's ``name``, for compiled code to call directly (the libcall slots
+    of ``module.abi.Libcall`` that libc implements). dlsym resolves an IFUNC such as
+    ``memmove`` to the variant chosen for this CPU, so the call costs no PLT hop."""
+    return ctypes.cast(getattr(_libc, name), ctypes.c_void_p).value
+
+
 def _fail(call: str, detail: str) -> OSError:
     err = ctypes.get_errno()
     return OSError(err, f"{call}: {os.strerror(err)} ({detail})")

@@ -56,6 +56,10 @@ ENTER_FAULTED = ExitReason.FAULTED
 ENTER_BAD_ENTRY = ExitReason.BAD_ENTRY
 
 _LIBCALL_SYMBOLS = {Libcall.MEMORY_GROW: "pylucet_memory_grow", Libcall.BUILTIN: "pylucet_hostcall"}
+LIBC_LIBCALLS = {Libcall.MEMMOVE: "memmove", Libcall.MEMSET: "memset"}
+"""Libcalls that are libc's functions: glibc's are tuned per CPU (vector moves, ``rep movsb``
+only where it is fast), which the bulk memory instructions could not match inline; they use a
+few words of the guest's stack at most, well inside the reservation below its limit."""
 
 _GLOBL = re.compile(r"^[ \t]*\.globl[ \t]+(\w+)", re.MULTILINE)
 
@@ -164,7 +168,8 @@ class Stubs:
         self.signal_handler = self.symbols["pylucet_signal_handler"]
         self.sigint_handler = self.symbols["pylucet_sigint_handler"]
         self.libcalls: Mapping[Libcall, int] = {
-            call: self.symbols[sym] for call, sym in _LIBCALL_SYMBOLS.items()}
+            **{call: self.symbols[sym] for call, sym in _LIBCALL_SYMBOLS.items()},
+            **{call: libc.function_address(sym) for call, sym in LIBC_LIBCALLS.items()}}
         self.libcall_range = self.ranges["libcalls.s"]
 
         self.hostcall = self.symbols["pylucet_hostcall"]

@@ -24,10 +24,13 @@ Split by concern, as Winch's ``codegen/`` is:
 ============== =====================================================================================
 
 Locals: a cheap pre-scan counts each local's uses (a use inside loops counts more) and the
-busiest i32/i64 locals get the callee-saved registers in ``context.LOCAL_REGS`` for the whole
-function (so calls never disturb them); the other locals live in frame slots; unused ones get
-nothing. Float locals always live in the frame: every xmm register is caller-saved, so a register
-home would have to be saved around each call.
+busiest i32/i64 locals get registers for the whole function: the callee-saved ones in
+``context.LOCAL_REGS`` (so calls never disturb them), then ``context.CALLER_SAVED_LOCAL_REGS``,
+stored to the frame before each call and loaded after it, for locals used far more often than
+calls are made; a leaf function (one that calls nothing) takes the caller-saved ones first,
+which cost no push and pop. The other locals live in frame slots; unused ones get nothing.
+Float locals always live in the frame: every xmm register is caller-saved, so a register home
+would have to be saved around each call.
 
 Frame (``rsp``-relative, 16-byte aligned at calls)::
 

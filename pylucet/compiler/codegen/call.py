@@ -20,8 +20,8 @@ from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, fits_i32
 from ..x86_64.registers import CC_E, CC_NE, GPR_NAMES, R10, R11, R14, RSP, XMM
 from . import tables
-from .context import (CONST, IN_XMM, REG, SLOT, XTMP, require_num, result_reg, signed as _signed,
-                      width)
+from .context import (CONST, IN_XMM, REG, SLOT, XTMP, parallel_move, require_num, result_reg,
+                      signed as _signed, width)
 
 if TYPE_CHECKING:
     from .function import FunctionCompiler
@@ -73,15 +73,11 @@ def op_call_indirect(cg: FunctionCompiler, _, imm, off):
     asm.alu_rm(X.CMP, 64, R11, (R10, NO_INDEX, 1, FUNCREF["type_id"]))
     asm.jcc(CC_NE, cg.trap_label(TrapCode.BadSignature, off))
 
-    def emit() -> None:
-        other, done = asm.new_label(), asm.new_label()
+    def emit() -> None:          # one call, to target if r14 is the record's vmctx, else func
+        asm.mov_rm(64, R11, (R10, NO_INDEX, 1, FUNCREF["func"]))
         asm.alu_rm(X.CMP, 64, R14, (R10, NO_INDEX, 1, FUNCREF["vmctx"]))
-        asm.jcc(CC_NE, other)
-        asm.call_m((R10, NO_INDEX, 1, FUNCREF["target"]))
-        asm.jmp(done)
-        asm.bind(other)
-        asm.call_m((R10, NO_INDEX, 1, FUNCREF["func"]))
-        asm.bind(done)
+        asm.cmov_rm(CC_E, 64, R11, (R10, NO_INDEX, 1, FUNCREF["target"]))
+        asm.call_r(R11)
     call_with(cg, ftype, emit)
 
 
@@ -95,6 +91,7 @@ def call_with(cg: FunctionCompiler, ftype: FuncType, emit_call: Callable[[], Non
     require_num(ftype.results, "results")
     asm = cg.asm
     stack = cg.stack
+    ctx.before_call()
     nargs = len(ftype.params)
     first = len(stack) - nargs
     for i in range(first):
@@ -145,7 +142,7 @@ def call_with(cg: FunctionCompiler, ftype: FuncType, emit_call: Callable[[], Non
     if outgoing:
         asm.alu_ri(X.ADD, 64, RSP, outgoing)
         ctx.frame.rsp_adjust = 0
-    ctx.regs.reset()
+    ctx.after_call()
     if multi:
         for k, t in enumerate(ftype.results):
             stack.append((SLOT, first + k, t))
@@ -159,16 +156,4 @@ def _parallel_move(cg: FunctionCompiler, moves: List[Tuple[int, tuple]], xmm: bo
     """Move each (destination register, register entry) pair at once, breaking cycles with
     r11 or xmm15."""
     mov = cg.asm.movaps if xmm else (lambda d, s: cg.asm.mov_rr(64, d, s))
-    tmp = XTMP if xmm else R11
-    pending = [(dst, e[1]) for dst, e in moves if e[0] == REG and e[1] != dst]
-    while pending:
-        sources = {src for _, src in pending}
-        for k, (dst, src) in enumerate(pending):
-            if dst not in sources:
-                mov(dst, src)
-                del pending[k]
-                break
-        else:
-            dst, src = pending[0]
-            mov(tmp, src)
-            pending[0] = (dst, tmp)
+    parallel_move(mov, XTMP if xmm else R11, [(dst, e[1]) for dst, e in moves if e[0] == REG])

@@ -18,12 +18,12 @@ The value representation is ``module.abi``'s, for every type: ``abi.value_class`
 register file (i32, i64 and the references in general purpose registers; f32, f64 and v128 in
 xmm registers, with their own free mask and xmm0 as result register) and ``abi.slot_size`` the
 bytes a value takes in the frame. Scratch values use the caller-saved registers in ``SCRATCH``
-and ``XSCRATCH``; ``r11`` and ``xmm15`` are never allocated and serve as short-lived
-temporaries inside one instruction's code. A float constant is materialised through ``r11``, so
-no value may be waiting in ``r11`` when one is loaded; and bits are bits in memory, so a float
-moves between memory locations through ``r11`` like an integer of its width. An i32 in a 64-bit
-register is always zero-extended (every i32 result is written by a 32-bit instruction), so it
-can index the heap directly.
+(but those the function's locals live in) and ``XSCRATCH``; ``r11`` and ``xmm15`` are never
+allocated and serve as short-lived temporaries inside one instruction's code. A float constant
+is materialised through ``r11``, so no value may be waiting in ``r11`` when one is loaded; and
+bits are bits in memory, so a float moves between memory locations through ``r11`` like an
+integer of its width. An i32 in a 64-bit register is always zero-extended (every i32 result is
+written by a 32-bit instruction), so it can index the heap directly.
 
 Every helper here emits only moves (never ``xor r, r`` or other flag-writing instructions)
 unless it says otherwise, so a compare's flags survive operand shuffling up to their ``jcc`` or
@@ -61,6 +61,24 @@ RESULT_REG = RAX
 FLOAT_RESULT_REG = XMM[0]
 LOCAL_REGS = (RBX, R15, R12, R13, RBP)
 """Callee-saved registers that the busiest integer locals live in for a whole function."""
+CALLER_SAVED_LOCAL_REGS = (R8, R9, RSI, RDI)
+"""Caller-saved registers that integer locals live in besides ``LOCAL_REGS``. A leaf function
+(nothing it calls can clobber them) gives them to its busiest locals first, as they cost no
+push and pop. A function that calls gives them to its next-busiest locals, stored to their
+frame slots before each call and loaded back after it (``CodeGenContext.before_call`` and
+``after_call``), and only to a local used more than twice as often as calls are made (uses and
+calls weighted alike by loop depth), so a call in a hot loop does not cost more than the homes
+save. Their only fixed uses are in calls (arguments; rdi and rsi for the bulk memory libcalls),
+all placed after ``before_call``, where such a local is read from its slot. ``asm/context.s``'s
+``pylucet_interrupt`` keeps them across an interruption at a poll. The scratch registers keep
+rax, rcx, rdx and r10."""
+_CALLING_OPS = frozenset((
+    Op.CALL, Op.CALL_INDIRECT, Op.MEMORY_GROW, Op.MEMORY_COPY, Op.MEMORY_FILL, Op.MEMORY_INIT,
+    Op.DATA_DROP, Op.TABLE_GET, Op.TABLE_SET, Op.TABLE_INIT, Op.ELEM_DROP, Op.TABLE_COPY,
+    Op.TABLE_GROW, Op.TABLE_FILL))
+"""Instructions that may call (or need fixed registers beyond rax, rcx and rdx): a function
+without any is a leaf. Erring on the side of calling costs only speed; a call emitted in a
+function taken for a leaf fails an assertion at its end (``FunctionCompiler.compile``)."""
 MASK = {32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
 
 
@@ -70,6 +88,24 @@ _WIDTH = {I32: 32, F32: 32, I64: 64, F64: 64, FUNCREF: 64, EXTERNREF: 64}
 def width(t: ValType) -> int:
     """Bits of the value in its register: references are 64-bit addresses or handles."""
     return _WIDTH[t]
+
+
+def parallel_move(mov, tmp: int, moves: Sequence[Tuple[int, int]]) -> None:
+    """Emit ``mov(dst, src)`` for each (destination, source) register pair as if all at once:
+    a move goes once no other pending move still reads its destination; a cycle is broken
+    through ``tmp``."""
+    pending = [(dst, src) for dst, src in moves if dst != src]
+    while pending:
+        sources = {src for _, src in pending}
+        for k, (dst, src) in enumerate(pending):
+            if dst not in sources:
+                mov(dst, src)
+                del pending[k]
+                break
+        else:
+            dst, src = pending[0]
+            mov(tmp, src)
+            pending[0] = (dst, tmp)
 
 
 def signed(v: int, w: int) -> int:
@@ -88,13 +124,15 @@ def require_num(types: Sequence[ValType], what: str) -> None:
 
 
 class RegAlloc:
-    """Which scratch registers of each class are owned by operand stack entries."""
+    """Which scratch registers of each class are owned by operand stack entries. The general
+    purpose ones are ``SCRATCH`` but for those a leaf function's locals live in."""
 
-    __slots__ = ("used", "xused")
+    __slots__ = ("used", "xused", "scratch")
 
-    def __init__(self) -> None:
+    def __init__(self, scratch: Sequence[int] = SCRATCH) -> None:
         self.used = 0                 # bit mask of general purpose scratch registers
         self.xused = 0                # the same for xmm registers
+        self.scratch = tuple(scratch)
 
     def reset(self) -> None:
         """Every register free: at a label, or after a call clobbered them all."""
@@ -105,7 +143,7 @@ class RegAlloc:
         if IN_XMM[t]:
             regs, used = XSCRATCH, self.xused
         else:
-            regs, used = SCRATCH, self.used
+            regs, used = self.scratch, self.used
         for r in regs:
             if not used & (1 << r):
                 return r
@@ -133,19 +171,43 @@ class Frame:
     slot word per operand stack position from ``spill_base``. ``rsp_adjust`` is added while
     outgoing call arguments sit below the frame. Its size is known only after the body."""
 
-    def __init__(self, local_types: Sequence[ValType], instrs: list, return_area: bool):
+    def __init__(self, local_types: Sequence[ValType], instrs: list, return_area: bool,
+                 arrivals: Sequence[int] = ()):
+        """``arrivals``: the register each parameter arrives in (or -1), so that a leaf's
+        parameter whose arrival register is one of its local homes stays where it is."""
         self.local_types = local_types
         n = len(local_types)
-        uses = _local_uses(n, instrs)
+        uses, calls = _local_uses(n, instrs)
+        self.leaf = not calls
         # every xmm register is caller-saved, so float locals always live in the frame
         ranked = sorted((i for i in range(n) if uses[i] and not IN_XMM[local_types[i]]),
                         key=lambda i: -uses[i])
         self.local_reg: List[int] = [-1] * n     # home register of each local, or -1
         self.local_disp: List[int] = [0] * n     # frame offset of each frame-resident local
-        for i, reg in zip(ranked, LOCAL_REGS):
-            self.local_reg[i] = reg
+        if self.leaf:
+            groups = [(ranked, CALLER_SAVED_LOCAL_REGS + LOCAL_REGS)]
+        else:
+            k = len(LOCAL_REGS)
+            groups = [(ranked[:k], LOCAL_REGS),
+                      ([i for i in ranked[k:] if uses[i] > 2 * calls], CALLER_SAVED_LOCAL_REGS)]
+        for group, regs in groups:
+            chosen = group[:len(regs)]
+            free = list(regs[:len(chosen)])
+            for i in chosen:   # a parameter stays in its argument register if that is a home
+                if i < len(arrivals) and arrivals[i] in free:
+                    self.local_reg[i] = arrivals[i]
+                    free.remove(arrivals[i])
+            for i in chosen:
+                if self.local_reg[i] < 0:
+                    self.local_reg[i] = free.pop(0)
         self.saved_regs = [r for r in LOCAL_REGS if r in self.local_reg]
-        in_frame = sorted(i for i in range(n) if uses[i] and self.local_reg[i] < 0)
+        self.scratch = [r for r in SCRATCH if r not in self.local_reg]
+        self.home_mask = sum(1 << r for r in set(self.local_reg) if r >= 0)
+        # (local, register) of the locals kept in caller-saved registers across calls
+        self.call_saved = [] if self.leaf else [
+            (i, r) for i, r in enumerate(self.local_reg) if r in CALLER_SAVED_LOCAL_REGS]
+        saved = {i for i, _ in self.call_saved}
+        in_frame = sorted(i for i in range(n) if uses[i] and (self.local_reg[i] < 0 or i in saved))
         disp = 0
         for i in in_frame:
             size = slot_size(local_types[i])
@@ -177,13 +239,16 @@ class Frame:
         return frame
 
 
-def _local_uses(n: int, instrs: list) -> List[int]:
+def _local_uses(n: int, instrs: list) -> Tuple[List[int], int]:
     """How busy each local is: a cheap pre-scan counting uses, a use inside loops counting
-    more; 0 for locals never touched (they get no home at all)."""
+    more; 0 for locals never touched (they get no home at all). And the calls (instructions in
+    ``_CALLING_OPS``), counted the same way: 0 for a leaf function."""
     uses = [0] * n
     weight, loops = 1, []
     get, set_, tee = Op.LOCAL_GET, Op.LOCAL_SET, Op.LOCAL_TEE
     loop, block, if_, end = Op.LOOP, Op.BLOCK, Op.IF, Op.END
+    calling = _CALLING_OPS
+    calls = 0
     for op, imm, _ in instrs:
         if op == get or op == set_ or op == tee:
             uses[imm] += weight
@@ -195,7 +260,9 @@ def _local_uses(n: int, instrs: list) -> List[int]:
         elif op == end and loops:
             if loops.pop():
                 weight = 8 ** min(loops.count(True), 4)
-    return uses
+        elif op in calling:
+            calls += weight
+    return uses, calls
 
 
 class ValueStack(list):
@@ -213,7 +280,10 @@ class CodeGenContext:
     def __init__(self, asm: Assembler, frame: Frame) -> None:
         self.asm = asm
         self.stack = ValueStack()
-        self.regs = regs = RegAlloc()
+        self.regs = regs = RegAlloc(frame.scratch)
+        self.home_mask = frame.home_mask
+        self.call_saved = frame.call_saved
+        self.calls = 0                        # calls made through before_call/after_call
         self.frame = frame
         self.local_reg = frame.local_reg      # the same list: read on every lazy local
         self.local_mem = frame.local_mem
@@ -239,6 +309,25 @@ class CodeGenContext:
         self.claim(r, t)
         return r
 
+    def before_call(self) -> None:
+        """Before anything is placed for a call: the locals in ``CALLER_SAVED_LOCAL_REGS`` go
+        to their frame slots, where lazy reads of them find them until ``after_call``, and their
+        registers are free for the call's fixed uses."""
+        for idx, reg in self.call_saved:
+            self.asm.mov_mr(width(self.frame.local_types[idx]), self.local_mem(idx), reg)
+            self.local_reg[idx] = -1
+            self.home_mask &= ~(1 << reg)
+
+    def after_call(self) -> None:
+        """After the call (and the stack arguments' release): every scratch register is free,
+        since the call clobbered them, and the locals saved by ``before_call`` come back."""
+        self.regs.reset()
+        for idx, reg in self.call_saved:
+            self.local_reg[idx] = reg
+            self.home_mask |= 1 << reg
+            self.asm.mov_rm(width(self.frame.local_types[idx]), reg, self.local_mem(idx))
+        self.calls += 1
+
     def mov_reg(self, t: ValType, dst: int, src: int) -> None:
         if IN_XMM[t]:
             self.asm.movaps(dst, src)
@@ -249,6 +338,8 @@ class CodeGenContext:
         """Make ``reg`` (of ``t``'s class) free for a fixed use: move its owner to another
         register or its slot."""
         if not self.owned(reg, t):
+            assert IN_XMM[t] or not self.home_mask & (1 << reg), \
+                f"fixed register {reg} holds a local (context.CALLER_SAVED_LOCAL_REGS)"
             return
         fl = IN_XMM[t]
         stack = self.stack
@@ -409,13 +500,16 @@ class CodeGenContext:
         return CC_NE
 
     def alu_operand(self, op: int, w: int, dst: int, e: tuple) -> None:
-        """``op dst, <e>`` with ``e`` as an immediate, register or memory operand."""
+        """``op dst, <e>`` with ``e`` as an immediate, register or memory operand (the flags
+        as ``op`` leaves them, except for ``and`` with 0xFFFFFFFF: a 32-bit ``mov``)."""
         asm = self.asm
         kind, val = e[0], e[1]
         if kind == CONST:
             imm = signed(val, w)
             if fits_i32(imm):
                 asm.alu_ri(op, w, dst, imm)
+            elif op == X.AND and val == 0xFFFF_FFFF:   # the low half, zero-extended
+                asm.mov_rr(32, dst, dst)
             else:
                 asm.mov_ri(64, R11, val)
                 asm.alu_rr(op, w, dst, R11)

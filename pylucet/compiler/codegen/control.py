@@ -72,9 +72,9 @@ class Ctrl:
 def interrupt_check(cg: FunctionCompiler) -> None:
     """Poll for an interruption (kill switch, timeout, Ctrl-C): a load from the slot's poll
     page, which faults once the host revokes it (``abi.VMCTX_POLL``). Only at function
-    entry and loop headers, where every live value sits in a callee-saved register or the
-    frame (pylucet_interrupt saves just the callee-saved registers, and the guest may be
-    resumed right here) and r11 and the flags are dead."""
+    entry and loop headers, where every live value sits in a local's register or the frame
+    (pylucet_interrupt keeps the callee-saved registers and ``context.CALLER_SAVED_LOCAL_REGS``, and
+    the guest may be resumed right here) and r11 and the flags are dead."""
     if not cg.env.interrupt_checks:
         return
     start = len(cg.asm.code)

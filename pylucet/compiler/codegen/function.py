@@ -24,7 +24,7 @@ from ..x86_64.encoding import NO_INDEX, Assembler
 from ..x86_64.registers import CC_B, R11, R14, RSP
 from . import control
 from .call import ARG_REGS, arg_homes
-from .context import FLAGS, I32, REG, CodeGenContext, Frame, require_num, width
+from .context import FLAGS, I32, REG, CodeGenContext, Frame, parallel_move, require_num, width
 from .dispatch import DISPATCH
 
 _NOP7 = b"\x0f\x1f\x80\x00\x00\x00\x00"
@@ -61,7 +61,8 @@ class FunctionCompiler:
         self.return_area = len(ftype.results) > 1
         self.local_types = ftype.params + body.locals
         self.asm = Assembler()
-        self.frame = Frame(self.local_types, instrs, self.return_area)
+        self.frame = Frame(self.local_types, instrs, self.return_area,
+                           arg_homes(ftype.params, ftype.results))
         self.ctx = CodeGenContext(self.asm, self.frame)
         self.stack = self.ctx.stack
         self.ctrl: List[control.Ctrl] = []
@@ -110,6 +111,9 @@ class FunctionCompiler:
             if entry is None:
                 raise Unsupported(f"{OPS[op].name} is not supported yet")
             entry[0](self, entry[1], imm, off)
+        assert not (self.frame.leaf and self.makes_calls), \
+            "a call in a function taken for a leaf (context._CALLING_OPS)"
+        assert asm.calls == self.ctx.calls, "a call not made through before_call/after_call"
         self._emit_out_of_line()
         self._finish_frame()
         assert asm.unresolved() == 0
@@ -132,26 +136,34 @@ class FunctionCompiler:
         self.patch_sub = len(asm.code) - 4
         if self.return_area:
             asm.mov_mr(64, (RSP, NO_INDEX, 1, frame.ret_disp), ARG_REGS[0])
-        # parameters to their homes
+        # parameters to their homes: first the stores to the frame, then the register moves all
+        # at once (a leaf's locals may live in argument registers), then the stack arguments
         params = self.ftype.params
+        moves = []
+        on_stack = []
         for i, (t, home) in enumerate(zip(params, arg_homes(params, self.ftype.results))):
-            reg, w = frame.local_reg[i], width(t)
-            in_frame = i in frame.frame_locals_set
-            if reg < 0 and not in_frame:
+            reg = frame.local_reg[i]
+            if reg < 0 and i not in frame.frame_locals_set:
                 continue
-            if home >= 0:
-                if reg >= 0:
-                    asm.mov_rr(w, reg, home)
-                else:
-                    ctx.store_reg(t, frame.local_mem(i), home)
+            if home < 0:
+                on_stack.append((i, t, home))
+            elif reg >= 0:
+                moves.append((reg, home, width(t)))
             else:
-                # incoming stack argument: its offset depends on the frame size (patched)
-                known = 8 * len(frame.saved_regs) + 8 + SLOT_WORD * (-1 - home)
-                dst = reg if reg >= 0 else R11
-                asm.mov_rm(w, dst, (RSP, NO_INDEX, 1, 0x1000))
-                self.arg_fixups.append((asm.disp32_pos(), known))
-                if reg < 0:
-                    asm.mov_mr(w, frame.local_mem(i), R11)
+                ctx.store_reg(t, frame.local_mem(i), home)
+        widths = {dst: w for dst, _, w in moves}
+        widths[R11] = 64
+        parallel_move(lambda d, s: asm.mov_rr(widths[d], d, s), R11,
+                      [(dst, src) for dst, src, _ in moves])
+        for i, t, home in on_stack:
+            # incoming stack argument: its offset depends on the frame size (patched)
+            reg, w = frame.local_reg[i], width(t)
+            known = 8 * len(frame.saved_regs) + 8 + SLOT_WORD * (-1 - home)
+            dst = reg if reg >= 0 else R11
+            asm.mov_rm(w, dst, (RSP, NO_INDEX, 1, 0x1000))
+            self.arg_fixups.append((asm.disp32_pos(), known))
+            if reg < 0:
+                asm.mov_mr(w, frame.local_mem(i), R11)
         # declared locals start at zero
         zeroed = False
         for i in range(len(params), len(self.local_types)):

@@ -4,7 +4,9 @@ Two constant operands fold to a constant (each row of the dispatch table carries
 constant operand becomes an immediate, and a compare whose result the next instruction takes
 from the flags (``FunctionCompiler.fuse_next``) leaves it there. ``x = x op y`` on a register
 local updates that register in place. Divisions fault on purpose (their trap site is the
-``div`` itself); ``INT_MIN / -1`` is checked explicitly.
+``div`` itself); ``INT_MIN / -1`` is checked explicitly. Unsigned division by a constant needs
+no ``div``: a power of two is a shift or a mask, and an i32 divisor a multiplication by its
+64-bit reciprocal (``_div_u_const``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from ...module.traps import TrapCode
 from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, fits_i32
 from ..x86_64.registers import (CC_A, CC_AE, CC_B, CC_BE, CC_E, CC_G, CC_GE, CC_L, CC_LE, CC_NE,
-                                CC_O, RAX, RCX, RDX, SWAPPED_CC)
+                                CC_O, R11, RAX, RCX, RDX, SWAPPED_CC)
 from .context import CONST, FLAGS, I32, I64, LOCAL, MASK, REG, signed as _signed, width
 
 if TYPE_CHECKING:
@@ -116,6 +118,9 @@ def op_div(cg: FunctionCompiler, arg, imm, off):
         asm.jcc(CC_O, cg.trap_label(TrapCode.IntegerOverflow, off))
         stack.append((REG, dst, t))
         return
+    if not signed and b[0] == CONST and b[1] and (w == 32 or b[1] & (b[1] - 1) == 0):
+        _div_u_const(cg, w, rem, b[1])
+        return
     ctx.move_to(n - 2, RAX)
     ctx.evict(RDX)
     ctx.regs.used |= 1 << RDX
@@ -157,6 +162,42 @@ def op_div(cg: FunctionCompiler, arg, imm, off):
     asm.bind(done)
     ctx.free(RAX if rem else RDX)
     stack.append((REG, result, t))
+
+
+def _div_u_const(cg: FunctionCompiler, w: int, rem: bool, d: int) -> None:
+    """``div_u``/``rem_u`` by the constant ``d`` (not 0; any i32, or a power of two). A power
+    of two is a shift or a mask. Otherwise, with M = floor((2^64 - 1) / d) + 1, for every
+    32-bit x: x / d is the high half of the 128-bit M * x, and x % d the high half of
+    (M * x mod 2^64) * d (Lemire, Kaser and Kurz, "Faster remainder by direct computation",
+    2019): one or two multiplications instead of a ``div`` several times slower."""
+    ctx = cg.ctx
+    asm = cg.asm
+    stack = cg.stack
+    stack.pop()
+    t = stack[-1][2]
+    if d & (d - 1) == 0:
+        if rem and d == 1:
+            ctx.pop_free()
+            stack.append((CONST, 0, t))
+            return
+        dst = ctx.take(stack.pop())
+        if rem:
+            ctx.alu_operand(X.AND, w, dst, (CONST, d - 1, t))
+        elif d > 1:
+            asm.shift_ri(X.SHR, w, dst, d.bit_length() - 1)
+        stack.append((REG, dst, t))
+        return
+    ctx.move_to(len(stack) - 1, RAX)   # x, zero-extended to 64 bits
+    stack.pop()
+    ctx.evict(RDX)
+    ctx.claim(RDX, t)
+    asm.mov_ri(64, R11, (1 << 64) // d + 1)   # d is no power of two: floor((2^64-1)/d) + 1
+    if rem:
+        asm.imul_rr(64, RAX, R11)     # M * x mod 2^64
+        asm.mov_ri(32, R11, d)
+    asm.unary_r(X.MUL, 64, R11)       # rdx = the high half: the quotient or the remainder
+    ctx.free(RAX)
+    stack.append((REG, RDX, t))
 
 
 def op_shift(cg: FunctionCompiler, arg, imm, off):

@@ -5,9 +5,9 @@ Heap accesses compile without bounds checks: the heap's address space is reserve
 4 GiB + 4 GiB (``runtime.region``), so ``[r14 + zero-extended i32 + offset]`` out of bounds lands
 on an inaccessible page; the access gets a trap site at its own offset and the signal handler
 turns the fault into ``HeapOutOfBounds``. The bulk instructions check their ranges explicitly
-(nothing may be written before the trap), and their trap stubs read an out-of-bounds heap byte
-instead of ``ud2``: the runtime believes a heap trap only for a fault inside the heap's address
-space.
+(nothing may be written before the trap, and they run in libc), and their trap stubs read an
+out-of-bounds heap byte instead of ``ud2``: the runtime believes a heap trap only for a fault
+inside the heap's address space.
 
 ``memory.init`` copies from a data segment through the instance's descriptor of it
 (``abi.DATA_DESC``), whose length ``data.drop`` sets to 0, so a dropped segment reads as an empty
@@ -24,7 +24,7 @@ from ...module.abi import (DATA_DESC, DATA_DESC_SIZE, VMCTX_DATA_SEGMENTS, VMCTX
 from ...module.traps import TrapCode
 from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, fits_i32
-from ..x86_64.registers import CC_A, CC_AE, R11, R14, RAX, RCX, RDI, RSI
+from ..x86_64.registers import CC_A, R11, R14, RAX, RDI, RDX, RSI
 from .context import CONST, I32, IN_XMM, REG, signed as _signed, width
 
 if TYPE_CHECKING:
@@ -112,19 +112,21 @@ def op_memory_size(cg: FunctionCompiler, _, imm, off):
 def op_memory_grow(cg: FunctionCompiler, _, imm, off):
     ctx = cg.ctx
     stack = cg.stack
+    ctx.before_call()
     ctx.move_to(len(stack) - 1, RDI)
     stack.pop()
     ctx.spill_all((REG,))
     cg.makes_calls = True
     cg.asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(Libcall.MEMORY_GROW)))
     cg.asm.mov_rr(32, RAX, RAX)   # host code need not zero-extend its i32 result
-    ctx.regs.reset()
+    ctx.after_call()
     ctx.claim(RAX, I32)
     stack.append((REG, RAX, I32))
 
-# Bulk memory: the string instructions with their fixed registers. Both ranges are checked
-# before a byte is written, so a trap leaves memory untouched and ``rep movsb``/``rep stosb``
-# never fault (they need no trap site).
+# Bulk memory: calls into libc's memmove and memset (``abi.Libcall``), which beat any inline
+# string instruction (``rep movsb`` costs tens of cycles to start, and backwards, as an
+# overlapping memmove needs, it is byte by byte). Both ranges are checked before the call, so a
+# trap leaves memory untouched and libc never faults (a fault there would be the host's).
 def _bulk_operands(cg: FunctionCompiler, regs: Tuple[int, int, int]) -> None:
     """Pop the three i32 operands into the fixed registers ``regs`` (deepest operand first),
     which the caller owns and frees."""
@@ -143,53 +145,45 @@ def _range_trap(cg: FunctionCompiler, off: int) -> int:
 
 
 def _check_heap_range(cg: FunctionCompiler, start: int, trap: int) -> None:
-    """Jump to ``trap`` unless ``start`` + ``rcx`` (left in r11) is at most the current heap
-    size. Both are zero-extended i32s, so the 64-bit sum cannot wrap; an empty range may
-    start at the very end but not past it."""
+    """Jump to ``trap`` unless ``start`` + ``rdx`` (the length; the sum left in r11) is at most
+    the current heap size. Both are zero-extended i32s, so the 64-bit sum cannot wrap; an empty
+    range may start at the very end but not past it."""
     asm = cg.asm
-    asm.lea(64, R11, (start, RCX, 1, 0))
+    asm.lea(64, R11, (start, RDX, 1, 0))
     asm.alu_rm(X.CMP, 64, R11, (R14, NO_INDEX, 1, VMCTX_MEMORY_SIZE))
     asm.jcc(CC_A, trap)
 
 
-def op_memory_copy(cg: FunctionCompiler, _, imm, off):
-    """memmove: when the destination overlaps the source from above, copy backwards
-    (``std``), or the first bytes written would overwrite source bytes not yet read."""
+def _call_libc(cg: FunctionCompiler, call: Libcall) -> None:
+    """Call ``call`` with rdi (a checked heap offset, made a host address here), rsi and rdx
+    in place (put there after ``before_call``); every other value in a scratch register goes to
+    its slot first, as at any call (lazy locals stay: their homes survive the call)."""
     ctx = cg.ctx
-    _bulk_operands(cg, (RDI, RSI, RCX))
     asm = cg.asm
+    asm.lea(64, RDI, (R14, RDI, 1, 0))
+    ctx.spill_all((REG,))
+    cg.makes_calls = True
+    asm.call_m((R14, NO_INDEX, 1, vmctx_libcall(call)))
+    ctx.after_call()
+
+
+def op_memory_copy(cg: FunctionCompiler, _, imm, off):
+    """memmove(heap + d, heap + s, n): overlap either way is libc's to get right."""
+    cg.ctx.before_call()
+    _bulk_operands(cg, (RDI, RSI, RDX))
     trap = _range_trap(cg, off)
     _check_heap_range(cg, RDI, trap)
     _check_heap_range(cg, RSI, trap)
-    asm.lea(64, RDI, (R14, RDI, 1, 0))
-    asm.lea(64, RSI, (R14, RSI, 1, 0))
-    forward, done = asm.new_label(), asm.new_label()
-    asm.mov_rr(64, R11, RDI)
-    asm.alu_rr(X.SUB, 64, R11, RSI)
-    asm.alu_rr(X.CMP, 64, R11, RCX)
-    asm.jcc(CC_AE, forward)          # backwards only if 0 <= dst - src < n
-    asm.lea(64, RDI, (RDI, RCX, 1, -1))
-    asm.lea(64, RSI, (RSI, RCX, 1, -1))
-    asm.std()
-    asm.rep_movsb()
-    asm.cld()                        # compiled code and its callers rely on DF = 0
-    asm.jmp(done)
-    asm.bind(forward)
-    asm.rep_movsb()
-    asm.bind(done)
-    for reg in (RDI, RSI, RCX):
-        ctx.free(reg)
+    cg.asm.lea(64, RSI, (R14, RSI, 1, 0))
+    _call_libc(cg, Libcall.MEMMOVE)
 
 
 def op_memory_fill(cg: FunctionCompiler, _, imm, off):
-    """``rep stosb`` stores al: the low 8 bits of the value, as the spec wants."""
-    ctx = cg.ctx
-    _bulk_operands(cg, (RDI, RAX, RCX))
+    """memset(heap + d, value, n): memset stores the value's low 8 bits, as the spec wants."""
+    cg.ctx.before_call()
+    _bulk_operands(cg, (RDI, RSI, RDX))
     _check_heap_range(cg, RDI, _range_trap(cg, off))
-    cg.asm.lea(64, RDI, (R14, RDI, 1, 0))
-    cg.asm.rep_stosb()
-    for reg in (RDI, RAX, RCX):
-        ctx.free(reg)
+    _call_libc(cg, Libcall.MEMSET)
 
 
 def _segment_desc(cg: FunctionCompiler, reg: int, segment: int) -> int:
@@ -204,26 +198,25 @@ def _segment_desc(cg: FunctionCompiler, reg: int, segment: int) -> int:
 
 
 def op_memory_init(cg: FunctionCompiler, _, imm, off):
-    """Copy n bytes of the segment from offset s to heap address d, once both ranges are
-    known to fit: s + n within the segment's current length (0 once dropped), d + n within
-    the heap. The sums of zero-extended i32s cannot wrap in 64 bits."""
+    """memmove(heap + d, segment + s, n), once both ranges are known to fit: s + n within the
+    segment's current length (0 once dropped), d + n within the heap. The sums of
+    zero-extended i32s cannot wrap in 64 bits."""
     segment, _memory = imm
     ctx = cg.ctx
-    _bulk_operands(cg, (RDI, RSI, RCX))
+    ctx.before_call()
+    _bulk_operands(cg, (RDI, RSI, RDX))
     desc = ctx.alloc()
     disp = _segment_desc(cg, desc, segment)
     asm = cg.asm
     # past the segment: the trap stub probes [r14 + heap size], the first byte past the heap
-    asm.lea(64, R11, (RSI, RCX, 1, 0))
+    asm.lea(64, R11, (RSI, RDX, 1, 0))
     asm.alu_rm(X.CMP, 64, R11, (desc, NO_INDEX, 1, disp + DATA_DESC["length"]))
     asm.mov_rm(64, R11, (R14, NO_INDEX, 1, VMCTX_MEMORY_SIZE))   # (mov keeps the flags)
     asm.jcc(CC_A, cg.trap_label(TrapCode.HeapOutOfBounds, off, (R14, R11, 1, 0)))
     _check_heap_range(cg, RDI, _range_trap(cg, off))
-    asm.lea(64, RDI, (R14, RDI, 1, 0))
     asm.alu_rm(X.ADD, 64, RSI, (desc, NO_INDEX, 1, disp + DATA_DESC["base"]))
-    asm.rep_movsb()
-    for reg in (RDI, RSI, RCX, desc):
-        ctx.free(reg)
+    ctx.free(desc)
+    _call_libc(cg, Libcall.MEMMOVE)
 
 
 def op_data_drop(cg: FunctionCompiler, _, segment, off):

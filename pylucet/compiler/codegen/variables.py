@@ -1,7 +1,8 @@
 """Locals, globals and the parametric instructions (``drop``, ``select``).
 
 ``local.get`` pushes a lazy entry that reads the local's home where it is used; ``local.set``
-copies any such entry still on the stack first (``CodeGenContext.detach_local``). Globals live
+copies any such entry still on the stack first (``CodeGenContext.detach_local``). ``local.tee``
+of a value in a register pushes that register, not a lazy read of the local's home. Globals live
 in the globals area that the vmctx points at, each at its ``ModuleEnv.global_offsets`` slot; the
 slot of an imported mutable global holds the address of the exporter's storage instead
 (``ModuleEnv.global_by_ref``), one more load on the way.
@@ -44,6 +45,11 @@ def op_local_set(cg: FunctionCompiler, tee, idx, off):
             asm.alu_rr(X.XOR, 32, home, home)
         elif kind == REG:
             asm.mov_rr(w, home, val)
+            if tee:
+                # go on with the value's own register: its user (which mostly makes a new value
+                # of it at once) need not copy the home first
+                cg.stack.append(e)
+                return
             ctx.free(val)
         else:
             ctx.load(e, home)
@@ -57,8 +63,16 @@ def op_local_set(cg: FunctionCompiler, tee, idx, off):
         else:
             reg, owned = ctx.reg_of(e)
             ctx.store_reg(t, mem, reg)
+            if tee:
+                # the value is still in hand: pushing it (not a lazy read of the frame slot)
+                # spares its user a reload that would wait on the store just made
+                cg.stack.append((REG, reg, t) if owned else e)
+                return
             if owned:
                 ctx.free(reg, t)
+        if tee:
+            cg.stack.append(e)    # a constant stays one
+        return
     if tee:
         cg.stack.append((LOCAL, idx, t))
 

@@ -56,10 +56,11 @@ def fits_i32(v: int) -> bool:
 class Assembler:
     """Machine code for one function, with labels."""
 
-    __slots__ = ("code", "label_pos", "pending")
+    __slots__ = ("code", "label_pos", "pending", "calls")
 
     def __init__(self) -> None:
         self.code = bytearray()
+        self.calls = 0                # call instructions emitted
         self.label_pos: List[int] = []
         # label -> list of (position of a 32-bit field, position the value is relative to)
         self.pending: List[List[Tuple[int, int]]] = []
@@ -402,14 +403,17 @@ class Assembler:
 
     def call_rel32(self) -> int:
         """``call rel32`` with a zero placeholder; returns the position of the rel32 field."""
+        self.calls += 1
         self.code.append(0xE8)
         self.code += b"\0\0\0\0"
         return len(self.code) - 4
 
     def call_r(self, reg: int) -> None:
+        self.calls += 1
         self._rr(0, 32, b"\xff", 2, reg)
 
     def call_m(self, mem: Mem) -> None:
+        self.calls += 1
         self._rm(0, 32, b"\xff", 2, mem)
 
     def jmp_m(self, mem: Mem) -> None:
