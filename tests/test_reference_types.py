@@ -288,3 +288,22 @@ def test_call_indirect_calls_its_own_instance_directly():
     assert text[pick - 1] == f"mov r11, qword ptr [r10{disp('func')}]"
     assert text[pick + 1] == f"cmove r11, qword ptr [r10{disp('target')}]"
     assert text[pick + 2] == "call r11"
+
+
+def test_closing_an_instance_clears_its_functions_from_funcref_globals(region):
+    shared = pylucet.Global(ValType.FUNCREF, None, mutable=True)    # the host's
+    linker = pylucet.Linker()
+    linker.define_global("env", "g", shared)
+    holder = region.new_instance(pylucet.load(pylucet.compile(r"""(module
+      (global (mut funcref) (ref.null func))
+      (func (export "set") (param funcref) (global.set 0 (local.get 0)))
+      (func (export "get") (result funcref) (global.get 0)))""")))
+    source = region.new_instance(pylucet.load(pylucet.compile(r"""(module
+      (import "env" "g" (global (mut funcref)))
+      (func $f (export "f") (result i32) (i32.const 7))
+      (func (export "put") (global.set 0 (ref.func $f))))""")), linker)
+    source.run("put")
+    holder.run("set", source.exports["f"])
+    assert shared.value() == 7 and holder.run("get")() == 7
+    source.close()
+    assert shared.value is None and holder.run("get") is None

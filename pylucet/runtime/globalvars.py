@@ -11,6 +11,7 @@ writes through (``ModuleEnv.global_by_ref``), so either side sees the other's wr
 from __future__ import annotations
 
 import ctypes
+import weakref
 from typing import TYPE_CHECKING, Any, Optional, Set, Tuple, Union
 
 from ..errors import Unsupported
@@ -74,6 +75,10 @@ def global_type_text(t: GlobalType) -> str:
     return f"(mut {t.valtype.text})" if t.mutable else t.valtype.text
 
 
+HOST_FUNCREF_GLOBALS: "weakref.WeakSet[Global]" = weakref.WeakSet()
+"""The host's funcref globals (``runtime.instance_tables`` clears closed instances' references)."""
+
+
 class Global:
     """One wasm global, typed, readable (and if mutable writable) from Python through
     :attr:`value`. Shaped like wasmtime-py's ``Global``, without a store.
@@ -114,6 +119,8 @@ class Global:
         self._holds: Set[int] = set()       # an externref value's handle, kept alive
         write_global(self._address, gtype.valtype, value, f"global {global_type_text(gtype)}",
                      self._holds)
+        if gtype.valtype == ValType.FUNCREF:
+            HOST_FUNCREF_GLOBALS.add(self)
 
     @classmethod
     def _of_instance(cls, instance: "Instance", index: int) -> "Global":

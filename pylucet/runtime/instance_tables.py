@@ -14,7 +14,10 @@ other instances would then dangle, and once the slot is reused, name the next te
 So closing an instance first clears the entries that point at its records in every table they
 may have reached (:meth:`InstanceTables.scrub`): the tables it imports, or, once a reference to
 one of its functions has left it any other way (through the host, through a call or a global
-whose type holds a funcref), every live table in the process.
+whose type holds a funcref), every live table and funcref global in the process. (A funcref
+held in a local of a suspended call is not found: such a call is ended by the close of the
+instance it runs in, not this one, so keep references to functions of instances that may
+close out of yielded calls.)
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class InstanceTables:
         if module._may_escape:
             self.escaped = True
         self._elems: List[Optional[array]] = []
+        self.funcref_globals: List[int] = []
         self._dropped: Set[int] = set()
         self.elem_error: Optional[str] = None
 
@@ -95,6 +99,11 @@ class InstanceTables:
         self._elems = [None] * len(data.elems)
         self._dropped = set()
         self.elem_error = None
+        self.funcref_globals = [slot.globals + off for off in module._funcref_global_offsets]
+        """Where this instance keeps funcref values of its own globals (cleared like table
+        entries when an instance they point into closes)."""
+        if data.tables or self.funcref_globals:
+            _everyone.add(self)
         if not (data.tables or self._imported_tables or data.elems or module._ref_globals):
             return                      # (the usual small module: nothing more to fill)
         ptrs = (slot.table_ptrs - slot.base) // 8
@@ -120,8 +129,6 @@ class InstanceTables:
         for g in module._ref_globals:
             ctypes.c_uint64.from_address(slot.globals + g.offset).value = \
                 self.record_address(g.init_func)
-        if data.tables:
-            _everyone.add(self)
         self._apply_active()
 
     def _fill_records(self) -> None:
@@ -254,9 +261,9 @@ class InstanceTables:
         lo = self.records
         hi = lo + FUNCREF_SIZE * len(self._module.funcref_func)
         if not self._imported_tables and not self.escaped:
-            if self.tables:
+            if self.tables or self.funcref_globals:
                 _everyone.discard(self)
-                self.tables = []
+                self.tables, self.funcref_globals = [], []
             return                      # our references cannot be anywhere but our tables
         for table in self._imported_tables:
             table._users.discard(self._owner())
@@ -268,8 +275,19 @@ class InstanceTables:
                     for i, w in enumerate(words):
                         if lo <= w < hi:
                             words[i] = 0
+            if self.escaped:
+                for address in self._every_funcref_global():
+                    cell = ctypes.c_uint64.from_address(address)
+                    if lo <= cell.value < hi:
+                        cell.value = 0
         _everyone.discard(self)
+        self.funcref_globals = []
         self.tables = []
+
+    def _every_funcref_global(self) -> List[int]:
+        from .globalvars import HOST_FUNCREF_GLOBALS
+        out = [a for other in list(_everyone) for a in other.funcref_globals]
+        return out + [g._address for g in list(HOST_FUNCREF_GLOBALS)]
 
     def _every_table(self) -> List[Table]:
         found = {id(t): t for t in self._imported_tables}

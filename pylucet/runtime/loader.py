@@ -29,7 +29,7 @@ from ..module.abi import (DATA_DESC, DATA_DESC_SIZE, FUNCREF, FUNCREF_SIZE,
                           IMPORT_TRAMPOLINE_SIZE, MODULE_SYMBOL, call_layout, slot_size)
 from ..module.serialize import HEADER_SIZE
 from ..module.spec import FunctionSpec, ModuleData
-from ..wasm.types import ExternKind
+from ..wasm.types import ExternKind, ValType
 from . import cpu, libc, signals
 from .references import signature_id
 
@@ -85,6 +85,8 @@ class LoadedModule:
         """FUNCREF records by vmctx, for modules whose imports are all host functions."""
         self._may_escape: Optional[bool] = None     # (runtime.instance_tables)
         self._ref_globals = [g for g in data.globals if g.init_func is not None]
+        self._funcref_global_offsets = [g.offset for g in data.globals
+                                        if g.valtype == ValType.FUNCREF and not g.by_reference]
         """Globals initialised by ``ref.func``: patched per instance."""
         self._elem_images: Dict[Any, array] = {}
         """Element segments as record addresses, by (records base, segment): the same in
