@@ -148,6 +148,7 @@ _by_vmctx: "weakref.WeakValueDictionary[int, Instance]" = weakref.WeakValueDicti
 host through the caller's call, naming the callee only by its vmctx."""
 _ENTER, _RESUME = -1, -2       # _drive: call the stub first (enter / resume)
 _GENERATOR = types.GeneratorType
+_NO_HOSTS: dict = {}
 _RECORD_VMCTX, _RECORD_INDEX = _w(FUNCREF["vmctx"]), _w(FUNCREF["index"])
 
 
@@ -218,8 +219,9 @@ class Instance:
         exported (``exports["memory"]``); None for a private heap."""
         self._refs = InstanceTables(self, slot, module, fit, imports.funcs, imports.tables,
                                     stubs_)
-        self._host_records = {slot.records + FUNCREF_SIZE * i: f
-                              for i, f in enumerate(imports.funcs) if hasattr(f, "plan")}
+        self._host_records = ({slot.records + FUNCREF_SIZE * i: f
+                               for i, f in enumerate(imports.funcs) if hasattr(f, "plan")}
+                              if imports.funcs else _NO_HOSTS)
         """The host functions this instance imports, by the address of their records."""
         self._externs = self._refs.externs
         if imports.funcs or imports.globals or imports.memory is not None or imports.tables:
@@ -269,7 +271,7 @@ class Instance:
         u[_VM_MEMORY_MAX] = fit.memory_max
         u[_VM_TABLES] = slot.table_ptrs
         u[_VM_FUNCREFS] = slot.records
-        u[_VM_TYPE_IDS] = ctypes.addressof(module.signature_ids)
+        u[_VM_TYPE_IDS] = module.signature_ids_address or ctypes.addressof(module.signature_ids)
         descs = self._data_descs
         if descs is None:
             u[_VM_DATA_SEGMENTS] = module._data_descs_address

@@ -80,6 +80,7 @@ class LoadedModule:
         self._index_plans: Dict[int, Any] = {}   # by function index (never found by run())
         self._images: Optional[bytes] = None
         self._signature_ids: Any = None
+        self.signature_ids_address = 0
         self._records: Optional[array] = None
         self._record_images: Dict[int, bytes] = {}
         """FUNCREF records by vmctx, for modules whose imports are all host functions."""
@@ -177,6 +178,7 @@ class LoadedModule:
         if self._signature_ids is None:
             ids = [signature_id(t) for t in self.data.types]
             self._signature_ids = (ctypes.c_uint64 * max(1, len(ids)))(*ids)
+            self.signature_ids_address = ctypes.addressof(self._signature_ids)
         return self._signature_ids
 
     def record_template(self, call_guest: int) -> "array":
