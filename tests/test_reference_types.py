@@ -307,3 +307,31 @@ def test_closing_an_instance_clears_its_functions_from_funcref_globals(region):
     assert shared.value() == 7 and holder.run("get")() == 7
     source.close()
     assert shared.value is None and holder.run("get") is None
+
+
+def test_table_copy_between_tables_and_overlapping(region):
+    host = Table(ValType.FUNCREF, 4)
+    linker = pylucet.Linker()
+    linker.define_table("env", "h", host)
+    inst = region.new_instance(pylucet.load(pylucet.compile(r"""(module
+      (import "env" "h" (table $h 4 funcref))
+      (table $t 4 funcref)
+      (type $v (func (result i32)))
+      (func $a (result i32) (i32.const 1)) (func $b (result i32) (i32.const 2))
+      (func $c (result i32) (i32.const 3))
+      (elem (table $t) (i32.const 0) func $a $b $c)
+      (func (export "copy_th") (param i32 i32 i32) (table.copy $h $t (local.get 0) (local.get 1) (local.get 2)))
+      (func (export "copy_tt") (param i32 i32 i32) (table.copy $t $t (local.get 0) (local.get 1) (local.get 2)))
+      (func (export "at") (param i32) (result i32)
+        (if (result i32) (ref.is_null (table.get $t (local.get 0)))
+          (then (i32.const 0)) (else (call_indirect $t (type $v) (local.get 0))))))""")), linker)
+    at = lambda: [inst.run("at", i) for i in range(4)]  # noqa: E731
+    inst.run("copy_th", 1, 0, 3)                      # into the host's table
+    assert [None if f is None else f() for f in (host[i] for i in range(4))] == [None, 1, 2, 3]
+    inst.run("copy_tt", 1, 0, 3)                      # overlapping, forwards: as memmove
+    assert at() == [1, 1, 2, 3]
+    inst.run("copy_tt", 0, 1, 3)                      # and backwards
+    assert at() == [1, 2, 3, 3]
+    with pytest.raises(Trap, match="out of bounds table access"):
+        inst.run("copy_th", 2, 0, 3)                  # destination too short: nothing written
+    assert host[1]() == 1 and host[3]() == 3
