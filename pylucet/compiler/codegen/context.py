@@ -32,7 +32,7 @@ unless it says otherwise, so a compare's flags survive operand shuffling up to t
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ...errors import Unsupported
 from ...module.abi import SLOT_WORD, ValueClass, slot_size, value_class
@@ -42,6 +42,7 @@ from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, Assembler, fits_i32
 from ..x86_64.registers import (CC_NE, R8, R9, R10, R11, R12, R13, R15, RAX, RBP, RBX, RCX, RDI,
                                 RDX, RSI, RSP, XMM)
+from .remap import LocalRemap
 
 CONST, REG, LOCAL, SLOT, FLAGS = range(5)
 
@@ -207,6 +208,13 @@ class Frame:
         self.call_saved = [] if self.leaf else [
             (i, r) for i, r in enumerate(self.local_reg) if r in CALLER_SAVED_LOCAL_REGS]
         saved = {i for i, _ in self.call_saved}
+        # in long straight-line stretches the home registers are traded between locals
+        # (``remap``): then every integer local may have to leave its register for a slot
+        ints = {i for i in range(n) if uses[i] and not IN_XMM[local_types[i]]}
+        self.remap = LocalRemap.plan(instrs, self.local_reg, ints, _CALLING_OPS) \
+            if any(self.local_reg[i] < 0 for i in ints) else None
+        if self.remap is not None:
+            saved |= ints
         in_frame = sorted(i for i in range(n) if uses[i] and (self.local_reg[i] < 0 or i in saved))
         disp = 0
         for i in in_frame:
@@ -314,7 +322,7 @@ class CodeGenContext:
         to their frame slots, where lazy reads of them find them until ``after_call``, and their
         registers are free for the call's fixed uses."""
         for idx, reg in self.call_saved:
-            self.asm.mov_mr(width(self.frame.local_types[idx]), self.local_mem(idx), reg)
+            self.local_to_slot(idx, reg)
             self.local_reg[idx] = -1
             self.home_mask &= ~(1 << reg)
 
@@ -325,8 +333,20 @@ class CodeGenContext:
         for idx, reg in self.call_saved:
             self.local_reg[idx] = reg
             self.home_mask |= 1 << reg
-            self.asm.mov_rm(width(self.frame.local_types[idx]), reg, self.local_mem(idx))
+            self.local_from_slot(idx, reg)
         self.calls += 1
+
+    def local_to_slot(self, idx: int, reg: int) -> None:
+        """Store integer local ``idx``, held in ``reg``, to its frame slot."""
+        self.asm.mov_mr(width(self.frame.local_types[idx]), self.local_mem(idx), reg)
+
+    def local_from_slot(self, idx: int, reg: int) -> None:
+        """Load integer local ``idx`` from its frame slot into ``reg``."""
+        self.asm.mov_rm(width(self.frame.local_types[idx]), reg, self.local_mem(idx))
+
+    def lazy_locals(self) -> Set[int]:
+        """The locals that lazy ``local.get`` entries on the stack read."""
+        return {e[1] for e in self.stack if e[0] == LOCAL}
 
     def mov_reg(self, t: ValType, dst: int, src: int) -> None:
         if IN_XMM[t]:

@@ -89,11 +89,16 @@ class FunctionCompiler:
         n = len(instrs)
         block_ops = _BLOCK_OPS
         end, else_ = Op.END, Op.ELSE
+        remap = self.frame.remap
+        remap_pcs = remap.pcs if remap is not None else ()
+        ctx = self.ctx
         pc = 0
         while pc < n:
             op, imm, off = instrs[pc]
             pc += 1
             self.pc = pc
+            if pc - 1 in remap_pcs:
+                remap.visit(ctx, pc - 1, op, imm, self.unreachable)
             if self.unreachable:
                 # Dead code after br/return/unreachable: skip to the end of the enclosing block
                 # (the validator has already type-checked it).
