@@ -33,8 +33,8 @@ calls are made; a leaf function (one that calls nothing) takes the caller-saved 
 which cost no push and pop. The other locals live in frame slots; unused ones get nothing.
 Inside a long stretch of straight-line code the home registers go to the locals busy there,
 back to the whole-function homes before the next branch, label or call (``remap``).
-Float locals always live in the frame: every xmm register is caller-saved, so a register home
-would have to be saved around each call.
+The busiest f32/f64 locals get xmm8..xmm14 (``context.FLOAT_LOCAL_REGS``) by the rule of the
+caller-saved integer homes, since the convention saves no xmm register.
 
 Frame (``rsp``-relative, 16-byte aligned at calls)::
 

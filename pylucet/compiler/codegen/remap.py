@@ -50,10 +50,12 @@ class LocalRemap:
     __slots__ = ("local_reg", "home", "holder", "dirty", "positions", "end_of",
                  "ends", "last", "pcs", "writes", "stretch_end", "traded")
 
-    def __init__(self, local_reg: List[int], positions: Dict[int, List[int]],
+    def __init__(self, local_reg: List[int], candidates: AbstractSet[int],
+                 positions: Dict[int, List[int]],
                  end_of: Dict[int, int], stops: Set[int], writes: Set[int], last: int) -> None:
         self.local_reg = local_reg        # the frame's own list, updated in place
-        self.home = {r: i for i, r in enumerate(local_reg) if r >= 0}   # register -> local
+        # register -> local, of the integer locals (``candidates``)
+        self.home = {r: i for i, r in enumerate(local_reg) if r >= 0 and i in candidates}
         self.holder = dict(self.home)
         self.dirty: Set[int] = set()      # locals whose frame slot is stale
         self.positions = positions        # local -> its access indices in traded stretches
@@ -102,7 +104,7 @@ class LocalRemap:
                 in_frame = False
         if not end_of:
             return None
-        return cls(local_reg, positions, end_of, stops, writes, len(instrs) - 1)
+        return cls(local_reg, candidates, positions, end_of, stops, writes, len(instrs) - 1)
 
     def _next(self, idx: int, pc: int, nth: int = 1) -> int:
         """The index of local ``idx``'s ``nth`` access after ``pc`` in this stretch, or
