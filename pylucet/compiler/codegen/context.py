@@ -42,7 +42,7 @@ from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, Assembler, fits_i32
 from ..x86_64.registers import (CC_NE, R8, R9, R10, R11, R12, R13, R15, RAX, RBP, RBX, RCX, RDI,
                                 RDX, RSI, RSP, XMM)
-from .remap import LocalRemap
+from .remap import MIN_ACCESSES, LocalRemap
 
 CONST, REG, LOCAL, SLOT, FLAGS = range(5)
 
@@ -186,7 +186,7 @@ class Frame:
         parameter whose arrival register is one of its local homes stays where it is."""
         self.local_types = local_types
         n = len(local_types)
-        uses, calls = _local_uses(n, instrs)
+        uses, calls, run = _local_uses(n, instrs)
         self.leaf = not calls
         ranked = sorted((i for i in range(n) if uses[i] and not IN_XMM[local_types[i]]),
                         key=lambda i: -uses[i])
@@ -228,7 +228,7 @@ class Frame:
         # (``remap``): then every integer local may have to leave its register for a slot
         ints = {i for i in range(n) if uses[i] and not IN_XMM[local_types[i]]}
         self.remap = LocalRemap.plan(instrs, self.local_reg, ints, _CALLING_OPS) \
-            if any(self.local_reg[i] < 0 for i in ints) else None
+            if run >= MIN_ACCESSES and any(self.local_reg[i] < 0 for i in ints) else None
         if self.remap is not None:
             saved |= ints
         in_frame = sorted(i for i in range(n) if uses[i] and (self.local_reg[i] < 0 or i in saved))
@@ -263,30 +263,40 @@ class Frame:
         return frame
 
 
-def _local_uses(n: int, instrs: list) -> Tuple[List[int], int]:
+def _local_uses(n: int, instrs: list) -> Tuple[List[int], int, int]:
     """How busy each local is: a cheap pre-scan counting uses, a use inside loops counting
     more; 0 for locals never touched (they get no home at all). And the calls (instructions in
-    ``_CALLING_OPS``), counted the same way: 0 for a leaf function."""
+    ``_CALLING_OPS``), counted the same way: 0 for a leaf function. And the most local accesses
+    between two block, loop, if, end or calling instructions (at least as many as in
+    ``remap``'s longest stretch, so its plan is made only where it may find one)."""
     uses = [0] * n
     weight, loops = 1, []
     get, set_, tee = Op.LOCAL_GET, Op.LOCAL_SET, Op.LOCAL_TEE
     loop, block, if_, end = Op.LOOP, Op.BLOCK, Op.IF, Op.END
     calling = _CALLING_OPS
     calls = 0
+    run = longest = 0    # local accesses since the last block, loop, if, end or call
     for op, imm, _ in instrs:
         if op == get or op == set_ or op == tee:
             uses[imm] += weight
-        elif op == loop:
+            run += 1
+            continue
+        if op == loop:
             loops.append(True)
             weight = 8 ** min(loops.count(True), 4)
         elif op == block or op == if_:
             loops.append(False)
-        elif op == end and loops:
-            if loops.pop():
+        elif op == end:
+            if loops and loops.pop():
                 weight = 8 ** min(loops.count(True), 4)
         elif op in calling:
             calls += weight
-    return uses, calls
+        else:
+            continue
+        if run > longest:
+            longest = run
+        run = 0
+    return uses, calls, longest
 
 
 class ValueStack(list):
