@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Callable, Tuple
 
-from pylucet.compiler.codegen.context import CALLER_SAVED_LOCAL_REGS, LOCAL_REGS
+from pylucet.compiler.codegen.context import (CALLER_SAVED_LOCAL_REGS, FLOAT_LOCAL_REGS,
+                                              LOCAL_REGS)
 from pylucet.module.abi import Libcall, vmctx_libcall
 
 from .conftest import disassemble, instantiate as instance
@@ -334,8 +335,9 @@ def test_straight_line_code_trades_the_local_registers(region):
 def test_float_locals_live_in_xmm_registers(region):
     """f32 and f64 locals live in xmm registers (``context.FLOAT_LOCAL_REGS``) as integer locals
     live in theirs: a leaf's float loop touches no frame slot (bench_code's mandel 2.9 -> 1.1 x
-    Cranelift, tools/guests/nbody 1.7 -> 1.2). A function that calls keeps a float local that is
-    busy in its loop in a register too, stored before the call and loaded after it."""
+    Cranelift, tools/guests/nbody 1.7 -> 1.2), and reads them in place as operands. A function
+    that calls keeps a float local that is busy in its loop in a register too, stored before the
+    call and loaded after it."""
     leaf = """(func (export "leaf") (param $n i32) (result f64)
         (local $x f64) (local $y f64) (local $i i32)
       (local.set $y (f64.const 3))
@@ -348,6 +350,9 @@ def test_float_locals_live_in_xmm_registers(region):
     insns = disassemble(f"(module {leaf})")
     assert not [i for i in insns if "ptr [rsp" in i[1]], insns   # no frame at all
     assert {"xmm8", "xmm9"} <= {r for i in insns for r in i[1].split(", ")}, insns
+    # an operand is read in its home, not copied to a scratch register first
+    homes = {f"xmm{r}" for r in FLOAT_LOCAL_REGS}
+    assert [i for i in insns if i[0] == "addsd" and i[1].split(", ")[1] in homes], insns
     caller = """(func $id (param f64) (result f64) (local.get 0))
       (func (export "caller") (param $n i32) (result f64) (local $x f64) (local $i i32)
       (loop $l
