@@ -98,7 +98,7 @@ class FunctionCompiler:
             op, imm, off = instrs[pc]
             pc += 1
             self.pc = pc
-            if pc - 1 in remap_pcs:
+            if remap_pcs and pc - 1 in remap_pcs:
                 remap.visit(ctx, pc - 1, op, imm, self.unreachable)
             if self.unreachable:
                 # Dead code after br/return/unreachable: skip to the end of the enclosing block
