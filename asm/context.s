@@ -172,15 +172,33 @@ pylucet_hostcall:
 # Entered as if called from the instruction after the poll (trap.s pushes that return address and
 # sends the thread here), at a point where no scratch register holds a live value. Live values
 # are in the frame, the callee-saved registers (leave_guest keeps those) and the caller-saved
-# registers of compiler/codegen/context.py's CALLER_SAVED_LOCAL_REGS: those wait on the guest's
-# stack (its reservation has room), so the guest can be resumed at the poll.
+# registers of compiler/codegen/context.py's CALLER_SAVED_LOCAL_REGS and FLOAT_LOCAL_REGS: those
+# wait on the guest's stack (its reservation has room), so the guest can be resumed at the poll.
+# An f32 or f64 local takes the low 8 bytes of its xmm register.
 pylucet_interrupt:
     push r8                                   # locals may live in r8 ...
     push r9                                   # ... r9
     push rsi                                  # ... rsi
-    push rdi                                  # ... and rdi
+    push rdi                                  # ... rdi
+    sub rsp, 64                               # ... and xmm8..xmm14, 8 bytes each (64: rsp keeps
+                                              # its alignment mod 16)
+    movq [rsp], xmm8
+    movq [rsp + 8], xmm9
+    movq [rsp + 16], xmm10
+    movq [rsp + 24], xmm11
+    movq [rsp + 32], xmm12
+    movq [rsp + 40], xmm13
+    movq [rsp + 48], xmm14
     call interrupt_leave                      # leave for the host; a resume returns here
-    pop rdi                                   # those locals back
+    movq xmm14, [rsp + 48]                    # those locals back
+    movq xmm13, [rsp + 40]
+    movq xmm12, [rsp + 32]
+    movq xmm11, [rsp + 24]
+    movq xmm10, [rsp + 16]
+    movq xmm9, [rsp + 8]
+    movq xmm8, [rsp]
+    add rsp, 64
+    pop rdi
     pop rsi
     pop r9
     pop r8

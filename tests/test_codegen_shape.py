@@ -5,7 +5,10 @@ many."""
 
 from __future__ import annotations
 
-from pylucet.compiler.codegen.context import CALLER_SAVED_LOCAL_REGS, LOCAL_REGS
+from typing import Callable, Tuple
+
+from pylucet.compiler.codegen.context import (CALLER_SAVED_LOCAL_REGS, FLOAT_LOCAL_REGS,
+                                              LOCAL_REGS)
 from pylucet.module.abi import Libcall, vmctx_libcall
 
 from .conftest import disassemble, instantiate as instance
@@ -261,3 +264,109 @@ def test_unsigned_division_by_a_constant_needs_no_div(region):
                 assert inst.run(f"rem{d}", x) & 0xFFFF_FFFF == x % d, (x, d)
         for x in (0, 63, 64, 65, (1 << 64) - 1):
             assert inst.run("div_i64", x) == x // 64 and inst.run("rem_i64", x) == x % 64
+
+
+_TRIPLE = "(func $triple (param i32) (result i32) (i32.mul (local.get 0) (i32.const 3)))"
+
+
+def _two_phases(k: int, rounds: int, call: bool = False,
+                early: bool = False) -> Tuple[str, Callable[[int], int]]:
+    """A function of straight-line code over ``2 * k`` locals: ``rounds`` rounds that mix
+    $a0..$a{k-1} among themselves, then (given ``call``) $a0 = $triple($a0), then as many rounds
+    mixing $b0..$b{k-1}, which start from the a's; it returns the xor of all. Given ``early``,
+    all that twice, the first time inside an ``if`` ending in ``return``. And the same in
+    Python."""
+    def mix(v: str) -> str:
+        return "".join(f"(local.set ${v}{i} (i32.rotl (i32.add (local.get ${v}{i})"
+                       f" (local.get ${v}{(i + 1) % k})) (i32.const {i + 1})))" for i in range(k))
+    decls = " ".join(f"(local $a{i} i32) (local $b{i} i32)" for i in range(k))
+    init_a = "".join(f"(local.set $a{i} (i32.add (local.get $p) (i32.const {i})))"
+                     for i in range(k))
+    init_b = "".join(f"(local.set $b{i} (i32.xor (local.get $a{i}) (i32.const {3 * i})))"
+                     for i in range(k))
+    result = "(local.get $a0)" + "".join(f"(i32.xor (local.get $a{i}))" for i in range(1, k)) \
+        + "".join(f"(i32.xor (local.get $b{i}))" for i in range(k))
+    middle = "(local.set $a0 (call $triple (local.get $a0)))" if call else ""
+    code = f"{init_a} {mix('a') * rounds} {middle} {init_b} {mix('b') * rounds}"
+    if early:    # the same once more, first in an if that returns (p = 7 takes it)
+        code = f"(if (i32.eq (local.get $p) (i32.const 7)) (then {code} (return {result}))) {code}"
+    body = f"""(func (export "f") (param $p i32) (result i32) {decls} {code} {result})"""
+
+    def model(p: int) -> int:
+        def rounds_of(v):
+            for _ in range(rounds):
+                for i in range(k):
+                    x = (v[i] + v[(i + 1) % k]) & 0xFFFF_FFFF
+                    v[i] = ((x << (i + 1)) | (x >> (31 - i))) & 0xFFFF_FFFF
+            return v
+        a = rounds_of([(p + i) & 0xFFFF_FFFF for i in range(k)])
+        if call:
+            a[0] = a[0] * 3 & 0xFFFF_FFFF
+        b = rounds_of([a[i] ^ (3 * i) for i in range(k)])
+        out = 0
+        for x in a + b:
+            out ^= x
+        return out
+    return body, model
+
+
+def test_straight_line_code_trades_the_local_registers(region):
+    """In a long stretch of straight-line code the home registers go to the locals busy in
+    each part of it (``codegen.remap``): two phases over nine locals each, every local as busy as
+    any other over the whole, take the frame only to trade registers between the phases, where
+    whole-function homes left one phase's locals in the frame for all their accesses
+    (blake3-scalar's compress: 1.3 -> 1.05 x Cranelift). The values survive trades, a call
+    between the phases, and a return from traded homes."""
+    k = len(CALLER_SAVED_LOCAL_REGS + LOCAL_REGS)
+    body, model = _two_phases(k, 4)
+    insns = disassemble(f"(module {body})")
+    frame = [i for i in insns if "[rsp" in i[1]]
+    # per phase 4 rounds of k sets and 2k gets; at most a store and a load per local per phase
+    assert len(frame) <= 4 * k, (len(frame), insns)
+    called, called_model = _two_phases(k, 4, call=True)
+    early, _ = _two_phases(k, 4, early=True)
+    for wat, want in ((f"(module {body})", model), (f"(module {_TRIPLE} {called})", called_model),
+                      (f"(module {early})", model)):
+        with instance(region, wat) as inst:
+            for p in (0, 1, 7, 0x7FFF_FFFF, 0xFFFF_FFFF):
+                assert inst.run("f", p) & 0xFFFF_FFFF == want(p), p
+
+
+def test_float_locals_live_in_xmm_registers(region):
+    """f32 and f64 locals live in xmm registers (``context.FLOAT_LOCAL_REGS``) as integer locals
+    live in theirs: a leaf's float loop touches no frame slot (bench_code's mandel 2.9 -> 1.1 x
+    Cranelift, tools/guests/nbody 1.7 -> 1.2), and reads them in place as operands. A function
+    that calls keeps a float local that is busy in its loop in a register too, stored before the
+    call and loaded after it."""
+    leaf = """(func (export "leaf") (param $n i32) (result f64)
+        (local $x f64) (local $y f64) (local $i i32)
+      (local.set $y (f64.const 3))
+      (loop $l
+        (local.set $x (f64.add (local.get $x) (local.get $y)))
+        (local.set $y (f64.add (f64.mul (local.get $y) (f64.const 0.5)) (f64.const 1)))
+        (br_if $l (i32.ne (local.tee $i (i32.add (local.get $i) (i32.const 1)))
+                          (local.get $n))))
+      (local.get $x))"""
+    insns = disassemble(f"(module {leaf})")
+    assert not [i for i in insns if "ptr [rsp" in i[1]], insns   # no frame at all
+    assert {"xmm8", "xmm9"} <= {r for i in insns for r in i[1].split(", ")}, insns
+    # an operand is read in its home, not copied to a scratch register first
+    homes = {f"xmm{r}" for r in FLOAT_LOCAL_REGS}
+    assert [i for i in insns if i[0] == "addsd" and i[1].split(", ")[1] in homes], insns
+    caller = """(func $id (param f64) (result f64) (local.get 0))
+      (func (export "caller") (param $n i32) (result f64) (local $x f64) (local $i i32)
+      (loop $l
+        (local.set $x (f64.add (local.get $x) (f64.const 1.25)))
+        (br_if $l (i32.ne (local.tee $i (i32.add (local.get $i) (i32.const 1)))
+                          (local.get $n))))
+      (f64.add (call $id (local.get $x)) (local.get $x)))"""
+    insns = disassemble(f"(module {caller})")
+    k = [m for m, _ in insns].index("call")
+    assert insns[k - 2][0] == "movsd" and insns[k - 2][1].endswith(", xmm8"), insns[:k + 3]
+    assert insns[k + 1][0] == "movsd" and insns[k + 1][1].startswith("xmm8, "), insns[:k + 3]
+    with instance(region, f"(module {leaf} {caller})") as inst:
+        x, y = 0.0, 3.0
+        for _ in range(100):
+            x, y = x + y, y * 0.5 + 1
+        assert inst.run("leaf", 100) == x
+        assert inst.run("caller", 10) == 25.0

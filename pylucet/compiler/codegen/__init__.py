@@ -5,7 +5,8 @@ dispatch table from opcode to handler, and an *abstract* operand stack: constant
 reads, registers, spill slots and compare results in the flags. So constants fold into
 immediates, values stay in registers, compare (or its ``eqz``) + ``br_if``/``if``/``select``
 fuse into ``cmp; jcc``/``cmov``, and ``x = x op y`` on a register local updates that register in
-place. Handlers may peek at the next instruction for these fusions; nothing else looks ahead.
+place. Handlers may peek at the next instruction for these fusions; besides, only the pre-scans
+of the locals (their uses, and ``remap``'s accesses in long straight-line stretches) look ahead.
 
 Split by concern, as Winch's ``codegen/`` is:
 
@@ -19,6 +20,7 @@ Split by concern, as Winch's ``codegen/`` is:
 ``memory``     heap addressing, loads and stores, ``memory.*``
 ``tables``     table descriptors and entries, ``table.size``
 ``variables``  locals, globals, ``drop``, ``select``
+``remap``      the home registers traded between locals inside long straight-line stretches
 ``int_ops``    integer arithmetic, compares, conversions, constant folds
 ``float_ops``  floating-point arithmetic, compares, conversions
 ============== =====================================================================================
@@ -29,8 +31,10 @@ busiest i32/i64 locals get registers for the whole function: the callee-saved on
 stored to the frame before each call and loaded after it, for locals used far more often than
 calls are made; a leaf function (one that calls nothing) takes the caller-saved ones first,
 which cost no push and pop. The other locals live in frame slots; unused ones get nothing.
-Float locals always live in the frame: every xmm register is caller-saved, so a register home
-would have to be saved around each call.
+Inside a long stretch of straight-line code the home registers go to the locals busy there,
+back to the whole-function homes before the next branch, label or call (``remap``).
+The busiest f32/f64 locals get xmm8..xmm14 (``context.FLOAT_LOCAL_REGS``) by the rule of the
+caller-saved integer homes, since the convention saves no xmm register.
 
 Frame (``rsp``-relative, 16-byte aligned at calls)::
 

@@ -32,7 +32,7 @@ unless it says otherwise, so a compare's flags survive operand shuffling up to t
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ...errors import Unsupported
 from ...module.abi import SLOT_WORD, ValueClass, slot_size, value_class
@@ -42,6 +42,7 @@ from ..x86_64 import encoding as X
 from ..x86_64.encoding import NO_INDEX, Assembler, fits_i32
 from ..x86_64.registers import (CC_NE, R8, R9, R10, R11, R12, R13, R15, RAX, RBP, RBX, RCX, RDI,
                                 RDX, RSI, RSP, XMM)
+from .remap import MIN_ACCESSES, LocalRemap
 
 CONST, REG, LOCAL, SLOT, FLAGS = range(5)
 
@@ -72,6 +73,12 @@ save. Their only fixed uses are in calls (arguments; rdi and rsi for the bulk me
 all placed after ``before_call``, where such a local is read from its slot. ``asm/context.s``'s
 ``pylucet_interrupt`` keeps them across an interruption at a poll. The scratch registers keep
 rax, rcx, rdx and r10."""
+FLOAT_LOCAL_REGS = XMM[8:15]
+"""The xmm registers f32 and f64 locals live in, by the rule of ``CALLER_SAVED_LOCAL_REGS`` (the
+SysV convention saves no xmm register): all of a leaf's, and in a function that calls, those of
+locals used more than twice as often as calls are made, stored before each call and loaded
+after it. None is an argument register, so no fixed use needs them; ``pylucet_interrupt`` keeps
+them across an interruption. The scratch values keep xmm0..xmm7."""
 _CALLING_OPS = frozenset((
     Op.CALL, Op.CALL_INDIRECT, Op.MEMORY_GROW, Op.MEMORY_COPY, Op.MEMORY_FILL, Op.MEMORY_INIT,
     Op.DATA_DROP, Op.TABLE_GET, Op.TABLE_SET, Op.TABLE_INIT, Op.ELEM_DROP, Op.TABLE_COPY,
@@ -127,12 +134,14 @@ class RegAlloc:
     """Which scratch registers of each class are owned by operand stack entries. The general
     purpose ones are ``SCRATCH`` but for those a leaf function's locals live in."""
 
-    __slots__ = ("used", "xused", "scratch")
+    __slots__ = ("used", "xused", "scratch", "xscratch")
 
-    def __init__(self, scratch: Sequence[int] = SCRATCH) -> None:
+    def __init__(self, scratch: Sequence[int] = SCRATCH,
+                 xscratch: Sequence[int] = XSCRATCH) -> None:
         self.used = 0                 # bit mask of general purpose scratch registers
         self.xused = 0                # the same for xmm registers
         self.scratch = tuple(scratch)
+        self.xscratch = tuple(xscratch)
 
     def reset(self) -> None:
         """Every register free: at a label, or after a call clobbered them all."""
@@ -141,7 +150,7 @@ class RegAlloc:
     def free_scratch(self, t: ValType = I32) -> int:
         """A free scratch register of ``t``'s class, or -1."""
         if IN_XMM[t]:
-            regs, used = XSCRATCH, self.xused
+            regs, used = self.xscratch, self.xused
         else:
             regs, used = self.scratch, self.used
         for r in regs:
@@ -177,19 +186,21 @@ class Frame:
         parameter whose arrival register is one of its local homes stays where it is."""
         self.local_types = local_types
         n = len(local_types)
-        uses, calls = _local_uses(n, instrs)
+        uses, calls, run = _local_uses(n, instrs)
         self.leaf = not calls
-        # every xmm register is caller-saved, so float locals always live in the frame
         ranked = sorted((i for i in range(n) if uses[i] and not IN_XMM[local_types[i]]),
+                        key=lambda i: -uses[i])
+        floats = sorted((i for i in range(n) if uses[i] and IN_XMM[local_types[i]]),
                         key=lambda i: -uses[i])
         self.local_reg: List[int] = [-1] * n     # home register of each local, or -1
         self.local_disp: List[int] = [0] * n     # frame offset of each frame-resident local
         if self.leaf:
-            groups = [(ranked, CALLER_SAVED_LOCAL_REGS + LOCAL_REGS)]
+            groups = [(ranked, CALLER_SAVED_LOCAL_REGS + LOCAL_REGS), (floats, FLOAT_LOCAL_REGS)]
         else:
             k = len(LOCAL_REGS)
             groups = [(ranked[:k], LOCAL_REGS),
-                      ([i for i in ranked[k:] if uses[i] > 2 * calls], CALLER_SAVED_LOCAL_REGS)]
+                      ([i for i in ranked[k:] if uses[i] > 2 * calls], CALLER_SAVED_LOCAL_REGS),
+                      ([i for i in floats if uses[i] > 2 * calls], FLOAT_LOCAL_REGS)]
         for group, regs in groups:
             chosen = group[:len(regs)]
             free = list(regs[:len(chosen)])
@@ -200,13 +211,26 @@ class Frame:
             for i in chosen:
                 if self.local_reg[i] < 0:
                     self.local_reg[i] = free.pop(0)
-        self.saved_regs = [r for r in LOCAL_REGS if r in self.local_reg]
-        self.scratch = [r for r in SCRATCH if r not in self.local_reg]
-        self.home_mask = sum(1 << r for r in set(self.local_reg) if r >= 0)
+        int_homes = {r for i, r in enumerate(self.local_reg)
+                     if r >= 0 and not IN_XMM[local_types[i]]}
+        float_homes = {r for i, r in enumerate(self.local_reg)
+                       if r >= 0 and IN_XMM[local_types[i]]}
+        self.saved_regs = [r for r in LOCAL_REGS if r in int_homes]
+        self.scratch = [r for r in SCRATCH if r not in int_homes]
+        self.xscratch = [r for r in XSCRATCH if r not in float_homes]
+        self.home_mask = sum(1 << r for r in int_homes)
         # (local, register) of the locals kept in caller-saved registers across calls
         self.call_saved = [] if self.leaf else [
-            (i, r) for i, r in enumerate(self.local_reg) if r in CALLER_SAVED_LOCAL_REGS]
+            (i, r) for i, r in enumerate(self.local_reg)
+            if r >= 0 and (IN_XMM[local_types[i]] or r in CALLER_SAVED_LOCAL_REGS)]
         saved = {i for i, _ in self.call_saved}
+        # in long straight-line stretches the home registers are traded between locals
+        # (``remap``): then every integer local may have to leave its register for a slot
+        ints = {i for i in range(n) if uses[i] and not IN_XMM[local_types[i]]}
+        self.remap = LocalRemap.plan(instrs, self.local_reg, ints, _CALLING_OPS) \
+            if run >= MIN_ACCESSES and any(self.local_reg[i] < 0 for i in ints) else None
+        if self.remap is not None:
+            saved |= ints
         in_frame = sorted(i for i in range(n) if uses[i] and (self.local_reg[i] < 0 or i in saved))
         disp = 0
         for i in in_frame:
@@ -239,30 +263,40 @@ class Frame:
         return frame
 
 
-def _local_uses(n: int, instrs: list) -> Tuple[List[int], int]:
+def _local_uses(n: int, instrs: list) -> Tuple[List[int], int, int]:
     """How busy each local is: a cheap pre-scan counting uses, a use inside loops counting
     more; 0 for locals never touched (they get no home at all). And the calls (instructions in
-    ``_CALLING_OPS``), counted the same way: 0 for a leaf function."""
+    ``_CALLING_OPS``), counted the same way: 0 for a leaf function. And the most local accesses
+    between two block, loop, if, end or calling instructions (at least as many as in
+    ``remap``'s longest stretch, so its plan is made only where it may find one)."""
     uses = [0] * n
     weight, loops = 1, []
     get, set_, tee = Op.LOCAL_GET, Op.LOCAL_SET, Op.LOCAL_TEE
     loop, block, if_, end = Op.LOOP, Op.BLOCK, Op.IF, Op.END
     calling = _CALLING_OPS
     calls = 0
+    run = longest = 0    # local accesses since the last block, loop, if, end or call
     for op, imm, _ in instrs:
         if op == get or op == set_ or op == tee:
             uses[imm] += weight
-        elif op == loop:
+            run += 1
+            continue
+        if op == loop:
             loops.append(True)
             weight = 8 ** min(loops.count(True), 4)
         elif op == block or op == if_:
             loops.append(False)
-        elif op == end and loops:
-            if loops.pop():
+        elif op == end:
+            if loops and loops.pop():
                 weight = 8 ** min(loops.count(True), 4)
         elif op in calling:
             calls += weight
-    return uses, calls
+        else:
+            continue
+        if run > longest:
+            longest = run
+        run = 0
+    return uses, calls, longest
 
 
 class ValueStack(list):
@@ -280,7 +314,7 @@ class CodeGenContext:
     def __init__(self, asm: Assembler, frame: Frame) -> None:
         self.asm = asm
         self.stack = ValueStack()
-        self.regs = regs = RegAlloc(frame.scratch)
+        self.regs = regs = RegAlloc(frame.scratch, frame.xscratch)
         self.home_mask = frame.home_mask
         self.call_saved = frame.call_saved
         self.calls = 0                        # calls made through before_call/after_call
@@ -314,9 +348,10 @@ class CodeGenContext:
         to their frame slots, where lazy reads of them find them until ``after_call``, and their
         registers are free for the call's fixed uses."""
         for idx, reg in self.call_saved:
-            self.asm.mov_mr(width(self.frame.local_types[idx]), self.local_mem(idx), reg)
+            self.local_to_slot(idx, reg)
             self.local_reg[idx] = -1
-            self.home_mask &= ~(1 << reg)
+            if not IN_XMM[self.frame.local_types[idx]]:
+                self.home_mask &= ~(1 << reg)
 
     def after_call(self) -> None:
         """After the call (and the stack arguments' release): every scratch register is free,
@@ -324,9 +359,26 @@ class CodeGenContext:
         self.regs.reset()
         for idx, reg in self.call_saved:
             self.local_reg[idx] = reg
-            self.home_mask |= 1 << reg
-            self.asm.mov_rm(width(self.frame.local_types[idx]), reg, self.local_mem(idx))
+            if not IN_XMM[self.frame.local_types[idx]]:
+                self.home_mask |= 1 << reg
+            self.local_from_slot(idx, reg)
         self.calls += 1
+
+    def local_to_slot(self, idx: int, reg: int) -> None:
+        """Store local ``idx``, held in ``reg``, to its frame slot."""
+        self.store_reg(self.frame.local_types[idx], self.local_mem(idx), reg)
+
+    def local_from_slot(self, idx: int, reg: int) -> None:
+        """Load local ``idx`` from its frame slot into ``reg``."""
+        t = self.frame.local_types[idx]
+        if IN_XMM[t]:
+            self.asm.sse_op(X.MOVS_LOAD, width(t), reg, self.local_mem(idx))
+        else:
+            self.asm.mov_rm(width(t), reg, self.local_mem(idx))
+
+    def lazy_locals(self) -> Set[int]:
+        """The locals that lazy ``local.get`` entries on the stack read."""
+        return {e[1] for e in self.stack if e[0] == LOCAL}
 
     def mov_reg(self, t: ValType, dst: int, src: int) -> None:
         if IN_XMM[t]:
@@ -366,10 +418,11 @@ class CodeGenContext:
             self.free(val, t)
         elif kind == LOCAL:
             reg = self.local_reg[val]
-            if reg < 0:
+            if reg >= 0:
+                self.store_reg(t, self.slot_mem(i), reg)
+            else:   # bits are bits: memory to memory through r11
                 self.asm.mov_rm(w, R11, self.local_mem(val))
-                reg = R11
-            self.asm.mov_mr(w, self.slot_mem(i), reg)
+                self.asm.mov_mr(w, self.slot_mem(i), R11)
         else:
             return
         self.stack[i] = (SLOT, i, t)
@@ -405,6 +458,8 @@ class CodeGenContext:
                 self.fconst(w, reg, val)
             elif kind == REG:
                 asm.movaps(reg, val)
+            elif kind == LOCAL and self.local_reg[val] >= 0:
+                asm.movaps(reg, self.local_reg[val])
             else:
                 asm.sse_op(X.MOVS_LOAD, w, reg, self.mem_of(e))
             return
@@ -537,7 +592,7 @@ class CodeGenContext:
         elif kind == CONST and fits_i32(signed(val, w)):
             asm.mov_mi(w, mem, val if w == 32 else signed(val, w))
         elif kind == LOCAL and self.local_reg[val] >= 0:
-            asm.mov_mr(w, mem, self.local_reg[val])
+            self.store_reg(t, mem, self.local_reg[val])
         else:   # bits are bits: memory or a constant through r11
             if kind == CONST:
                 asm.mov_ri(64, R11, val)

@@ -28,13 +28,13 @@ def op_fconst(cg: FunctionCompiler, t, imm, off):
 
 
 def _fsrc(ctx: CodeGenContext, e: tuple) -> Tuple[object, int]:
-    """A scalar source operand for float entry ``e`` (memory or xmm register), and the
-    register the caller must free (or -1)."""
+    """A scalar source operand for float entry ``e`` (memory or xmm register, a local's home
+    read in place), and the register the caller must free (or -1)."""
     mem = ctx.mem_of(e)
     if mem is not None:
         return mem, -1
-    reg = ctx.take(e)
-    return reg, reg
+    reg, owned = ctx.reg_of(e)
+    return reg, reg if owned else -1
 
 
 def op_farith(cg: FunctionCompiler, arg, imm, off):

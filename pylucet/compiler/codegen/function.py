@@ -24,7 +24,8 @@ from ..x86_64.encoding import NO_INDEX, Assembler
 from ..x86_64.registers import CC_B, R11, R14, RSP
 from . import control
 from .call import ARG_REGS, arg_homes
-from .context import FLAGS, I32, REG, CodeGenContext, Frame, parallel_move, require_num, width
+from .context import (FLAGS, I32, IN_XMM, REG, CodeGenContext, Frame, parallel_move, require_num,
+                      width)
 from .dispatch import DISPATCH
 
 _NOP7 = b"\x0f\x1f\x80\x00\x00\x00\x00"
@@ -89,11 +90,16 @@ class FunctionCompiler:
         n = len(instrs)
         block_ops = _BLOCK_OPS
         end, else_ = Op.END, Op.ELSE
+        remap = self.frame.remap
+        remap_pcs = remap.pcs if remap is not None else ()
+        ctx = self.ctx
         pc = 0
         while pc < n:
             op, imm, off = instrs[pc]
             pc += 1
             self.pc = pc
+            if remap_pcs and pc - 1 in remap_pcs:
+                remap.visit(ctx, pc - 1, op, imm, self.unreachable)
             if self.unreachable:
                 # Dead code after br/return/unreachable: skip to the end of the enclosing block
                 # (the validator has already type-checked it).
@@ -147,6 +153,8 @@ class FunctionCompiler:
                 continue
             if home < 0:
                 on_stack.append((i, t, home))
+            elif reg >= 0 and IN_XMM[t]:   # xmm0..7 to xmm8..14: no move reads another's home
+                asm.movaps(reg, home)
             elif reg >= 0:
                 moves.append((reg, home, width(t)))
             else:
@@ -159,16 +167,20 @@ class FunctionCompiler:
             # incoming stack argument: its offset depends on the frame size (patched)
             reg, w = frame.local_reg[i], width(t)
             known = 8 * len(frame.saved_regs) + 8 + SLOT_WORD * (-1 - home)
-            dst = reg if reg >= 0 else R11
+            dst = reg if reg >= 0 and not IN_XMM[t] else R11
             asm.mov_rm(w, dst, (RSP, NO_INDEX, 1, 0x1000))
             self.arg_fixups.append((asm.disp32_pos(), known))
-            if reg < 0:
+            if reg >= 0 and IN_XMM[t]:
+                asm.movd_xr(w, reg, R11)
+            elif reg < 0:
                 asm.mov_mr(w, frame.local_mem(i), R11)
         # declared locals start at zero
         zeroed = False
         for i in range(len(params), len(self.local_types)):
             reg = frame.local_reg[i]
-            if reg >= 0:
+            if reg >= 0 and IN_XMM[self.local_types[i]]:
+                asm.bitwise_ps(X.XORPS, reg, reg)
+            elif reg >= 0:
                 asm.alu_rr(X.XOR, 32, reg, reg)
             elif i in frame.frame_locals_set:
                 if not zeroed:

@@ -42,15 +42,21 @@ def op_local_set(cg: FunctionCompiler, tee, idx, off):
     kind, val = e[0], e[1]
     if home >= 0:
         if kind == CONST and val == 0:
-            asm.alu_rr(X.XOR, 32, home, home)
+            if IN_XMM[t]:
+                asm.bitwise_ps(X.XORPS, home, home)
+            else:
+                asm.alu_rr(X.XOR, 32, home, home)
         elif kind == REG:
-            asm.mov_rr(w, home, val)
+            if IN_XMM[t]:
+                asm.movaps(home, val)
+            else:
+                asm.mov_rr(w, home, val)
             if tee:
                 # go on with the value's own register: its user (which mostly makes a new value
                 # of it at once) need not copy the home first
                 cg.stack.append(e)
                 return
-            ctx.free(val)
+            ctx.free(val, t)
         else:
             ctx.load(e, home)
     else:
