@@ -21,21 +21,20 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 from ..errors import (Error, FatalFault, InstantiationError, LimitsExceeded, StateError,
                       Terminate, Terminated, Trap)
-from ..module.abi import (BUILTIN_LIMIT, ENTRY_MAX_STACK_ARGS, FUNCREF, FUNCREF_SIZE,
-                          GUEST_INT_ARG_REGS, INSTANCE_FIELDS, INSTANCE_MAGIC,
-                          INSTANCE_PAGE_SIZE, VMCTX_DATA_SEGMENTS, VMCTX_FUNCREFS,
-                          VMCTX_GLOBALS, VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE, VMCTX_STACK_LIMIT,
-                          VMCTX_TABLES, VMCTX_TYPE_IDS, WASM_PAGE_SIZE, Builtin, ExitReason,
-                          Libcall, vmctx_libcall)
-from ..module.traps import TrapCode
+from ..module.abi import (BUILTIN_LIMIT, ENTRY_MAX_STACK_ARGS, FUNCREF_SIZE, INSTANCE_FIELDS,
+                          INSTANCE_MAGIC, INSTANCE_PAGE_SIZE, VMCTX_DATA_SEGMENTS,
+                          VMCTX_FUNCREFS, VMCTX_GLOBALS, VMCTX_MEMORY_MAX, VMCTX_MEMORY_SIZE,
+                          VMCTX_STACK_LIMIT, VMCTX_TABLES, VMCTX_TYPE_IDS, WASM_PAGE_SIZE,
+                          ExitReason, Libcall, vmctx_libcall)
 from .calls import DONE as _DONE
 from .calls import (BITS_MASK, REF_TYPES, CallPlan, Value, Words, bits_arg, plan as _plan, read_value,
                     word as _w, write_value)
 from . import signals, stubs
 from .backtrace import unwinder
 from .faults import explain_fault
+from .hostcalls import builtin_call, host_of_call
 from .instance_tables import ESCAPED, InstanceTables
-from .tables import Table, run_builtin
+from .tables import Table
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
 from .vmctx import Vmctx
 
@@ -136,8 +135,6 @@ _GUEST_R14 = _w(INSTANCE_FIELDS["guest_r14"])
 _HC_VMCTX = _w(INSTANCE_FIELDS["hc_vmctx"])
 _HC_ENTRY = _w(INSTANCE_FIELDS["hc_entry"])
 _HC_STACK = _w(INSTANCE_FIELDS["hc_stack"])
-_HC_GPR = _w(INSTANCE_FIELDS["hc_gpr"])
-_N_GPR = len(GUEST_INT_ARG_REGS)
 
 _WORDS = INSTANCE_PAGE_SIZE // 8
 
@@ -149,7 +146,6 @@ host through the caller's call, naming the callee only by its vmctx."""
 _ENTER, _RESUME = -1, -2       # _drive: call the stub first (enter / resume)
 _GENERATOR = types.GeneratorType
 _NO_HOSTS: dict = {}
-_RECORD_VMCTX, _RECORD_INDEX = _w(FUNCREF["vmctx"]), _w(FUNCREF["index"])
 
 
 # --- the instance -------------------------------------------------------------------------------
@@ -477,9 +473,9 @@ class Instance:
                     if host is not None and u[_HC_VMCTX] == own:   # the usual case, first
                         vmctx = self._vmctx
                     elif u[_HC_ENTRY] < BUILTIN_LIMIT:
-                        host = self._builtin()
+                        host = builtin_call(self, _by_vmctx)
                     else:
-                        host, vmctx = self._host_called()
+                        host, vmctx = host_of_call(self, _by_vmctx)
                     if host is not None:      # (inline: a hostcall is mostly Python overhead)
                         self._in_hostcall = True
                         try:
@@ -611,49 +607,6 @@ class Instance:
         if ESCAPED:          # (rare) functions whose references went who knows where
             out.extend(i for i in ESCAPED if i._state != State.CLOSED)
         return out
-
-    def _host_called(self) -> Tuple["HostFunc", Vmctx]:
-        """The host function whose record the guest called through, and the Vmctx of the
-        instance that called it (this one, or one it called into). A host function's record
-        names the instance that imported it (``vmctx``) and its place among that instance's
-        imports (``index``), whoever calls it."""
-        u = self._page.u64
-        record = u[_HC_ENTRY]
-        words = (ctypes.c_uint64 * 8).from_address(record)
-        owner_vm, index = words[_RECORD_VMCTX], words[_RECORD_INDEX]
-        owner = self if owner_vm == self._slot.vmctx else _by_vmctx.get(owner_vm)
-        caller = self if u[_HC_VMCTX] == self._slot.vmctx else _by_vmctx.get(u[_HC_VMCTX])
-        if owner is None or caller is None:
-            raise FatalFault(f"a hostcall under instance {self._name!r} came from an "
-                             "unknown instance")
-        if not 0 <= index < len(owner._hosts) or not hasattr(owner._hosts[index], "plan"):
-            raise FatalFault(f"instance {owner._name!r} called host import {index}, which "
-                             "does not exist")
-        return owner._hosts[index], caller._vmctx
-
-    def _builtin(self) -> None:
-        """Carry out the table instruction the guest left for (``abi.Builtin``), for the
-        instance whose code made it; its result goes back in rax. Returns None (no host
-        function to run)."""
-        u = self._page.u64
-        vm = u[_HC_VMCTX]
-        caller = self if vm == self._slot.vmctx else _by_vmctx.get(vm)
-        if caller is None:
-            raise FatalFault(f"a table instruction under instance {self._name!r} came from an "
-                             "unknown instance")
-        args = [u[_HC_GPR + i] for i in range(_N_GPR)]
-        if u[_HC_ENTRY] == Builtin.MEMORY_GROW:       # of a shared memory: every alias grows
-            u[_RET_RAX] = caller._memory._grow_guest(args[0] & 0xFFFF_FFFF) & 0xFFFF_FFFF
-            return
-        return_address = ctypes.c_uint64.from_address(u[_HC_STACK] - 8).value
-
-        def trap(code: TrapCode, wasm_offset: int) -> Trap:
-            func = caller._module.function_at(return_address)
-            t = Trap(code, func=None if func is None else func.name, wasm_offset=wasm_offset)
-            if func is not None:
-                t._unwind = self._unwinder(func.name, u[_HC_STACK])
-            return t
-        u[_RET_RAX] = run_builtin(caller._refs, u[_HC_ENTRY], args, trap)
 
     def _host_failed(self, host: "HostFunc", e: BaseException) -> None:
         """A host function raised ``e``: the guest cannot go on."""
