@@ -78,7 +78,8 @@ class Exports:
         instance = self._instance
         instance._check_open()
         if export.kind == ExternKind.MEMORY:
-            return instance._share()
+            from .links import share
+            return share(instance)
         if export.kind == ExternKind.TABLE:
             return instance.tables[export.index]
         if export.index < len(instance._global_imports):   # re-exported: what it is linked to

@@ -31,9 +31,10 @@ from .calls import (BITS_MASK, REF_TYPES, CallPlan, Value, Words, bits_arg, plan
                     word as _w, write_value)
 from . import signals, stubs
 from .backtrace import unwinder
+from . import links
 from .faults import explain_fault
 from .hostcalls import builtin_call, host_of_call
-from .instance_tables import ESCAPED, InstanceTables
+from .instance_tables import InstanceTables
 from .tables import Table
 from .killswitch import WATCHDOG, KillOutcome, KillState, KillSwitch
 from .vmctx import Vmctx
@@ -221,7 +222,7 @@ class Instance:
         """The host functions this instance imports, by the address of their records."""
         self._externs = self._refs.externs
         if imports.funcs or imports.globals or imports.memory is not None or imports.tables:
-            self._link(imports)
+            links.link(self, imports)
         self._vmctx = Vmctx(self)
         self._in_hostcall = False
         self._suspended: Optional[Tuple[Any, "HostFunc"]] = None   # (generator, its function)
@@ -235,24 +236,6 @@ class Instance:
         self._data_descs = (None if module._data_descs_shared
                             else ctypes.create_string_buffer(len(module._data_descs)))
         self._initialise()
-
-    def _link(self, imports: "Resolution") -> None:
-        linked = {id(f.instance): f.instance for f in imports.funcs if not hasattr(f, "plan")}
-        linked.update((id(t.owner), t.owner) for t in imports.tables if t.owner is not None)
-        self._linked = tuple(linked.values())
-        owners = [g.owner for g in imports.globals]
-        if imports.memory is not None:
-            owners.append(imports.memory.owner)
-        self._providers = tuple({id(p): p for p in (*self._linked, *owners)
-                                 if p is not None}.values())
-        for provider in self._providers:
-            provider._check_open()
-            if provider._importers is None:
-                provider._importers = weakref.WeakSet()
-                _by_vmctx[provider._slot.vmctx] = provider  # its hostcalls and faults come to us
-            provider._importers.add(self)
-        if imports.tables:
-            _by_vmctx[self._slot.vmctx] = self   # a sharer of the table may call our records
 
     def _initialise(self) -> None:
         """Fill the committed, zeroed slot: runtime data, data segment descriptors, tables,
@@ -277,75 +260,19 @@ class Instance:
         for word, address in _libcall_words:
             u[word] = address
         if self._memory is not None:
-            self._wire_shared_memory()
+            links.wire_shared_memory(self)
 
         globals_image = module._globals_image()
         if globals_image:
             ctypes.memmove(slot.globals, globals_image, len(globals_image))
         if self._global_imports:
-            self._link_globals()
+            links.link_globals(self)
         self._refs.initialise(u)
         self._set_state(State.READY)
 
-    def _wire_shared_memory(self) -> None:
-        """Compiled memory.grow leaves for the host (``Builtin.MEMORY_GROW``), which grows
-        every alias of the memory."""
-        u = self._page.u64
-        u[_VM_GROW_LIBCALL] = _stubs.memory_grow_shared
-        self._memory._republish(self._mem)  # type: ignore[union-attr]
-
-    def _link_globals(self) -> None:
-        """Fill the slots of the imported globals (a copy of an immutable one's value, the
-        address of a mutable one's storage), then the defined globals that ``global.get`` one."""
-        base = self._slot.globals
-        specs = self._module.data.globals
-        u64 = ctypes.c_uint64
-        for spec, g in zip(specs, self._global_imports):
-            at = base + spec.offset
-            if spec.by_reference:
-                u64.from_address(at).value = g._address
-            else:
-                u64.from_address(at).value = u64.from_address(g._address).value
-        for spec in specs[len(self._global_imports):]:
-            if spec.init_global is not None:
-                source = base + specs[spec.init_global].offset
-                u64.from_address(base + spec.offset).value = u64.from_address(source).value
-
     def _global_address(self, index: int) -> int:
-        """Where global ``index``'s value is stored: in this slot, or for an imported mutable
-        global, wherever the global it is linked to keeps it."""
-        spec = self._module.data.globals[index]
-        if spec.by_reference:
-            return self._global_imports[index]._address
-        return self._slot.globals + spec.offset
-
-    def _apply_active_data(self) -> None:
-        """Write the data segments that instantiation applies (``ModuleData.active_data``), in
-        order; the first that does not fit fails instantiation, those before it stay written."""
-        vmctx, size = self._slot.vmctx, self.memory_size
-        for seg in self._module.data.active_data:
-            offset = seg.offset
-            if seg.offset_global is not None:
-                offset = ctypes.c_uint32.from_address(
-                    self._global_address(seg.offset_global)).value
-            if offset + len(seg.data) > size:
-                raise InstantiationError(f"module {self._name!r}: out of bounds memory access "
-                                         f"(data segment at {offset:#x}, {len(seg.data)} bytes, "
-                                         f"memory of {size} bytes)")
-            ctypes.memmove(vmctx + offset, seg.data, len(seg.data))
-
-    def _share(self) -> "Memory":
-        """The instance's memory as a :class:`Memory` others can import: imported, or its own
-        heap made shared on first use (it then stays so until reset or close)."""
-        with self._kill_state.lock:        # (the state cannot change under us, nor race us)
-            if self._memory is None:
-                self._check_open()
-                if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
-                    raise StateError(f"cannot export the memory of {self!r} while it runs")
-                from .memories import Memory
-                self._memory = Memory._adopt(self)
-                self._wire_shared_memory()
-            return self._memory
+        """Where global ``index``'s value is stored (``runtime.links``)."""
+        return links.global_address(self, index)
 
     def _start(self) -> None:
         """Finish instantiating as wasm does: fail on a data or element segment that did not fit
@@ -361,26 +288,16 @@ class Instance:
             if data.data_error is not None:
                 raise InstantiationError(f"module {self._name!r}: {data.data_error}")
             if data.active_data:
-                self._apply_active_data()
+                links.apply_active_data(self)
             if data.start is not None:
                 outcome = self._call(_plan(self._module, data.start), ())
                 if isinstance(outcome, Yielded):
                     raise InstantiationError(f"module {self._name!r}: the start function "
                                              "yielded, which instantiation cannot wait for")
         except BaseException:
-            if not self._orphan():
+            if not links.keep_as_orphan(self):
                 self.close()
             raise
-
-    def _orphan(self) -> bool:
-        """Keep a failed instantiation alive if a shared table holds its functions."""
-        shared = [t for t in self._refs.tables[:len(self._refs._imported_tables)]
-                  if self._refs.referenced_from(t)]
-        if not shared or self._state != _READY:
-            return False
-        for t in shared:
-            t._keepalive.append(self)
-        return True
 
     # --- running ------------------------------------------------------------------------------
 
@@ -562,51 +479,17 @@ class Instance:
                 abandoned, self._suspended = self._suspended, None
                 if kill.requested:
                     # the call is over: give back the poll pages the request revoked
-                    for inst in (self, *self._all_linked()):
+                    for inst in (self, *links.all_linked(self)):
                         if inst._state != State.CLOSED:
                             inst._set_poll(True)
                     if final != State.TERMINATED:
                         kill.requested = False
                 if not clean:
-                    self._release_abandoned()
+                    links.release_abandoned(self)
             self._state = self._page.u64[_STATE] = final
         if abandoned is not None:    # (the call is ending with its own exception: keep that)
             with contextlib.suppress(Exception):
                 _abandon(abandoned)
-
-    def _release_abandoned(self) -> None:
-        """After a call that did not return (trap, termination), nothing unwound the guest's
-        frames: release this instance, and give back any callee it was inside of its own root
-        and stack limit (pylucet_call_guest would have on the way out)."""
-        page = self._page.address
-        self._page.u64[_ROOT] = 0
-        for callee in self._all_linked():
-            u = callee._page.u64
-            if u[_ROOT] == page and callee._state != State.CLOSED:
-                u[_VM_STACK_LIMIT] = callee._slot.stack_limit
-                u[_ROOT] = 0
-
-    def _all_linked(self) -> List["Instance"]:
-        """Every instance this one can call into, directly or through others: those whose
-        functions or tables it imports, and those sharing a table with it (a reference one
-        of them stores there may be called by any)."""
-        seen: dict = {id(self): self}
-        todo = list(self._neighbours())
-        while todo:
-            inst = todo.pop()
-            if id(inst) not in seen:
-                seen[id(inst)] = inst
-                todo.extend(inst._neighbours())
-        del seen[id(self)]
-        return list(seen.values())
-
-    def _neighbours(self) -> List["Instance"]:
-        out = list(self._linked)
-        for t in self._refs.tables:
-            out.extend(i for i in t._users if i._state != State.CLOSED)
-        if ESCAPED:          # (rare) functions whose references went who knows where
-            out.extend(i for i in ESCAPED if i._state != State.CLOSED)
-        return out
 
     def _host_failed(self, host: "HostFunc", e: BaseException) -> None:
         """A host function raised ``e``: the guest cannot go on."""
@@ -700,7 +583,7 @@ class Instance:
         kill.requested = True
         kill.reason = reason
         self._set_poll(False)
-        for callee in self._all_linked():   # the guest may be inside one of them right now;
+        for callee in links.all_linked(self):   # the guest may be inside one of them right now;
             if callee._state != State.CLOSED:   # their pages come back when the call ends
                 callee._set_poll(False)
         if state == _RUNNING:
@@ -807,7 +690,7 @@ class Instance:
 
     def _unwinder(self, innermost: str, rsp: int) -> Any:
         return unwinder(innermost, rsp, self._slot.stack_base, self._slot.stack_top,
-                        [self._module] + [i._module for i in self._all_linked()])
+                        [self._module] + [i._module for i in links.all_linked(self)])
 
     # --- inspection ---------------------------------------------------------------------------
 
@@ -921,7 +804,7 @@ class Instance:
         with kill.lock:
             if self._state in (_RUNNING, State.YIELDING, State.TERMINATING):
                 raise StateError(f"cannot reset {self!r} while it runs")
-            self._check_no_importers("reset")
+            links.check_no_importers(self, "reset")
             self._vmctx._view = None
             memory = self._mem
             if memory.viewed_extent() > self._fit.initial_heap:
@@ -956,13 +839,13 @@ class Instance:
                 raise StateError(f"cannot close {self!r} while it runs")
             if self._state == State.CLOSED:
                 return
-            self._close_orphans()
-            self._check_no_importers("close")
+            links.close_orphans(self)
+            links.check_no_importers(self, "close")
             kill.valid = False
             self._state = State.CLOSED
             abandoned, self._suspended, self._current = self._suspended, None, None
             self._vmctx._view = None
-            heirs = ([i._externs for i in self._all_linked() if i._state != State.CLOSED]
+            heirs = ([i._externs for i in links.all_linked(self) if i._state != State.CLOSED]
                      if self._externs else [])
             self._refs.scrub(heirs)
             if _by_vmctx.get(self._slot.vmctx) is self:
@@ -971,22 +854,6 @@ class Instance:
                 provider._importers.discard(self)  # type: ignore[union-attr]
             self._mem.release()
         _abandon(abandoned)
-
-    def _close_orphans(self) -> None:
-        """Failed instantiations that live on only through this instance's tables go first."""
-        for t in self._refs.tables[len(self._refs._imported_tables):]:
-            orphans, t._keepalive = t._keepalive, []
-            for orphan in orphans:
-                orphan.close()
-
-    def _check_no_importers(self, what: str) -> None:
-        if self._importers is None:
-            return
-        live = [i for i in self._importers if i._state != State.CLOSED]
-        if live:
-            raise StateError(f"cannot {what} instance of {self._name!r}: instance(s) "
-                             f"{', '.join(repr(i._name) for i in live)} import its functions, "
-                             f"globals or memory, which live in its slot; close them first")
 
     def __enter__(self) -> "Instance":
         return self
